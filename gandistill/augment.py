@@ -1,0 +1,26 @@
+"""Cheap, batched data augmentation on tensors (no per-sample Python work).
+
+Random affine per sample — rotation, isotropic scale, translation — through one
+`affine_grid`/`grid_sample` call. Mild by design (no flips: digits and many small-image
+classes are not mirror-symmetric).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def random_affine(x: torch.Tensor, max_rotate_deg: float = 10.0, max_scale: float = 0.1,
+                  max_shift: float = 0.1) -> torch.Tensor:
+    """x: N×C×H×W float in [0, 1]; shift is a fraction of the image size."""
+    n = x.shape[0]
+    angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(max_rotate_deg)
+    scale = 1 + (torch.rand(n, device=x.device) * 2 - 1) * max_scale
+    shift = (torch.rand(n, 2, device=x.device) * 2 - 1) * max_shift * 2  # grid coords span [-1, 1]
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -1,0 +1,322 @@
+"""Typed schema of params.yaml: one section per pipeline stage.
+
+The same schema is read by the CLI, every kfp component and the tests, so a wrong key or
+value fails once, early, with every offending key path listed (exit code 2), before any
+stage runs. Profiles (e.g. `--profile smoke`) are named override sets stored in the
+`profiles:` section of params.yaml; `--set section.key=value` overrides come last.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gandistill.errors import ConfigError
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataParams(Section):
+    source: Literal["mnist", "idx", "npz", "imagefolder", "dvc"] = "mnist"
+    path: str = "data/mnist"
+    # dvc source: repository (path or git URL) and revision holding `path`.
+    dvc_repo: str | None = None
+    dvc_rev: str | None = None
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="only when the source has no test split")
+    resize: int | None = Field(None, ge=8, le=64)
+    # Subsample budgets for quick runs (smoke profile, tests); null = use everything.
+    limit_train: int | None = Field(None, ge=20)
+    limit_test: int | None = Field(None, ge=10)
+    verify_checksums: bool = True
+
+
+class OptimParams(Section):
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    batch_size: int = Field(128, ge=2, le=65536)
+
+
+class TeacherParams(OptimParams):
+    source: Literal["train", "torchscript", "state_dict"] = "train"
+    path: str | None = None
+    arch: str = "lenet5"
+    epochs: float = Field(8, gt=0, le=1000)
+    augment: bool = True
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _path_for_import(self) -> TeacherParams:
+        if self.source != "train" and not self.path:
+            raise ValueError(f"teacher.source={self.source} needs teacher.path (the file to import)")
+        return self
+
+
+class GanParams(Section):
+    nz: int = Field(64, ge=2, le=1024)
+    ngf: int = Field(32, ge=4, le=512)
+    ndf: int = Field(32, ge=4, le=512)
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(128, ge=2, le=8192)
+    lr_g: float = Field(2e-4, gt=0.0, le=1.0)
+    lr_d: float = Field(2e-4, gt=0.0, le=1.0)
+    beta1: float = Field(0.5, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    loss: Literal["bce", "hinge"] = "bce"
+    spectral_norm: bool = True
+    # λ of the seed objective: L_G = adv + λ·L_FM (feature matching on D's penultimate features).
+    fm_weight: float = Field(1.0, ge=0.0)
+    # Optional teacher guidance: CE(teacher(G(z,y)), y), and a mode-seeking diversity term.
+    teacher_weight: float = Field(0.0, ge=0.0)
+    diversity_weight: float = Field(0.0, ge=0.0)
+    ema_decay: float | None = Field(None, ge=0.0, lt=1.0)
+    eval_every: int = Field(250, ge=1)
+    eval_samples: int = Field(1000, ge=10)
+    # Collapse: class coverage (normalised entropy of mean teacher softmax) below this value.
+    min_coverage: float = Field(0.5, ge=0.0, le=1.0)
+    collapse_patience: int = Field(3, ge=1)
+
+
+DistillMethod = Literal["scratch", "kd", "gan", "gan_real", "data_free", "dafl", "adversarial"]
+REAL_DATA_METHODS = {"scratch", "kd", "gan_real", "adversarial"}
+
+
+class DistillParams(OptimParams):
+    method: DistillMethod = "gan"
+    student_arch: str = "lenet5_half"
+    steps: int = Field(3000, ge=1)
+    lr: float = Field(2e-3, gt=0.0, le=10.0)
+    temperature: float = Field(4.0, gt=0.0, le=100.0)
+    # KD weight α: loss = α·KL·T² + (1-α)·CE(labels). Generated samples use the conditioning label.
+    alpha: float = Field(0.9, ge=0.0, le=1.0)
+    real_fraction: float = Field(0.5, ge=0.0, le=1.0, description="gan_real: share of real samples per batch")
+    augment: bool = True
+    mixup: float = Field(0.0, ge=0.0, le=1.0, description="probability of mixing generated pairs")
+    hint_weight: float = Field(0.0, ge=0.0)
+    rkd_distance_weight: float = Field(0.0, ge=0.0)
+    rkd_angle_weight: float = Field(0.0, ge=0.0)
+    eval_every: int = Field(250, ge=1)
+
+    @model_validator(mode="after")
+    def _method_consistency(self) -> DistillParams:
+        if self.method == "gan_real" and self.real_fraction in (0.0, 1.0):
+            raise ValueError("distill.method=gan_real needs 0 < distill.real_fraction < 1 "
+                             "(use method=gan for 0 or method=kd for 1)")
+        return self
+
+
+class EvaluateParams(Section):
+    batch_size: int = Field(1000, ge=1)
+    latency_runs: int = Field(50, ge=1)
+    ece_bins: int = Field(15, ge=2, le=100)
+    privacy_samples: int = Field(2000, ge=10)
+    gan_samples: int = Field(2000, ge=10)
+
+
+class ExportParams(Section):
+    onnx_opset: int = Field(18, ge=13, le=23)
+    parity_atol: float = Field(1e-4, gt=0.0)
+
+
+class PromoteParams(Section):
+    model_name: str = Field("gandistill-student", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    min_accuracy: float = Field(0.9, ge=0.0, le=1.0)
+    max_drop_vs_teacher: float = Field(0.05, ge=0.0, le=1.0)
+    champion_epsilon: float = Field(0.002, ge=0.0, le=1.0)
+
+
+class RuntimeParams(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, le=256)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on CUDA only
+    checkpoint_every: int = Field(500, ge=1)
+    max_retries: int = Field(2, ge=0, le=10, description="divergence retries with a lower learning rate")
+    retry_lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    progress: bool = True
+
+
+class StageResources(Section):
+    cpu_request: str | None = None
+    cpu_limit: str | None = None
+    memory_request: str | None = None
+    memory_limit: str | None = None
+    accelerator_type: str | None = None
+    accelerator_count: int | None = Field(None, ge=1)
+
+
+class PipelineParams(Section):
+    image: str = "gandistill:0.1.0"
+    resources: dict[
+        Literal["prepare_data", "train_teacher", "train_gan", "distill", "evaluate", "export", "promote"],
+        StageResources,
+    ] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, str]] = Field(default_factory=list)
+    secrets: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="k8s secret name -> {secret key: env var}")
+
+
+class Params(Section):
+    seed: int = Field(0, ge=0)
+    data: DataParams = Field(default_factory=DataParams)
+    teacher: TeacherParams = Field(default_factory=TeacherParams)
+    gan: GanParams = Field(default_factory=GanParams)
+    distill: DistillParams = Field(default_factory=DistillParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    export: ExportParams = Field(default_factory=ExportParams)
+    promote: PromoteParams = Field(default_factory=PromoteParams)
+    runtime: RuntimeParams = Field(default_factory=RuntimeParams)
+    pipeline: PipelineParams = Field(default_factory=PipelineParams)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> Params:
+        """Validate params passed into a component: same schema, same errors."""
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"params_json is not valid JSON: {exc}") from exc
+        return validate(raw)
+
+    def flat(self) -> dict[str, Any]:
+        """`section.key -> value`, for MLflow params and summaries."""
+        return _flatten(self.model_dump(exclude={"pipeline"}))
+
+
+# ---------------------------------------------------------------------------------------
+# Loading, overrides, errors
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """Walk the schema along an error location to find the model that owns the last key."""
+    model: Any = Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return None
+    return model
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        model = _model_for_path(loc)
+        hint = ""
+        if model is not None:
+            close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+            if close:
+                hint = f" — did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?"
+            else:
+                hint = f" (known keys: {', '.join(model.model_fields)})"
+        return f"  {path}: unknown key{hint}"
+    got = error.get("input")
+    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"  {path}: {error['msg']}{got_text}"
+
+
+def validate(raw: dict[str, Any], source: str = "params") -> Params:
+    """Validate a params tree, raising one ConfigError that lists every offending key path."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError(
+            f"{source} is invalid ({len(lines)} problem{'s' if len(lines) > 1 else ''}):\n"
+            + "\n".join(lines)
+            + "\nFix these keys in the params file or the --set overrides; `gandistill params` "
+            "prints the full schema with defaults."
+        ) from None
+
+
+_SET_RE = re.compile(r"^([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*)=(.*)$", re.S)
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one `section.key=value` override; the value is parsed as YAML (1e-3, true, [1,2])."""
+    match = _SET_RE.match(assignment)
+    if not match:
+        raise ConfigError(f"--set {assignment!r}: expected section.key=value, e.g. --set teacher.epochs=3")
+    path, value_text = match.groups()
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {assignment!r}: value is not valid YAML: {exc}") from None
+    node = tree
+    parts = path.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_params(
+    path: str | Path | None = DEFAULT_PARAMS_FILE,
+    overrides: list[str] | None = None,
+    profile: str | None = None,
+) -> Params:
+    """Read params.yaml (or defaults when `path` is None), apply a profile then overrides."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"params file {file} not found: pass --params FILE or run from the project root")
+        try:
+            tree = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file} is not valid YAML: {exc}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{file}: expected a mapping of sections at the top level")
+        source = str(file)
+    profiles = tree.pop("profiles", {}) or {}
+    if profile is not None:
+        if profile not in profiles:
+            raise ConfigError(
+                f"profile '{profile}' is not defined in {source}; known profiles: "
+                f"{', '.join(profiles) or 'none'}"
+            )
+        for key, value in (profiles[profile] or {}).items():
+            apply_override(tree, f"{key}={json.dumps(value)}")
+    for assignment in overrides or []:
+        apply_override(tree, assignment)
+    return validate(tree, source)
+
+
+def schema_text() -> str:
+    """The schema with defaults, for `gandistill params`."""
+    return yaml.safe_dump(Params().model_dump(), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Dataset sources, the IDX reader, splits and batching."""

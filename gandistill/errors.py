@@ -1,0 +1,44 @@
+"""Errors that name the fault and the fix.
+
+Every error a user can cause (bad params, bad data, unreachable services) is raised as a
+`GandistillError` subclass; the CLI prints its message on one line block and exits with
+the error's `exit_code` instead of dumping a traceback.
+"""
+
+from __future__ import annotations
+
+
+class GandistillError(Exception):
+    """Base class: a user-facing error whose message says what is wrong and how to fix it."""
+
+    exit_code = 1
+
+
+class ConfigError(GandistillError):
+    """params.yaml or a --set override is invalid. Raised before any stage runs."""
+
+    exit_code = 2
+
+
+class DataError(GandistillError):
+    """A dataset file is missing, corrupt, or inconsistent."""
+
+    exit_code = 3
+
+
+class TrainingError(GandistillError):
+    """Training diverged or collapsed and retries were exhausted."""
+
+    exit_code = 4
+
+
+class ServiceError(GandistillError):
+    """An external service (object store, MLflow, KFP) failed after bounded retries."""
+
+    exit_code = 5
+
+
+class ExportError(GandistillError):
+    """An exported model does not reproduce the PyTorch model (parity check failed)."""
+
+    exit_code = 6

@@ -1,0 +1,347 @@
+"""The one training loop shared by the teacher, GAN and distillation stages.
+
+A stage states only its math — a `step_fn(step) -> {name: loss}` and an optional
+`eval_fn(step) -> {name: metric}` — and the loop owns everything else:
+
+- atomic checkpoints (temp file, fsync, rename) every N steps with every module, optimizer,
+  scheduler and EMA state plus the RNG states, loadable with `torch.load(weights_only=True)`;
+- resume: a re-run with the same fingerprint continues from the last checkpoint, and because
+  batches are a pure function of the step (`StepBatches`) and the RNG states are restored,
+  the resumed run's weights equal an uninterrupted run's on CPU;
+- divergence handling: a non-finite loss, or an unhealthy eval (e.g. GAN collapse) for
+  `patience` consecutive checks, restores the last good checkpoint with every learning rate
+  scaled down and retries, up to `max_retries`, then raises TrainingError naming the symptom
+  and the knobs;
+- model selection on a validation metric (best weights kept, never test);
+- metric logging (averaged every `log_every` steps) and a tqdm progress bar.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from tqdm.auto import tqdm
+
+from gandistill.errors import TrainingError
+from gandistill.runtime import unwrap
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[int], dict[str, Any]]
+EvalFn = Callable[[int], dict[str, float]]
+HealthFn = Callable[[dict[str, float]], str | None]
+LogFn = Callable[[dict[str, float], int], None]
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
+                  final_fraction: float = 0.0) -> LambdaLR:
+    """Linear warm-up then cosine decay to `final_fraction` of the base learning rate."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+class EMA:
+    """Exponential moving average of a module's parameters and buffers (Polyak averaging)."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(unwrap(module)).eval()
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        src = unwrap(module)
+        for ema_p, p in zip(self.shadow.parameters(), src.parameters(), strict=True):
+            ema_p.lerp_(p.detach(), 1 - self.decay)
+        for ema_b, b in zip(self.shadow.buffers(), src.buffers(), strict=True):
+            ema_b.copy_(b)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.shadow.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.shadow.load_state_dict(state)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    best_step: int | None
+    best_value: float | None
+    best_state: dict[str, dict[str, Any]]  # module name -> state_dict of the selected weights
+    history: list[dict[str, float]] = field(default_factory=list)
+    retries: int = 0
+    resumed_from: int | None = None
+
+
+class TrainingLoop:
+    """See the module docstring. Register modules with `track`, then call `run`."""
+
+    def __init__(self, name: str, total_steps: int, checkpoint_dir: str | Path | None, *,
+                 fingerprint: str = "", checkpoint_every: int = 500, eval_every: int = 250,
+                 select: tuple[str, str] | None = None, patience: int = 1, max_retries: int = 2,
+                 retry_lr_factor: float = 0.5, log_fn: LogFn | None = None, log_every: int = 50,
+                 progress: bool = True):
+        self.name = name
+        self.total_steps = total_steps
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.fingerprint = fingerprint
+        self.checkpoint_every = checkpoint_every
+        self.eval_every = eval_every
+        self.select = select
+        self.patience = patience
+        self.max_retries = max_retries
+        self.retry_lr_factor = retry_lr_factor
+        self.log_fn = log_fn
+        self.log_every = log_every
+        self.progress = progress
+        self.modules: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, LambdaLR] = {}
+        self.emas: dict[str, EMA] = {}
+        # Loop state that checkpoints carry.
+        self.step = 0
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+        self.best_state: dict[str, dict[str, Any]] = {}
+        self.retries = 0
+        self.lr_scale = 1.0
+        self.unhealthy = 0
+        self.history: list[dict[str, float]] = []
+
+    # -- registration ---------------------------------------------------------------
+    def track(self, name: str, module: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+              scheduler: LambdaLR | None = None, ema: EMA | None = None) -> None:
+        self.modules[name] = module
+        if optimizer is not None:
+            self.optimizers[name] = optimizer
+        if scheduler is not None:
+            self.schedulers[name] = scheduler
+        if ema is not None:
+            self.emas[name] = ema
+
+    # -- checkpoints ----------------------------------------------------------------
+    @property
+    def last_path(self) -> Path | None:
+        return self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "step": self.step,
+            "modules": {k: unwrap(m).state_dict() for k, m in self.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "emas": {k: e.state_dict() for k, e in self.emas.items()},
+            "rng": _rng_state(),
+            "loop": {"best_value": self.best_value, "best_step": self.best_step, "retries": self.retries,
+                     "lr_scale": self.lr_scale, "unhealthy": self.unhealthy},
+            "best_state": self.best_state,
+            "history": self.history,
+        }
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        for k, m in self.modules.items():
+            unwrap(m).load_state_dict(snap["modules"][k])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(snap["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(snap["schedulers"][k])
+        for k, e in self.emas.items():
+            e.load_state_dict(snap["emas"][k])
+        _set_rng_state(snap["rng"])
+        loop = snap["loop"]
+        self.step = snap["step"]
+        self.best_value, self.best_step = loop["best_value"], loop["best_step"]
+        self.retries, self.lr_scale, self.unhealthy = loop["retries"], loop["lr_scale"], loop["unhealthy"]
+        self.best_state = snap["best_state"]
+        self.history = list(snap["history"])
+
+    def save_checkpoint(self) -> None:
+        if self.last_path is not None:
+            atomic_torch_save(self._snapshot(), self.last_path)
+
+    def _try_resume(self) -> int | None:
+        path = self.last_path
+        if path is None or not path.is_file():
+            return None
+        try:
+            snap = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a checkpoint we cannot read is not worth dying for: start over
+            log.warning("[%s] ignoring unreadable checkpoint %s (%s); starting fresh", self.name, path, exc)
+            return None
+        if snap.get("fingerprint") != self.fingerprint:
+            log.warning("[%s] checkpoint %s belongs to different params/inputs; starting fresh", self.name, path)
+            return None
+        self._restore(snap)
+        log.info("[%s] resumed from step %d (%s)", self.name, self.step, path)
+        return self.step
+
+    # -- divergence -------------------------------------------------------------------
+    def _scale_learning_rates(self, factor: float) -> None:
+        for name, opt in self.optimizers.items():
+            scheduler = self.schedulers.get(name)
+            if scheduler is not None:
+                scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+            for group in opt.param_groups:
+                group["lr"] *= factor
+                if "initial_lr" in group:
+                    group["initial_lr"] *= factor
+
+    def _recover(self, symptom: str, good: dict[str, Any]) -> None:
+        if self.retries >= self.max_retries:
+            raise TrainingError(
+                f"[{self.name}] {symptom} at step {self.step}; gave up after {self.retries} retries with "
+                f"learning rates scaled to {self.lr_scale:g}×. Knobs: lower the stage's learning rate(s), "
+                f"raise runtime.max_retries, lower runtime.retry_lr_factor"
+                + (", or (GAN) raise gan.fm_weight / gan.teacher_weight or lower gan.min_coverage"
+                   if "coverage" in symptom else "")
+            )
+        retries, scale = self.retries + 1, self.lr_scale * self.retry_lr_factor
+        self._restore(good)
+        self.retries, self.lr_scale, self.unhealthy = retries, scale, 0
+        self._scale_learning_rates(scale / good["loop"]["lr_scale"])
+        log.warning("[%s] %s — restored step %d, retry %d/%d with learning rates × %g",
+                    self.name, symptom, self.step, retries, self.max_retries, scale)
+
+    # -- main -------------------------------------------------------------------------
+    def run(self, step_fn: StepFn, eval_fn: EvalFn | None = None, health_fn: HealthFn | None = None) -> LoopResult:
+        resumed = self._try_resume()
+        good = copy.deepcopy(self._snapshot())  # the state to return to on divergence (a copy, not views)
+        if resumed is None:
+            self.save_checkpoint()
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, disable=not self.progress,
+                   mininterval=2.0, dynamic_ncols=True)
+        window: dict[str, list[float]] = {}
+        while self.step < self.total_steps:
+            for m in self.modules.values():
+                m.train()
+            raw = step_fn(self.step)
+            values = {k: float(v) for k, v in raw.items()}
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
+            if bad:
+                bar.reset(total=self.total_steps)
+                self._recover(f"non-finite loss ({', '.join(bad)})", good)
+                bar.update(self.step)
+                window.clear()
+                continue
+            for k, v in values.items():
+                window.setdefault(k, []).append(v)
+            self.step += 1
+            bar.update(1)
+            if self.step % self.log_every == 0 or self.step == self.total_steps:
+                means = {k: sum(v) / len(v) for k, v in window.items()}
+                means["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"] if self.optimizers else 0.0
+                bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
+                self._log(means)
+                window.clear()
+            if eval_fn is not None and (self.step % self.eval_every == 0 or self.step == self.total_steps):
+                if not self._evaluate(eval_fn, health_fn, good):
+                    bar.reset(total=self.total_steps)
+                    bar.update(self.step)
+                    continue
+            if self.step % self.checkpoint_every == 0 or self.step == self.total_steps:
+                if self.unhealthy == 0:
+                    good = copy.deepcopy(self._snapshot())
+                    if self.last_path is not None:
+                        atomic_torch_save(good, self.last_path)
+        bar.close()
+        if not self.best_state:  # no selection metric: the final weights are the result
+            self.best_state = {k: copy.deepcopy(unwrap(m).state_dict()) for k, m in self.modules.items()}
+            for k, e in self.emas.items():
+                self.best_state[f"{k}_ema"] = copy.deepcopy(e.state_dict())
+        return LoopResult(self.step, self.best_step, self.best_value, self.best_state, self.history,
+                          self.retries, resumed)
+
+    def _evaluate(self, eval_fn: EvalFn, health_fn: HealthFn | None, good: dict[str, Any]) -> bool:
+        for m in self.modules.values():
+            m.eval()
+        with torch.no_grad():
+            metrics = eval_fn(self.step)
+        self.history.append({"step": float(self.step), **metrics})
+        self._log(metrics)
+        symptom = health_fn(metrics) if health_fn else None
+        if symptom:
+            self.unhealthy += 1
+            log.warning("[%s] step %d: %s (%d/%d)", self.name, self.step, symptom, self.unhealthy, self.patience)
+            if self.unhealthy >= self.patience:
+                self._recover(symptom, good)
+                return False
+            return True
+        self.unhealthy = 0
+        if self.select is not None:
+            key, mode = self.select
+            value = metrics[key]
+            better = self.best_value is None or (value > self.best_value if mode == "max" else value < self.best_value)
+            if better:
+                self.best_value, self.best_step = value, self.step
+                self.best_state = {k: copy.deepcopy(unwrap(m).state_dict()) for k, m in self.modules.items()}
+                for k, e in self.emas.items():
+                    self.best_state[f"{k}_ema"] = copy.deepcopy(e.state_dict())
+        return True
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        if self.log_fn is not None:
+            self.log_fn(metrics, self.step)

@@ -1,0 +1,149 @@
+"""Image classifiers by name, shaped by the data (channels, size, classes).
+
+Every classifier takes raw pixels in [0, 1] (N×C×H×W) and normalises them with the train
+split's statistics held as buffers — so the normalisation travels inside TorchScript and
+ONNX exports and a deployed model takes raw images. `forward_features` also returns the
+intermediate activations that feature / relation KD losses need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ImageClassifier(nn.Module):
+    """Base: normalisation buffers + `features -> head` split."""
+
+    def __init__(self, in_channels: int, num_classes: int, mean: Sequence[float] | None,
+                 std: Sequence[float] | None):
+        super().__init__()
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        mean_t = torch.tensor(list(mean) if mean is not None else [0.0] * in_channels)
+        std_t = torch.tensor(list(std) if std is not None else [1.0] * in_channels)
+        self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
+        self.register_buffer("std", std_t.view(1, -1, 1, 1))
+
+    def body(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return intermediate features; the last one is the penultimate vector (N×D)."""
+        raise NotImplementedError
+
+    def head(self, penultimate: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        feats = self.body((x - self.mean) / self.std)
+        return self.head(feats[-1]), feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
+
+
+class LeNet5(ImageClassifier):
+    """LeNet-5 (LeCun et al., 1998) with ReLU and max-pooling; `width` scales every layer.
+
+    width=1: conv 6, 16 → fc 120, 84 (61,706 params at 28×28, pad 2 on conv1).
+    width=0.5: conv 3, 8 → fc 60, 42 — the "LeNet-5-half" student of DAFL/DFAD (15,738).
+    """
+
+    def __init__(self, in_channels: int, image_size: tuple[int, int], num_classes: int,
+                 width: float = 1.0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        super().__init__(in_channels, num_classes, mean, std)
+        c1, c2, f1, f2 = (max(1, round(v * width)) for v in (6, 16, 120, 84))
+        self.conv1 = nn.Conv2d(in_channels, c1, 5, padding=2)
+        self.conv2 = nn.Conv2d(c1, c2, 5)
+        h, w = image_size
+        h2, w2 = (h // 2 - 4) // 2, (w // 2 - 4) // 2
+        if h2 < 1 or w2 < 1:
+            raise ValueError(f"LeNet-5 needs images of at least 12×12, got {h}×{w}; use a resnet")
+        self.fc1 = nn.Linear(c2 * h2 * w2, f1)
+        self.fc2 = nn.Linear(f1, f2)
+        self.fc3 = nn.Linear(f2, num_classes)
+
+    def body(self, x: torch.Tensor) -> list[torch.Tensor]:
+        a1 = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        a2 = F.max_pool2d(F.relu(self.conv2(a1)), 2)
+        h1 = F.relu(self.fc1(a2.flatten(1)))
+        h2 = F.relu(self.fc2(h1))
+        return [a2, h2]
+
+    def head(self, penultimate: torch.Tensor) -> torch.Tensor:
+        return self.fc3(penultimate)
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(ImageClassifier):
+    """ResNet for small images (He et al., 2016, §4.2): depth = 6n+2, three stages of n blocks.
+
+    resnet20 (n=3) is the usual teacher, resnet8 (n=1) the student; `width` is the first
+    stage's channel count (16 in the paper), doubled at each later stage.
+    """
+
+    def __init__(self, in_channels: int, image_size: tuple[int, int], num_classes: int, depth: int = 20,
+                 width: int = 16, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        super().__init__(in_channels, num_classes, mean, std)
+        if (depth - 2) % 6 != 0:
+            raise ValueError(f"ResNet depth must be 6n+2 (8, 14, 20, 32, …), got {depth}")
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
+        stages: list[nn.Module] = []
+        cin = width
+        for i, cout in enumerate((width, width * 2, width * 4)):
+            blocks = [_BasicBlock(cin if j == 0 else cout, cout, 2 if (i > 0 and j == 0) else 1) for j in range(n)]
+            stages.append(nn.Sequential(*blocks))
+            cin = cout
+        self.stages = nn.ModuleList(stages)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def body(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = self.stem(x)
+        for stage in self.stages:
+            out = stage(out)
+        return [out, F.adaptive_avg_pool2d(out, 1).flatten(1)]
+
+    def head(self, penultimate: torch.Tensor) -> torch.Tensor:
+        return self.fc(penultimate)
+
+
+Builder = Callable[..., ImageClassifier]
+
+CLASSIFIERS: dict[str, Builder] = {
+    "lenet5": lambda c, size, k, **kw: LeNet5(c, size, k, width=1.0, **kw),
+    "lenet5_half": lambda c, size, k, **kw: LeNet5(c, size, k, width=0.5, **kw),
+    "resnet8": lambda c, size, k, **kw: CifarResNet(c, size, k, depth=8, **kw),
+    "resnet14": lambda c, size, k, **kw: CifarResNet(c, size, k, depth=14, **kw),
+    "resnet20": lambda c, size, k, **kw: CifarResNet(c, size, k, depth=20, **kw),
+    "resnet32": lambda c, size, k, **kw: CifarResNet(c, size, k, depth=32, **kw),
+}
+
+
+def build_classifier(name: str, in_channels: int, image_size: tuple[int, int], num_classes: int,
+                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> ImageClassifier:
+    """Instantiate a classifier by registered name with shapes derived from the data."""
+    if name not in CLASSIFIERS:
+        raise ValueError(f"unknown architecture '{name}'; known: {', '.join(CLASSIFIERS)}")
+    return CLASSIFIERS[name](in_channels, image_size, num_classes, mean=mean, std=std)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

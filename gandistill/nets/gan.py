@@ -1,0 +1,96 @@
+"""Conditional generator G(z, y) and discriminator D(x, y), sized from the data.
+
+Generator: class-conditional batch norm (de Vries et al., 2017; used by SNGAN-projection
+and BigGAN) in two nearest-upsample + conv stages at the data's native resolution, sigmoid
+output in [0, 1] pixels. It is deliberately small: on a 2-core CPU the generator's
+convolutions dominate GAN-KD's cost (see ENVIRONMENT.md), and MNIST-scale data needs no more.
+
+Discriminator: spectral-normalised convs (Miyato et al., 2018) and projection conditioning
+(Miyato & Koyama, 2018): D(x, y) = ψ(φ(x)) + ⟨embed(y), φ(x)⟩. φ(x) — the penultimate
+feature vector — is also what the feature-matching term L_FM compares.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without affine params, then a per-class scale and shift."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gamma = nn.Embedding(num_classes, channels)
+        self.beta = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = self.bn(x)
+        return out * self.gamma(y)[:, :, None, None] + self.beta(y)[:, :, None, None]
+
+
+class ConditionalGenerator(nn.Module):
+    def __init__(self, nz: int, num_classes: int, out_channels: int, image_size: tuple[int, int], ngf: int = 32):
+        super().__init__()
+        self.nz, self.num_classes, self.image_size = nz, num_classes, image_size
+        h, w = image_size
+        self.base = (max(2, math.ceil(h / 4)), max(2, math.ceil(w / 4)))
+        self.embed = nn.Embedding(num_classes, nz)
+        self.fc = nn.Linear(2 * nz, ngf * 2 * self.base[0] * self.base[1])
+        self.bn0 = ConditionalBatchNorm2d(ngf * 2, num_classes)
+        self.conv1 = nn.Conv2d(ngf * 2, ngf * 2, 3, padding=1)
+        self.bn1 = ConditionalBatchNorm2d(ngf * 2, num_classes)
+        self.conv2 = nn.Conv2d(ngf * 2, ngf, 3, padding=1)
+        self.bn2 = ConditionalBatchNorm2d(ngf, num_classes)
+        self.out = nn.Conv2d(ngf, out_channels, 3, padding=1)
+        self.ngf = ngf
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z, self.embed(y)], dim=1)).view(-1, self.ngf * 2, *self.base)
+        h = F.relu(self.bn0(h, y))
+        h = F.relu(self.bn1(self.conv1(F.interpolate(h, scale_factor=2.0, mode="nearest")), y))
+        h = F.relu(self.bn2(self.conv2(F.interpolate(h, scale_factor=2.0, mode="nearest")), y))
+        img = torch.sigmoid(self.out(h))
+        if img.shape[-2:] != torch.Size(self.image_size):
+            img = F.interpolate(img, size=self.image_size, mode="bilinear", align_corners=False)
+        return img
+
+    def sample(self, n: int, device: torch.device | str = "cpu", labels: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw n images with uniformly random (or given) labels."""
+        if labels is None:
+            labels = torch.randint(0, self.num_classes, (n,), device=device, generator=generator)
+        z = torch.randn(n, self.nz, device=device, generator=generator)
+        return self(z, labels), labels
+
+
+class ConditionalDiscriminator(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int, image_size: tuple[int, int], ndf: int = 32,
+                 use_spectral_norm: bool = True):
+        super().__init__()
+        sn = spectral_norm if use_spectral_norm else (lambda m: m)
+        self.conv1 = sn(nn.Conv2d(in_channels, ndf, 4, 2, 1))
+        self.conv2 = sn(nn.Conv2d(ndf, ndf * 2, 4, 2, 1))
+        self.conv3 = sn(nn.Conv2d(ndf * 2, ndf * 4, 3, 1, 1))
+        self.linear = sn(nn.Linear(ndf * 4, 1))
+        self.embed = sn(nn.Embedding(num_classes, ndf * 4))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x): global-sum-pooled last conv activations (N×4·ndf)."""
+        h = F.leaky_relu(self.conv1(x * 2 - 1), 0.2)
+        h = F.leaky_relu(self.conv2(h), 0.2)
+        h = F.leaky_relu(self.conv3(h), 0.2)
+        return h.sum(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (logit N, features N×D)."""
+        phi = self.features(x)
+        logit = self.linear(phi).squeeze(1) + (self.embed(y) * phi).sum(dim=1)
+        return logit, phi

@@ -1,0 +1,134 @@
+"""Helpers every stage shares: model files, fingerprints, checkpoints folders, evaluation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gandistill.config import Params
+from gandistill.data.dataset import DatasetMeta, as_float
+from gandistill.errors import DataError
+from gandistill.loop import atomic_torch_save
+from gandistill.nets import ConditionalGenerator, build_classifier
+
+MODEL_FILE = "model.pt"
+RESULT_FILE = "result.json"
+CHECKPOINT_ROOT_ENV = "GANDISTILL_CHECKPOINT_ROOT"
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable hash of params sections and input identities: a checkpoint is resumed only by
+    the run that would have produced it."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def checkpoint_dir(stage: str, fp: str) -> Path:
+    """Stable folder for a stage's checkpoints, outside the (per-execution) output artifact,
+    so re-running the same command after a crash finds them."""
+    root = Path(os.environ.get(CHECKPOINT_ROOT_ENV, "runs/checkpoints"))
+    return root / f"{stage}-{fp}"
+
+
+def write_result(out_dir: str | Path, result: dict[str, Any]) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{RESULT_FILE}.tmp"
+    tmp.write_text(json.dumps(result, indent=2, default=float))
+    os.replace(tmp, out / RESULT_FILE)
+
+
+def read_result(folder: str | Path) -> dict[str, Any]:
+    file = Path(folder) / RESULT_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+# -- classifiers on disk ------------------------------------------------------------------
+
+def save_classifier(model: nn.Module, arch: str, meta: DatasetMeta, out_dir: str | Path,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Save weights plus everything needed to rebuild the model (weights_only-loadable)."""
+    path = Path(out_dir) / MODEL_FILE
+    atomic_torch_save({
+        "kind": "classifier", "arch": arch, "state_dict": model.state_dict(),
+        "in_channels": meta.channels, "image_size": [meta.height, meta.width],
+        "num_classes": meta.num_classes, "class_names": list(meta.class_names),
+        "mean": list(meta.mean), "std": list(meta.std), **(extra or {}),
+    }, path)
+    return path
+
+
+def load_model_file(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / MODEL_FILE
+    if not path.is_file():
+        raise DataError(f"{path} not found: the upstream stage did not produce a model")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_classifier(folder: str | Path) -> nn.Module:
+    """Rebuild a classifier saved by `save_classifier` (or a TorchScript file in the folder)."""
+    script = Path(folder) / "model.ts"
+    if script.is_file() and not (Path(folder) / MODEL_FILE).is_file():
+        return torch.jit.load(str(script), map_location="cpu")
+    blob = load_model_file(folder)
+    model = build_classifier(blob["arch"], blob["in_channels"], tuple(blob["image_size"]), blob["num_classes"],
+                             mean=blob["mean"], std=blob["std"])
+    model.load_state_dict(blob["state_dict"])
+    return model.eval()
+
+
+def save_generator(generator: ConditionalGenerator, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    path = Path(out_dir) / MODEL_FILE
+    atomic_torch_save({
+        "kind": "generator", "state_dict": generator.state_dict(), "nz": generator.nz,
+        "num_classes": generator.num_classes, "image_size": list(generator.image_size),
+        "out_channels": generator.out.out_channels, "ngf": generator.ngf, **(extra or {}),
+    }, path)
+    return path
+
+
+def load_generator(folder: str | Path) -> ConditionalGenerator:
+    blob = load_model_file(folder)
+    generator = ConditionalGenerator(blob["nz"], blob["num_classes"], blob["out_channels"],
+                                     tuple(blob["image_size"]), ngf=blob["ngf"])
+    generator.load_state_dict(blob["state_dict"])
+    return generator.eval()
+
+
+# -- evaluation ---------------------------------------------------------------------------
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x_uint8: torch.Tensor, batch_size: int = 1000,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    model.eval()
+    outs = []
+    for start in range(0, len(x_uint8), batch_size):
+        outs.append(model(as_float(x_uint8[start : start + batch_size].to(device))).float().cpu())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
+
+
+def to_numpy_labels(t: torch.Tensor) -> np.ndarray:
+    return t.cpu().numpy().astype(np.int64)
+
+
+def params_sections(params: Params, *names: str) -> dict[str, Any]:
+    return {name: getattr(params, name).model_dump() for name in names} | {"seed": params.seed}

