@@ -108,6 +108,13 @@ class DistillParams(OptimParams):
     rkd_distance_weight: float = Field(0.0, ge=0.0)
     rkd_angle_weight: float = Field(0.0, ge=0.0)
     eval_every: int = Field(250, ge=1)
+    # adversarial: weight of the student's fool-the-output-discriminator term.
+    adversarial_weight: float = Field(0.1, ge=0.0)
+    # data_free / dafl: the generator trained inside this stage.
+    generator_lr: float = Field(1e-3, gt=0.0, le=1.0)
+    student_steps_per_generator_step: int = Field(3, ge=1, le=100)
+    balance_weight: float = Field(1.0, ge=0.0, description="class-balance terms (info entropy, label CE)")
+    dafl_activation_weight: float = Field(0.1, ge=0.0)
 
     @model_validator(mode="after")
     def _method_consistency(self) -> DistillParams:

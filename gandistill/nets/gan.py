@@ -1,7 +1,7 @@
 """Conditional generator G(z, y) and discriminator D(x, y), sized from the data.
 
 Generator: class-conditional batch norm (de Vries et al., 2017; used by SNGAN-projection
-and BigGAN) in two nearest-upsample + conv stages at the data's native resolution, sigmoid
+and BigGAN) in two transposed-conv (×2) stages at the data's native resolution, sigmoid
 output in [0, 1] pixels. It is deliberately small: on a 2-core CPU the generator's
 convolutions dominate GAN-KD's cost (see ENVIRONMENT.md), and MNIST-scale data needs no more.
 
@@ -43,20 +43,24 @@ class ConditionalGenerator(nn.Module):
         h, w = image_size
         self.base = (max(2, math.ceil(h / 4)), max(2, math.ceil(w / 4)))
         self.embed = nn.Embedding(num_classes, nz)
+        # Channels halve as resolution doubles, so each stage costs about the same and the
+        # full-resolution convs stay narrow (the generator dominates GAN-KD's CPU cost).
         self.fc = nn.Linear(2 * nz, ngf * 2 * self.base[0] * self.base[1])
         self.bn0 = ConditionalBatchNorm2d(ngf * 2, num_classes)
-        self.conv1 = nn.Conv2d(ngf * 2, ngf * 2, 3, padding=1)
-        self.bn1 = ConditionalBatchNorm2d(ngf * 2, num_classes)
-        self.conv2 = nn.Conv2d(ngf * 2, ngf, 3, padding=1)
-        self.bn2 = ConditionalBatchNorm2d(ngf, num_classes)
-        self.out = nn.Conv2d(ngf, out_channels, 3, padding=1)
+        # Transposed convs upsample and convolve in one op; nearest-upsample + conv was 2× slower
+        # on CPU (the upsample's memory copy dominated the profile).
+        self.conv1 = nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1)
+        self.bn1 = ConditionalBatchNorm2d(ngf, num_classes)
+        self.conv2 = nn.ConvTranspose2d(ngf, max(8, ngf // 2), 4, 2, 1)
+        self.bn2 = ConditionalBatchNorm2d(max(8, ngf // 2), num_classes)
+        self.out = nn.Conv2d(max(8, ngf // 2), out_channels, 3, padding=1)
         self.ngf = ngf
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.fc(torch.cat([z, self.embed(y)], dim=1)).view(-1, self.ngf * 2, *self.base)
         h = F.relu(self.bn0(h, y))
-        h = F.relu(self.bn1(self.conv1(F.interpolate(h, scale_factor=2.0, mode="nearest")), y))
-        h = F.relu(self.bn2(self.conv2(F.interpolate(h, scale_factor=2.0, mode="nearest")), y))
+        h = F.relu(self.bn1(self.conv1(h), y))
+        h = F.relu(self.bn2(self.conv2(h), y))
         img = torch.sigmoid(self.out(h))
         if img.shape[-2:] != torch.Size(self.image_size):
             img = F.interpolate(img, size=self.image_size, mode="bilinear", align_corners=False)
@@ -78,12 +82,12 @@ class ConditionalDiscriminator(nn.Module):
         sn = spectral_norm if use_spectral_norm else (lambda m: m)
         self.conv1 = sn(nn.Conv2d(in_channels, ndf, 4, 2, 1))
         self.conv2 = sn(nn.Conv2d(ndf, ndf * 2, 4, 2, 1))
-        self.conv3 = sn(nn.Conv2d(ndf * 2, ndf * 4, 3, 1, 1))
-        self.linear = sn(nn.Linear(ndf * 4, 1))
-        self.embed = sn(nn.Embedding(num_classes, ndf * 4))
+        self.conv3 = sn(nn.Conv2d(ndf * 2, ndf * 2, 3, 1, 1))
+        self.linear = sn(nn.Linear(ndf * 2, 1))
+        self.embed = sn(nn.Embedding(num_classes, ndf * 2))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """φ(x): global-sum-pooled last conv activations (N×4·ndf)."""
+        """φ(x): global-sum-pooled last conv activations (N×2·ndf)."""
         h = F.leaky_relu(self.conv1(x * 2 - 1), 0.2)
         h = F.leaky_relu(self.conv2(h), 0.2)
         h = F.leaky_relu(self.conv3(h), 0.2)

@@ -1,0 +1,40 @@
+"""Thin kfp v2 components, one module per stage.
+
+Each module defines a plain function with typed kfp Input/Output artifacts whose body only
+imports `gandistill.stages` and calls it; `build(image)` turns them into components that
+run in `image` (one setting: `pipeline.image` in params.yaml). Component bodies travel
+alone, so the gandistill package must be installed where they run (the image, or the local
+venv for kfp.local).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from kfp import dsl
+
+from components.distill import distill
+from components.evaluate import evaluate
+from components.export import export
+from components.prepare_data import prepare_data
+from components.promote import promote
+from components.train_gan import train_gan
+from components.train_teacher import train_teacher
+
+FUNCTIONS = {
+    "prepare_data": prepare_data,
+    "train_teacher": train_teacher,
+    "train_gan": train_gan,
+    "distill": distill,
+    "evaluate": evaluate,
+    "export": export,
+    "promote": promote,
+}
+
+
+def build(image: str) -> SimpleNamespace:
+    """Components for every stage, running in `image` (kfp is already in the image)."""
+    return SimpleNamespace(**{
+        name: dsl.component(func, base_image=image, install_kfp_package=False)
+        for name, func in FUNCTIONS.items()
+    })

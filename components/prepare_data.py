@@ -1,0 +1,11 @@
+from kfp.dsl import Dataset, Output
+
+
+def prepare_data(params_json: str, parent_run_id: str, data: Output[Dataset]):
+    """Load the configured source, validate it, split train/val/test and store it."""
+    from gandistill.stages import entry
+    from gandistill.stages import prepare_data as stage
+
+    result = entry.run_stage("prepare_data", params_json, parent_run_id,
+                             lambda params, tracker: stage.run(params, data.path, tracker))
+    data.metadata.update({f"n_{k}": v for k, v in result["counts"].items()} | {"version": result["version"]})

@@ -1,0 +1,1 @@
+"""Evaluation metrics: classification, calibration, cost, GAN quality, privacy audit, reports."""

@@ -1,0 +1,477 @@
+"""distill: train the small student from the teacher, by the method in `distill.method`.
+
+Every method shares one code path — the same student, optimiser, schedule, training loop,
+evaluation and add-on terms — and differs only in where a batch comes from and which loss
+it gets (see `METHODS`):
+
+| method      | inputs the student sees            | loss                                   |
+|-------------|------------------------------------|----------------------------------------|
+| scratch     | real (x, y)                        | CE(s, y)                               |
+| kd          | real (x, y)                        | α·T²·KL(p^T‖p^S) + (1−α)·CE   (Hinton 2015) |
+| gan         | G(z, y) of the trained cGAN only   | T²·KL(p^T‖p^S) on teacher soft labels  |
+| gan_real    | real and G(z, y), mixed per batch  | kd on real part, soft KL on generated  |
+| data_free   | G(z, y) trained against the student| L1(t, s); G maximises it (DFAD, Fang 2019) + class balance |
+| dafl        | G(z, y) trained by the teacher     | DAFL generator loss (Chen 2019), KD student |
+| adversarial | real (x, y)                        | kd + conditional output-GAN term (Xu 2017) |
+
+Add-ons for any method: FitNets hint through a learned 1×1-conv regressor (`hint_weight`) and
+RKD distance / angle on penultimate features (`rkd_*_weight`).
+
+Model selection: methods that may use real data select the step with the best accuracy on
+the real validation split (never test). `gan` uses the validation split only for this
+selection — the student never trains on a real image. `data_free` and `dafl` use no real
+data at all: they select on *synthetic* agreement — teacher–student top-1 agreement on a
+fixed bank of generator samples drawn during training — and the real val/test splits are
+touched only by the final report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gandistill import losses
+from gandistill.augment import random_affine
+from gandistill.config import REAL_DATA_METHODS, Params
+from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
+from gandistill.errors import ConfigError
+from gandistill.loop import TrainingLoop, warmup_cosine
+from gandistill.nets import ConditionalGenerator, build_classifier, count_parameters
+from gandistill.runtime import Runtime, seed_everything, unwrap
+from gandistill.stages.common import (
+    accuracy,
+    checkpoint_dir,
+    file_digest,
+    fingerprint,
+    load_classifier,
+    load_generator,
+    params_sections,
+    predict_logits,
+    save_classifier,
+    write_result,
+)
+from gandistill.tracking import NullTracker, Tracker
+
+log = logging.getLogger(__name__)
+
+GENERATOR_METHODS = {"gan", "gan_real"}  # need the trained cGAN from train_gan
+SYNTHETIC_SELECTION = {"data_free", "dafl"}  # no real data anywhere, selection included
+
+
+@dataclass
+class Context:
+    """Everything a method's step needs; built once by `run`."""
+
+    params: Params
+    runtime: Runtime
+    meta: DatasetMeta
+    teacher: nn.Module
+    student: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    real: tuple[torch.Tensor, torch.Tensor] | None
+    batches: StepBatches | None
+    generator: ConditionalGenerator | None
+    extra_modules: dict[str, nn.Module] = field(default_factory=dict)
+    extra_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+    extra_schedulers: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    def real_batch(self, step: int, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.real is not None and self.batches is not None
+        idx = self.batches.indices(step)
+        if size is not None:
+            idx = idx[:size]
+        x = as_float(self.real[0][idx])
+        if self.params.distill.augment:
+            x = random_affine(x)
+        return x, self.real[1][idx]
+
+    @torch.no_grad()
+    def generated_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.generator is not None
+        x, y = self.generator.sample(n, self.device)
+        if self.params.distill.augment:
+            x = random_affine(x)
+        if self.params.distill.mixup > 0:
+            x = _mixup(x, self.params.distill.mixup)
+        return x, y
+
+
+def _mixup(x: torch.Tensor, probability: float) -> torch.Tensor:
+    """Blend a random subset of samples with a shuffled partner; the teacher labels the blend."""
+    chosen = torch.rand(x.shape[0], device=x.device) < probability
+    lam = torch.distributions.Beta(1.0, 1.0).sample((x.shape[0],)).to(x.device).view(-1, 1, 1, 1)
+    partner = x[torch.randperm(x.shape[0], device=x.device)]
+    mixed = lam * x + (1 - lam) * partner
+    return torch.where(chosen.view(-1, 1, 1, 1), mixed, x)
+
+
+# -- add-on terms --------------------------------------------------------------------------
+
+class AddOns(nn.Module):
+    """FitNets hint regressor + RKD terms, applied to (student, teacher) feature lists."""
+
+    def __init__(self, params: Params, student: nn.Module, teacher: nn.Module, meta: DatasetMeta):
+        super().__init__()
+        dp = params.distill
+        self.hint_weight, self.rkd_d, self.rkd_a = dp.hint_weight, dp.rkd_distance_weight, dp.rkd_angle_weight
+        self.regressor: nn.Module | None = None
+        if self.hint_weight > 0:
+            if not hasattr(teacher, "forward_features"):
+                raise ConfigError("distill.hint_weight > 0 needs teacher features; an imported TorchScript "
+                                  "teacher provides logits only — set distill.hint_weight=0")
+            probe = torch.zeros(2, *meta.input_shape)
+            with torch.no_grad():
+                s_feat = student.forward_features(probe)[1][0]
+                t_feat = teacher.forward_features(probe)[1][0]
+            if s_feat.shape[2:] != t_feat.shape[2:]:
+                raise ConfigError(f"distill.hint_weight: student hint map {tuple(s_feat.shape[1:])} and teacher "
+                                  f"map {tuple(t_feat.shape[1:])} differ in spatial size; pick a matching pair")
+            self.regressor = nn.Conv2d(s_feat.shape[1], t_feat.shape[1], 1)
+
+    @property
+    def active(self) -> bool:
+        return self.hint_weight > 0 or self.rkd_d > 0 or self.rkd_a > 0
+
+    def forward(self, s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        terms: dict[str, torch.Tensor] = {}
+        if self.regressor is not None:
+            terms["hint"] = self.hint_weight * losses.fitnet_hint(self.regressor(s_feats[0]), t_feats[0].detach())
+        if self.rkd_d > 0:
+            terms["rkd_distance"] = self.rkd_d * losses.rkd_distance(s_feats[-1], t_feats[-1])
+        if self.rkd_a > 0:
+            terms["rkd_angle"] = self.rkd_a * losses.rkd_angle(s_feats[-1], t_feats[-1])
+        return terms
+
+
+def _forward_pair(ctx: Context, addons: AddOns, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Student logits (with grad), teacher logits (no grad), and add-on loss terms."""
+    if addons.active:
+        s_logits, s_feats = unwrap(ctx.student).forward_features(x)
+        with torch.no_grad():
+            t_logits, t_feats = ctx.teacher.forward_features(x)
+        return s_logits, t_logits, addons(s_feats, t_feats)
+    with torch.no_grad():
+        t_logits = ctx.teacher(x)
+    return ctx.student(x), t_logits, {}
+
+
+def _optimise(ctx: Context, loss: torch.Tensor) -> None:
+    ctx.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    ctx.optimizer.step()
+    ctx.scheduler.step()
+
+
+# -- methods -------------------------------------------------------------------------------
+
+StepFactory = Callable[[Context, AddOns], Callable[[int], dict[str, Any]]]
+
+
+def _scratch(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+    def step(i: int) -> dict[str, Any]:
+        x, y = ctx.real_batch(i)
+        with ctx.runtime.autocast():
+            loss = F.cross_entropy(ctx.student(x), y)
+        _optimise(ctx, loss)
+        return {"loss": loss.detach()}
+
+    return step
+
+
+def _kd(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+    dp = ctx.params.distill
+
+    def step(i: int) -> dict[str, Any]:
+        x, y = ctx.real_batch(i)
+        with ctx.runtime.autocast():
+            s, t, extra = _forward_pair(ctx, addons, x)
+            kd = losses.kd_objective(s, t, y, dp.temperature, dp.alpha)
+            loss = kd + sum(extra.values(), torch.zeros(()))
+        _optimise(ctx, loss)
+        return {"loss": loss.detach(), "kd": kd.detach(), **{k: v.detach() for k, v in extra.items()}}
+
+    return step
+
+
+def _gan(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+    dp = ctx.params.distill
+
+    def step(i: int) -> dict[str, Any]:
+        x, _ = ctx.generated_batch(dp.batch_size)
+        with ctx.runtime.autocast():
+            s, t, extra = _forward_pair(ctx, addons, x)
+            kd = losses.kd_kl(s, t, dp.temperature)
+            loss = kd + sum(extra.values(), torch.zeros(()))
+        _optimise(ctx, loss)
+        return {"loss": loss.detach(), "kd": kd.detach(), **{k: v.detach() for k, v in extra.items()}}
+
+    return step
+
+
+def _gan_real(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+    dp = ctx.params.distill
+    n_real = max(1, round(dp.batch_size * dp.real_fraction))
+
+    def step(i: int) -> dict[str, Any]:
+        xr, yr = ctx.real_batch(i, n_real)
+        xg, _ = ctx.generated_batch(dp.batch_size - n_real)
+        x = torch.cat([xr, xg])
+        with ctx.runtime.autocast():
+            s, t, extra = _forward_pair(ctx, addons, x)
+            real_kd = losses.kd_objective(s[: len(xr)], t[: len(xr)], yr, dp.temperature, dp.alpha)
+            gen_kd = losses.kd_kl(s[len(xr) :], t[len(xr) :], dp.temperature)
+            share = len(xr) / len(x)
+            loss = share * real_kd + (1 - share) * gen_kd + sum(extra.values(), torch.zeros(()))
+        _optimise(ctx, loss)
+        return {"loss": loss.detach(), "kd_real": real_kd.detach(), "kd_gen": gen_kd.detach()}
+
+    return step
+
+
+def _adversarial(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+    """Xu et al. 2017: a discriminator on (softmax outputs, one-hot label) tells teacher from
+    student; the student minimises kd plus the non-saturating fool-D term."""
+    dp = ctx.params.distill
+    k = ctx.meta.num_classes
+    disc = nn.Sequential(nn.Linear(2 * k, 128), nn.LeakyReLU(0.2), nn.Linear(128, 64), nn.LeakyReLU(0.2),
+                         nn.Linear(64, 1)).to(ctx.device)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=dp.lr, betas=(0.5, 0.999))
+    ctx.extra_modules["output_discriminator"] = disc
+    ctx.extra_optimizers["output_discriminator"] = opt_d
+
+    def score(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return disc(torch.cat([F.softmax(logits / dp.temperature, 1), F.one_hot(y, k).float()], 1)).squeeze(1)
+
+    def step(i: int) -> dict[str, Any]:
+        x, y = ctx.real_batch(i)
+        with ctx.runtime.autocast():
+            s, t, extra = _forward_pair(ctx, addons, x)
+            loss_d = losses.output_discriminator_loss(score(t, y), score(s.detach(), y))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        with ctx.runtime.autocast():
+            kd = losses.kd_objective(s, t, y, dp.temperature, dp.alpha)
+            fool = losses.g_loss_bce(score(s, y))
+            loss = kd + dp.adversarial_weight * fool + sum(extra.values(), torch.zeros(()))
+        _optimise(ctx, loss)
+        return {"loss": loss.detach(), "kd": kd.detach(), "loss_d": loss_d.detach(), "fool": fool.detach()}
+
+    return step
+
+
+def _new_free_generator(ctx: Context) -> tuple[ConditionalGenerator, torch.optim.Optimizer, Any]:
+    dp = ctx.params.distill
+    gp = ctx.params.gan
+    generator = ConditionalGenerator(gp.nz, ctx.meta.num_classes, ctx.meta.channels,
+                                     (ctx.meta.height, ctx.meta.width), gp.ngf).to(ctx.device)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=dp.generator_lr, betas=(0.5, 0.999))
+    # Matched schedules: the generator's lr decays with the student's, or it out-runs a
+    # student that can no longer follow and accuracy drifts down late in training.
+    n_gen_steps = max(1, dp.steps // dp.student_steps_per_generator_step)
+    sched_g = warmup_cosine(opt_g, n_gen_steps, final_fraction=0.05)
+    ctx.generator = generator
+    ctx.extra_modules["generator"] = generator
+    ctx.extra_optimizers["generator"] = opt_g
+    ctx.extra_schedulers["generator"] = sched_g
+    return generator, opt_g, sched_g
+
+
+def _data_free(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+    """DFAD (Fang et al. 2019) with the fixes data-free training needs on a small budget:
+    a class-conditional generator with teacher CE on the conditioning label and an
+    information-entropy term (explicit class balance), several student steps per generator
+    step on the same generated batch (sample reuse), and schedules that decay together."""
+    dp = ctx.params.distill
+    generator, opt_g, sched_g = _new_free_generator(ctx)
+    k_steps = dp.student_steps_per_generator_step
+    cache: dict[str, torch.Tensor] = {}
+
+    def step(i: int) -> dict[str, Any]:
+        terms: dict[str, Any] = {}
+        if i % k_steps == 0:  # generator step: maximise the teacher–student discrepancy
+            generator.train()
+            x, y = generator.sample(dp.batch_size, ctx.device)
+            with ctx.runtime.autocast():
+                t = ctx.teacher(x)
+                s = ctx.student(x)
+                discrepancy = losses.logit_l1(s, t)
+                balance = losses.information_entropy(t)
+                guide = losses.teacher_guidance(t, y)
+                loss_g = -discrepancy + dp.balance_weight * (balance + guide)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            sched_g.step()
+            cache["x"] = x.detach()
+            terms |= {"loss_g": loss_g.detach(), "g_discrepancy": discrepancy.detach(), "g_guide": guide.detach()}
+        x = cache["x"]
+        if dp.augment:
+            x = random_affine(x)
+        with ctx.runtime.autocast():
+            s, t, extra = _forward_pair(ctx, addons, x)
+            l1 = losses.logit_l1(s, t)
+            loss = l1 + sum(extra.values(), torch.zeros(()))
+        _optimise(ctx, loss)
+        return terms | {"loss": loss.detach(), "l1": l1.detach()}
+
+    return step
+
+
+def _dafl(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+    """DAFL (Chen et al. 2019): G is trained by the teacher alone with
+    L_G = L_oh + β·L_a + γ·L_ie (eq. 5; β = 0.1, γ = 5 in the paper), the student by KD on
+    G's samples; the two alternate."""
+    dp = ctx.params.distill
+    generator, opt_g, sched_g = _new_free_generator(ctx)
+    k_steps = dp.student_steps_per_generator_step
+    cache: dict[str, torch.Tensor] = {}
+
+    def step(i: int) -> dict[str, Any]:
+        terms: dict[str, Any] = {}
+        if i % k_steps == 0:
+            generator.train()
+            x, _ = generator.sample(dp.batch_size, ctx.device)
+            with ctx.runtime.autocast():
+                t_logits, t_feats = ctx.teacher.forward_features(x)
+                loss_g = (losses.dafl_onehot(t_logits) + dp.dafl_activation_weight * losses.dafl_activation(t_feats[-1])
+                          + dp.balance_weight * losses.information_entropy(t_logits))
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            sched_g.step()
+            cache["x"] = x.detach()
+            terms["loss_g"] = loss_g.detach()
+        x = cache["x"]
+        if dp.augment:
+            x = random_affine(x)
+        with ctx.runtime.autocast():
+            s, t, extra = _forward_pair(ctx, addons, x)
+            kd = losses.kd_kl(s, t, dp.temperature)
+            loss = kd + sum(extra.values(), torch.zeros(()))
+        _optimise(ctx, loss)
+        return terms | {"loss": loss.detach(), "kd": kd.detach()}
+
+    return step
+
+
+METHODS: dict[str, StepFactory] = {
+    "scratch": _scratch,
+    "kd": _kd,
+    "gan": _gan,
+    "gan_real": _gan_real,
+    "data_free": _data_free,
+    "dafl": _dafl,
+    "adversarial": _adversarial,
+}
+
+
+def real_images_seen(method: str, steps: int, batch_size: int, real_fraction: float, n_train: int) -> int:
+    """How many distinct real training images the student's updates could have touched."""
+    if method not in REAL_DATA_METHODS:
+        return 0
+    per_step = batch_size if method != "gan_real" else max(1, round(batch_size * real_fraction))
+    return min(n_train, steps * per_step)
+
+
+def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator_dir: str | Path | None,
+        out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
+    tracker = tracker or NullTracker()
+    dp = params.distill
+    started = time.perf_counter()
+    seed_everything(params.seed)
+    runtime = Runtime.from_params(params.runtime)
+    device = runtime.device
+    meta = load_meta(data_dir)
+    if dp.method in GENERATOR_METHODS and generator_dir is None:
+        raise ConfigError(f"distill.method={dp.method} needs the generator from train_gan")
+    uses_real = dp.method in REAL_DATA_METHODS
+    real = to_tensors(load_split(data_dir, "train"), device) if uses_real else None
+    teacher = load_classifier(teacher_dir).to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student = runtime.prepare(build_classifier(dp.student_arch, meta.channels, (meta.height, meta.width),
+                                               meta.num_classes, mean=meta.mean, std=meta.std))
+    addons = AddOns(params, unwrap(student), teacher, meta).to(device)
+    optimizer = torch.optim.AdamW([*student.parameters(), *addons.parameters()], lr=dp.lr,
+                                  weight_decay=dp.weight_decay)
+    scheduler = warmup_cosine(optimizer, dp.steps, warmup_steps=min(200, dp.steps // 10))
+    generator = None
+    if dp.method in GENERATOR_METHODS:
+        generator = load_generator(generator_dir).to(device).eval()  # type: ignore[arg-type]
+    ctx = Context(params, runtime, meta, teacher, student, optimizer, scheduler, real,
+                  StepBatches(len(real[1]), dp.batch_size, params.seed) if real is not None else None, generator)
+    step_fn = METHODS[dp.method](ctx, addons)
+    tracker.log_params({f"distill.{k}": v for k, v in dp.model_dump().items()} | {"seed": params.seed})
+
+    if dp.method in SYNTHETIC_SELECTION:
+        select_key = "synthetic_agreement"
+        synthetic_bank: list[torch.Tensor] = []
+
+        def eval_fn(step: int) -> dict[str, float]:
+            assert ctx.generator is not None
+            ctx.generator.eval()
+            x, _ = ctx.generator.sample(512, device, generator=torch.Generator(device).manual_seed(step))
+            synthetic_bank.append(x)  # a growing bank: samples from every phase of the generator
+            bank = torch.cat(synthetic_bank[-20:])
+            agree = (ctx.student(bank).argmax(1) == teacher(bank).argmax(1)).float().mean()
+            return {"synthetic_agreement": float(agree)}
+    else:
+        select_key = "val_acc"
+        val_x, val_y = to_tensors(load_split(data_dir, "val"), device)
+
+        def eval_fn(step: int) -> dict[str, float]:
+            return {"val_acc": accuracy(predict_logits(student, val_x, device=device), val_y.cpu())}
+
+    teacher_id = file_digest(Path(teacher_dir) / "model.pt") if (Path(teacher_dir) / "model.pt").is_file() else ""
+    generator_id = file_digest(Path(generator_dir) / "model.pt") if generator is not None else ""
+    fp = fingerprint("distill", params_sections(params, "distill", "gan", "data"), meta.version, meta.counts,
+                     teacher_id, generator_id)
+    loop = TrainingLoop(
+        f"distill[{dp.method}]", dp.steps, checkpoint_dir("distill", fp), fingerprint=fp,
+        checkpoint_every=params.runtime.checkpoint_every, eval_every=dp.eval_every, select=(select_key, "max"),
+        max_retries=params.runtime.max_retries, retry_lr_factor=params.runtime.retry_lr_factor,
+        log_fn=tracker.log_metrics, progress=params.runtime.progress and runtime.is_main,
+    )
+    loop.track("student", student, optimizer, scheduler)
+    if addons.active:
+        loop.track("addons", addons)
+    for name, module in ctx.extra_modules.items():
+        loop.track(name, module, ctx.extra_optimizers.get(name), ctx.extra_schedulers.get(name))
+    outcome = loop.run(step_fn, eval_fn)
+
+    student = unwrap(student).cpu().eval()
+    student.load_state_dict(outcome.best_state["student"])
+    test_x, test_y = to_tensors(load_split(data_dir, "test"))
+    val_x_cpu, val_y_cpu = to_tensors(load_split(data_dir, "val"))
+    val_acc = accuracy(predict_logits(student, val_x_cpu), val_y_cpu)
+    test_acc = accuracy(predict_logits(student, test_x), test_y)
+    n_train = meta.counts.get("train", 0)
+    result = {
+        "method": dp.method, "arch": dp.student_arch, "steps": outcome.steps, "best_step": outcome.best_step,
+        "selected_on": select_key, "selected_value": outcome.best_value, "retries": outcome.retries,
+        "resumed_from": outcome.resumed_from, "val_acc": val_acc, "test_acc": test_acc,
+        "params": count_parameters(student),
+        "real_images_seen_by_student": real_images_seen(dp.method, dp.steps, dp.batch_size, dp.real_fraction,
+                                                        n_train),
+        "history": outcome.history, "wall_s": time.perf_counter() - started,
+    }
+    save_classifier(student, dp.student_arch, meta, out_dir, extra={"method": dp.method})
+    write_result(out_dir, result)
+    tracker.log_metrics({"final_val_acc": val_acc, "test_acc": test_acc, "params": float(result["params"])})
+    log.info("[distill] %s → %s: val %.4f, test %.4f (%d params, selected at step %s on %s)", dp.method,
+             dp.student_arch, val_acc, test_acc, result["params"], outcome.best_step, select_key)
+    return result
