@@ -44,7 +44,8 @@ def inception_score(probs: torch.Tensor, splits: int = 1) -> float:
 
 
 @torch.no_grad()
-def teacher_features(teacher: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def teacher_features(teacher: nn.Module, images: torch.Tensor,
+                     batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """(penultimate features, softmax probs) of float images in [0, 1]."""
     feats, probs = [], []
     for start in range(0, len(images), batch_size):
@@ -60,16 +61,25 @@ def teacher_features(teacher: nn.Module, images: torch.Tensor, batch_size: int =
 
 
 @torch.no_grad()
-def generator_report(generator: nn.Module, teacher: nn.Module, real_images: torch.Tensor, num_samples: int,
-                     num_classes: int, seed: int = 1234, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Conditioning agreement, class coverage, teacher-IS and teacher-FID for `num_samples`
-    class-balanced samples drawn with a fixed seed (comparable across checks)."""
+def sample_balanced(generator: nn.Module, num_samples: int, num_classes: int, seed: int = 1234,
+                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """`num_samples` images with labels 0, 1, …, K−1, 0, … (class-balanced) from a fixed seed,
+    so every check of the same generator sees the same samples."""
     gen = torch.Generator(device=device).manual_seed(seed)
     labels = torch.arange(num_samples, device=device) % num_classes
     z = torch.randn(num_samples, generator.nz, generator=gen, device=device)
     images = torch.cat([generator(z[i : i + 500], labels[i : i + 500]) for i in range(0, num_samples, 500)])
+    return images, labels
+
+
+@torch.no_grad()
+def sample_quality(images: torch.Tensor, labels: torch.Tensor, teacher: nn.Module,
+                   real_images: torch.Tensor) -> dict[str, float]:
+    """Conditioning agreement P[argmax teacher(G(z, y)) = y], class coverage (normalised
+    entropy of the mean teacher softmax), mean teacher confidence, teacher-IS and
+    teacher-FID of generated float images against real float images."""
     fake_feats, probs = teacher_features(teacher, images)
-    real_feats, _ = teacher_features(teacher, real_images.to(device))
+    real_feats, _ = teacher_features(teacher, real_images.to(images.device))
     return {
         "agreement": float((probs.argmax(1) == labels.cpu()).float().mean()),
         "coverage": float(class_coverage(probs)),
@@ -77,3 +87,13 @@ def generator_report(generator: nn.Module, teacher: nn.Module, real_images: torc
         "inception_score": inception_score(probs),
         "fid": frechet_distance(fake_feats.numpy(), real_feats.numpy()),
     }
+
+
+@torch.no_grad()
+def generator_report(generator: nn.Module, teacher: nn.Module, real_images: torch.Tensor, num_samples: int,
+                     num_classes: int, seed: int = 1234,
+                     device: torch.device | str = "cpu") -> dict[str, float]:
+    """Conditioning agreement, class coverage, teacher-IS and teacher-FID for `num_samples`
+    class-balanced samples drawn with a fixed seed (comparable across checks)."""
+    images, labels = sample_balanced(generator, num_samples, num_classes, seed, device)
+    return sample_quality(images, labels, teacher, real_images)
