@@ -1,0 +1,274 @@
+"""export: ship the student as TorchScript and ONNX, prove both reproduce it, write a model card.
+
+Parity is proven, not assumed: the exported files are re-loaded from disk and run on a real
+test batch (and a batch of one, to prove the batch axis is dynamic). Export fails with an
+`ExportError` unless, for each format,
+
+    max_ij |f_export(x)_ij − f_torch(x)_ij| ≤ export.parity_atol   and   argmax agreement = 100 %.
+
+Everything is written into a temporary sibling folder and moved into place only after the
+checks pass, so a failed export never leaves a half-written or unproven artifact behind.
+
+Outputs: model.pt (the student's weights, for the registry), model.ts, model.onnx,
+example_input.npy / example_logits.npy (a real test batch and the logits PyTorch gives —
+promote re-checks the registered model against them), model_card.md, result.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gandistill.config import Params
+from gandistill.data.dataset import DatasetMeta, as_float, load_meta, load_split
+from gandistill.errors import DataError, ExportError
+from gandistill.evaluation import backends
+from gandistill.nets import count_parameters
+from gandistill.stages.common import MODEL_FILE, file_digest, load_classifier, read_result, write_result
+from gandistill.tracking import NullTracker, Tracker
+
+log = logging.getLogger(__name__)
+
+PARITY_BATCH = 256
+EXAMPLE_SIZE = 8  # rows of example_input.npy (≥ 2: MLflow's pt2 format freezes a batch of 1)
+
+
+def git_commit() -> str | None:
+    """The code's commit: $GIT_COMMIT (baked into images, where .git is absent) or `git rev-parse`."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def check_parity(name: str, reference: np.ndarray, exported: np.ndarray, atol: float) -> dict[str, float]:
+    """Raise ExportError unless `exported` reproduces `reference` within atol with equal argmax."""
+    numbers = backends.parity(reference, exported)
+    if numbers["max_abs_diff"] > atol or numbers["argmax_agreement"] < 1.0:
+        raise ExportError(
+            f"{name} export does not reproduce the PyTorch student: max |Δlogit| = "
+            f"{numbers['max_abs_diff']:.3g} (allowed export.parity_atol = {atol:g}), argmax agreement = "
+            f"{numbers['argmax_agreement'] * 100:.2f} % (required 100 %). The exported file is not shipped; "
+            "check for ops the exporter handles differently (try another export.onnx_opset) or, if the "
+            "difference is numerical noise, raise export.parity_atol.")
+    return numbers
+
+
+def verify_exports(model: torch.nn.Module, batch: torch.Tensor, onnx_path: Path, ts_path: Path,
+                   atol: float) -> dict[str, float]:
+    """Re-load both exported files from disk and compare them with the PyTorch model on `batch`
+    (and on its first row alone, which proves the batch axis is dynamic)."""
+    with torch.inference_mode():
+        reference = model(batch).numpy()
+        session = backends.onnx_session(onnx_path)
+        run_onnx = backends.onnx_runner(session)
+        onnx_out = np.concatenate([run_onnx(batch), run_onnx(batch[:1])])
+        scripted = torch.jit.load(str(ts_path), map_location="cpu").eval()
+        ts_out = np.concatenate([scripted(batch).numpy(), scripted(batch[:1]).numpy()])
+    expected = np.concatenate([reference, reference[:1]])
+    onnx = check_parity("ONNX (ONNX Runtime)", expected, onnx_out, atol)
+    script = check_parity("TorchScript", expected, ts_out, atol)
+    return {"onnx_max_abs_diff": onnx["max_abs_diff"], "onnx_argmax_agreement": onnx["argmax_agreement"],
+            "torchscript_max_abs_diff": script["max_abs_diff"],
+            "torchscript_argmax_agreement": script["argmax_agreement"], "parity_samples": float(len(batch))}
+
+
+def _metric(evaluation: dict[str, Any], key: str, kind: str = "") -> str:
+    value = evaluation.get("metrics", {}).get(key)
+    if value is None:
+        return "n/a"
+    if kind == "%":
+        return f"{value * 100:.2f} %"
+    if kind == "ms":
+        return f"{value:.3f} ms"
+    return f"{value:,.0f}" if kind == "int" else f"{value:.4g}"
+
+
+METHODS = {
+    "scratch": "a baseline: the student trained on real labelled images with cross-entropy, no teacher",
+    "kd": "Hinton et al. 2015 knowledge distillation on real training images (soft teacher labels + labels)",
+    "gan": "the student learns the teacher's soft labels on samples of a conditional GAN trained on the "
+           "train split; it never sees a real training image",
+    "gan_real": "the student learns from a mix of real training images and conditional-GAN samples, both "
+                "labelled softly by the teacher",
+    "data_free": "DFAD (Fang et al. 2019): a generator synthesises samples on which teacher and student "
+                 "disagree; no real data is used at all",
+    "dafl": "DAFL (Chen et al. 2019): a generator trained against the teacher's activations and output "
+            "statistics; no real data is used at all",
+    "adversarial": "knowledge distillation on real images plus an output-space discriminator "
+                   "(Xu et al. 2017)",
+}
+
+LIMITATIONS = {
+    "gan": "The student learned only from GAN samples labelled by the teacher, so it inherits the teacher's "
+           "errors and any blind spot of the generator (classes or styles the GAN under-represents).",
+    "gan_real": "Trained on a mix of real images and GAN samples labelled by the teacher; inherits the "
+                "teacher's errors.",
+    "data_free": "Trained without any real data: accuracy on inputs far from what the generator explored "
+                 "can be markedly lower than the test figure suggests.",
+    "dafl": "Trained without any real data: accuracy on inputs far from what the generator explored "
+            "can be markedly lower than the test figure suggests.",
+}
+
+
+def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], student: torch.nn.Module,
+               info: dict[str, Any], parity: dict[str, float], files: dict[str, dict[str, Any]],
+               commit: str | None) -> str:
+    """Markdown model card (after Mitchell et al., "Model Cards for Model Reporting", FAT* 2019)."""
+    method = info.get("method") or evaluation.get("student", {}).get("method", "unknown")
+    dp, gp = params.distill, params.gan
+    c, h, w = meta.input_shape
+    k = meta.num_classes
+    classes = ", ".join(meta.class_names[:20]) + (", …" if k > 20 else "")
+    m = lambda key, kind="": _metric(evaluation, key, kind)  # noqa: E731
+    lines = [
+        f"# Model card — {params.promote.model_name}", "",
+        "## Intended use",
+        f"Image classification of {c}×{h}×{w} images into {k} classes ({classes}) where a small, fast model "
+        "is needed: a compressed student of a larger teacher.",
+        f"Input: float32 tensor N×{c}×{h}×{w}, raw pixels scaled to [0, 1] (normalisation is inside the "
+        f"model). Output: N×{k} logits (softmax gives probabilities).",
+        "Not intended for inputs from another domain, for safety-critical decisions without human review, "
+        "or as a calibrated probability source unless the ECE below is acceptable for the use.", "",
+        "## Data",
+        f"- source: {meta.source}; splits: " + ", ".join(f"{n} {v:,}" for n, v in meta.counts.items()),
+        "- data version:",
+        *([f"  - `{key}`: `{value}`" for key, value in sorted(meta.version.items())]
+          or ["  - none recorded"]),
+        f"- code commit: `{commit or 'unknown (no git checkout and no $GIT_COMMIT)'}`", "",
+        "## Model",
+        f"- architecture: `{info.get('arch', 'unknown')}`, {count_parameters(student):,} parameters",
+        f"- teacher: `{evaluation.get('teacher', {}).get('arch', 'unknown')}`",
+        f"- seed: {params.seed}", "",
+        "## Method",
+        f"Knowledge distillation, method `{method}`: {METHODS.get(method, 'see distill.method')}.",
+        f"Settings: temperature {dp.temperature}, α {dp.alpha}, {dp.steps} steps, batch {dp.batch_size}, "
+        f"lr {dp.lr}" + (f"; GAN nz {gp.nz}, ngf {gp.ngf}, {gp.steps} steps" if method in ("gan", "gan_real")
+                         else "") + ".",
+        "Model selection used the validation split (or synthetic agreement for data-free methods); the test "
+        "figures below are reported once, by the evaluate stage.", "",
+        f"## Metrics (test split, {m('test_samples', 'int')} images)",
+        "| model | test accuracy | 95 % CI |", "|---|---|---|",
+        f"| teacher | {m('teacher_test_acc', '%')} | |",
+        f"| student | {m('student_test_acc', '%')} | {m('student_test_acc_ci_low', '%')} – "
+        f"{m('student_test_acc_ci_high', '%')} |",
+        *[f"| baseline {name} | {row['test_acc'] * 100:.2f} % | |"
+          for name, row in (evaluation.get("baselines") or {}).items()], "",
+        f"- agreement with teacher: {m('agreement', '%')}; "
+        f"KL(teacher ‖ student): {m('kl_teacher_student')} nats",
+        f"- ECE (15-bin): student {m('ece_student', '%')}, teacher {m('ece_teacher', '%')}",
+        f"- compression: {m('compression_ratio')}× fewer parameters; MACs/image {m('macs_student', 'int')} "
+        f"(teacher {m('macs_teacher', 'int')})",
+        f"- batch-1 latency p50, ONNX Runtime on CPU: {m('latency_p50_ms_student_onnxruntime', 'ms')} "
+        f"(teacher {m('latency_p50_ms_teacher_onnxruntime', 'ms')})", "",
+        f"## Export parity (real test batch of {int(parity['parity_samples'])} images + a batch of one)",
+        "| format | max abs logit diff | argmax agreement |", "|---|---|---|",
+        f"| ONNX Runtime (opset {params.export.onnx_opset}) | {parity['onnx_max_abs_diff']:.3g} | "
+        f"{parity['onnx_argmax_agreement'] * 100:.2f} % |",
+        f"| TorchScript | {parity['torchscript_max_abs_diff']:.3g} | "
+        f"{parity['torchscript_argmax_agreement'] * 100:.2f} % |", "",
+        f"Tolerance: export.parity_atol = {params.export.parity_atol:g}.", "",
+        "## Limitations",
+        "- " + LIMITATIONS.get(method, "Inherits the errors and biases of the teacher and its data."),
+        f"- Accuracy is measured on one test split of {meta.source}; expect lower accuracy under "
+        "distribution shift (other devices, rotations, noise). Inputs from unseen classes are still "
+        "assigned a known class.",
+        "- Speed figures come from the evaluation machine; re-measure on the deployment target.", "",
+        "## Files", "| file | bytes | sha256 (first 16 hex) |", "|---|---|---|",
+        *[f"| `{name}` | {f['bytes']:,} | `{f['sha256_16']}` |" for name, f in files.items()], "",
+    ]
+    return "\n".join(lines)
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Move the finished temporary folder into place; replace an existing output as a whole."""
+    if out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluation_dir: str | Path,
+        out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
+    """Export the student in `student_dir` into `out_dir`; returns (and writes) result.json."""
+    tracker = tracker or NullTracker()
+    started = time.perf_counter()
+    data_dir, student_dir, out_dir = Path(data_dir), Path(student_dir), Path(out_dir)
+    meta = load_meta(data_dir)
+    test = load_split(data_dir, "test")
+    if len(test) == 0:
+        raise DataError(f"{data_dir}: the test split is empty, so export parity cannot be proven; "
+                        "re-run prepare_data with a test split")
+    if not (student_dir / MODEL_FILE).is_file():
+        raise DataError(f"{student_dir / MODEL_FILE} not found: export needs the student saved by the "
+                        "distill stage")
+    evaluation = read_result(evaluation_dir)
+    if not evaluation:
+        log.warning("[export] %s has no result.json: the model card will lack metrics", evaluation_dir)
+    student = load_classifier(student_dir).eval()
+    info = torch.load(student_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+    info = {k: info[k] for k in ("arch", "method") if k in info}
+    batch = as_float(torch.from_numpy(test.x[:PARITY_BATCH]))
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        shutil.copyfile(student_dir / MODEL_FILE, tmp / MODEL_FILE)
+        # ≥ 2 rows: a batch of one would let tracing/pt2 specialise the batch dimension
+        example = batch[:EXAMPLE_SIZE] if len(batch) >= 2 else batch.repeat(2, 1, 1, 1)
+        torch.jit.save(backends.to_torchscript(student, example), str(tmp / "model.ts"))
+        backends.to_onnx(student, example, tmp / "model.onnx", params.export.onnx_opset)
+        parity = verify_exports(student, batch, tmp / "model.onnx", tmp / "model.ts",
+                                params.export.parity_atol)
+        with torch.inference_mode():
+            np.save(tmp / "example_input.npy", example.numpy())
+            np.save(tmp / "example_logits.npy", student(example).numpy())
+        files = {name: {"bytes": (tmp / name).stat().st_size, "sha256_16": file_digest(tmp / name)}
+                 for name in (MODEL_FILE, "model.ts", "model.onnx")}
+        commit = git_commit()
+        (tmp / "model_card.md").write_text(model_card(params, meta, evaluation, student, info, parity, files,
+                                                      commit), encoding="utf-8")
+        result: dict[str, Any] = {
+            **parity, "parity_atol": params.export.parity_atol, "onnx_opset": params.export.onnx_opset,
+            "files": files | {"model_card.md": {"bytes": (tmp / "model_card.md").stat().st_size}},
+            "torchscript": "model.ts", "onnx": "model.onnx", "model_card": "model_card.md",
+            "input_shape": [None, *meta.input_shape], "num_classes": meta.num_classes,
+            "class_names": meta.class_names, "data_version": meta.version, "data_source": meta.source,
+            "git_commit": commit, "student": info, "model_name": params.promote.model_name,
+            "student_test_acc": evaluation.get("metrics", {}).get("student_test_acc"),
+            "teacher_test_acc": evaluation.get("metrics", {}).get("teacher_test_acc"),
+            "wall_s": time.perf_counter() - started,
+        }
+        write_result(tmp, result)
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tracker.log_metrics({k: v for k, v in parity.items()})
+    tracker.set_tags({"export.git_commit": commit or "unknown"})
+    for name in ("model.onnx", "model_card.md", "result.json"):
+        tracker.log_artifact(out_dir / name, "export")
+    log.info("[export] ONNX max |Δ| %.2g, TorchScript max |Δ| %.2g on %d test images → %s",
+             parity["onnx_max_abs_diff"], parity["torchscript_max_abs_diff"], len(batch), out_dir)
+    return result
