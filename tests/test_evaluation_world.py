@@ -1,0 +1,91 @@
+"""A tiny, learnable world shared by the evaluation/export/promote tests (no test functions here).
+
+3 classes of 16×16 grey images: dim noise plus a bright square whose position encodes the
+class, so a LeNet learns it in a few dozen steps and accuracies are real, not chance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gandistill.config import Params
+from gandistill.data.dataset import DatasetMeta, Split, channel_stats, save_dataset
+from gandistill.nets import ConditionalGenerator, build_classifier
+from gandistill.stages.common import save_classifier, save_generator, write_result
+
+CLASSES = ["left", "middle", "right"]
+SIZE = 16
+
+
+def make_split(n: int, rng: np.random.Generator) -> Split:
+    y = np.arange(n) % len(CLASSES)
+    x = rng.integers(0, 60, size=(n, 1, SIZE, SIZE), dtype=np.uint8)
+    for i, k in enumerate(y):
+        top = rng.integers(2, 9)
+        x[i, 0, top : top + 5, 1 + 5 * k : 5 + 5 * k] = rng.integers(180, 255)
+    return Split(x=x, y=y.astype(np.int64))
+
+
+def make_data(folder: Path, seed: int = 0) -> DatasetMeta:
+    rng = np.random.default_rng(seed)
+    splits = {"train": make_split(150, rng), "val": make_split(30, rng), "test": make_split(60, rng)}
+    mean, std = channel_stats(splits["train"].x)
+    meta = DatasetMeta(class_names=CLASSES, channels=1, height=SIZE, width=SIZE, mean=mean, std=std,
+                       source="synthetic-squares", version={"dvc_md5": "0123abcd.dir", "train.npz": "feed"})
+    save_dataset(folder, splits, meta)
+    return meta
+
+
+def train_classifier(folder: Path, data: Path, meta: DatasetMeta, arch: str, steps: int = 60, seed: int = 0,
+                     method: str | None = None) -> torch.nn.Module:
+    """A few full-batch Adam steps; saves model.pt and a result.json with a history."""
+    torch.manual_seed(seed)
+    with np.load(data / "train.npz") as arrays:
+        x = torch.from_numpy(arrays["x"]).float() / 255
+        y = torch.from_numpy(arrays["y"]).long()
+    model = build_classifier(arch, 1, (SIZE, SIZE), len(CLASSES), mean=meta.mean, std=meta.std)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    for step in range(1, steps + 1):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 20 == 0:
+            history.append({"step": float(step), "loss": float(loss.detach())})
+    model.eval()
+    save_classifier(model, arch, meta, folder, extra={"method": method} if method else None)
+    write_result(folder, {"arch": arch, "history": history, "method": method or "train"})
+    return model
+
+
+def make_generator(folder: Path) -> ConditionalGenerator:
+    torch.manual_seed(1)
+    generator = ConditionalGenerator(8, len(CLASSES), 1, (SIZE, SIZE), ngf=8).eval()
+    save_generator(generator, folder)
+    write_result(folder, {"history": [{"step": 1.0, "fid": 10.0}, {"step": 2.0, "fid": 5.0}]})
+    return generator
+
+
+def fast_params(**evaluate: object) -> Params:
+    params = Params()
+    params.evaluate = params.evaluate.model_copy(update={"latency_runs": 5, "privacy_samples": 40,
+                                                         "gan_samples": 60, **evaluate})
+    params.runtime.progress = False
+    params.runtime.threads = 1  # a shared 2-core box: one thread avoids spin-wait contention
+    return params
+
+
+def make_world(root: Path, generator: bool = True) -> dict[str, Path]:
+    torch.set_num_threads(1)
+    paths = {name: root / name for name in ("data", "teacher", "student", "generator")}
+    meta = make_data(paths["data"])
+    train_classifier(paths["teacher"], paths["data"], meta, "lenet5", steps=60)
+    train_classifier(paths["student"], paths["data"], meta, "lenet5_half", steps=60, method="gan")
+    if generator:
+        make_generator(paths["generator"])
+    return paths
