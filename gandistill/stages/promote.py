@@ -1,0 +1,274 @@
+"""promote: register the exported student in the MLflow model registry; a gate picks its alias.
+
+Gate (pure function `gate_decision`): the candidate becomes `@champion` only if
+
+    acc_student ≥ promote.min_accuracy,
+    acc_teacher − acc_student ≤ promote.max_drop_vs_teacher, and
+    acc_student ≥ acc_champion − promote.champion_epsilon   (when a champion exists);
+
+otherwise it becomes `@challenger` with a tag saying why. Previous champions stay as
+versions (an alias moves, nothing is deleted), so rolling back is one alias change.
+
+Idempotence: every version carries the tag `gandistill.pipeline_run_id`; re-running promote
+for the same pipeline run finds that version and re-applies the gate instead of logging a
+duplicate.
+
+Concurrency (two pipelines promoting at once must end with exactly one, the right, champion):
+an alias names one version, so "two champions" cannot happen — the danger is a lost update,
+where B's gate compared against the old champion while A was being promoted, and B's
+alias write silently replaces a better A. Two layers:
+1. with the embedded sqlite registry, the read-gate-write section runs under an exclusive
+   `flock` on a lock file next to the database, so promotions are serialised;
+2. with any registry (e.g. a remote server, where no shared lock exists), after setting the
+   alias the promoter re-reads it; if another version holds it, the two are ranked by
+   (test accuracy, version number) — a strict total order every promoter agrees on — and the
+   better one re-claims the alias (bounded retries), the worse one records itself as
+   challenger. Both promoters converge on the same winner whatever the interleaving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import torch
+
+from gandistill.config import Params
+from gandistill.errors import DataError, ExportError, ServiceError
+from gandistill.stages.common import MODEL_FILE, load_classifier, read_result
+from gandistill.tracking import NullTracker, Tracker, ensure_experiment, tracking_uri
+from gandistill.tracking import client as mlflow_client
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+TAG_RUN = "gandistill.pipeline_run_id"
+TAG_ACC = "student_test_acc"
+TAG_DECISION = "gandistill.decision"
+TAG_REASON = "gandistill.reason"
+CLAIM_ROUNDS = 5
+
+
+def gate_decision(student_acc: float, teacher_acc: float | None, champion_acc: float | None,
+                  min_accuracy: float, max_drop_vs_teacher: float,
+                  champion_epsilon: float) -> tuple[bool, str]:
+    """(passed, reason) of the promotion gate; every failed condition is named in the reason."""
+    failures = []
+    if not student_acc >= min_accuracy:  # `not ≥` also rejects NaN
+        failures.append(f"test accuracy {student_acc:.4f} < promote.min_accuracy {min_accuracy:.4f}")
+    if teacher_acc is not None and teacher_acc - student_acc > max_drop_vs_teacher:
+        failures.append(f"drop vs teacher {teacher_acc - student_acc:.4f} (teacher {teacher_acc:.4f}) > "
+                        f"promote.max_drop_vs_teacher {max_drop_vs_teacher:.4f}")
+    if champion_acc is not None and student_acc < champion_acc - champion_epsilon:
+        failures.append(f"worse than the current champion: {student_acc:.4f} < {champion_acc:.4f} − "
+                        f"promote.champion_epsilon {champion_epsilon:.4f}")
+    if failures:
+        return False, "; ".join(failures)
+    against = (f" and within {champion_epsilon:.4f} of the champion ({champion_acc:.4f})"
+               if champion_acc is not None else " (no champion yet)")
+    return True, f"test accuracy {student_acc:.4f} ≥ {min_accuracy:.4f}, drop vs teacher in limit{against}"
+
+
+def _accuracies(evaluation_dir: str | Path) -> tuple[float, float | None, dict[str, Any]]:
+    evaluation = read_result(evaluation_dir)
+    metrics = evaluation.get("metrics") or {}
+    if "student_test_acc" not in metrics:
+        raise DataError(f"{evaluation_dir}/result.json has no metrics.student_test_acc: promote needs "
+                        "the output of the evaluate stage")
+    return float(metrics["student_test_acc"]), metrics.get("teacher_test_acc"), evaluation
+
+
+def _champion(client: Any, name: str) -> Any | None:
+    """The version holding @champion, or None (no model or no alias yet)."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except Exception:  # RESOURCE_DOES_NOT_EXIST for the model or the alias
+        return None
+
+
+def _acc_of(version: Any) -> float:
+    return float(version.tags.get(TAG_ACC, "nan"))
+
+
+def gate(params: Params, evaluation_dir: str | Path, tracker: Tracker | None = None) -> tuple[bool, str]:
+    """The gate as its own read-only step (for a pipeline that branches with dsl.If): reads the
+    current champion's accuracy from the registry but registers nothing."""
+    student_acc, teacher_acc, _ = _accuracies(evaluation_dir)
+    pp = params.promote
+    champion = _champion(mlflow_client(), pp.model_name)
+    passed, reason = gate_decision(student_acc, teacher_acc, _acc_of(champion) if champion else None,
+                                   pp.min_accuracy, pp.max_drop_vs_teacher, pp.champion_epsilon)
+    (tracker or NullTracker()).set_tags({"gate.passed": passed, "gate.reason": reason})
+    return passed, reason
+
+
+@contextlib.contextmanager
+def registry_lock() -> Iterator[bool]:
+    """Exclusive flock next to a local sqlite registry (yields True), else a no-op (False)."""
+    import os
+
+    uri = os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri()
+    if urlparse(uri).scheme != "sqlite":
+        yield False
+        return
+    # sqlite:///relative.db and sqlite:////abs/path.db: the file path follows the third slash
+    db = Path(unquote(uri[len("sqlite:///"):].split("?")[0]))
+    lock_path = db.with_name(db.name + ".promote.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _existing_version(client: Any, name: str, pipeline_run_id: str) -> Any | None:
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.`{TAG_RUN}` = '{pipeline_run_id}'")
+    except Exception:  # model not registered yet, or a registry without tag search: scan
+        try:
+            found = [v for v in client.search_model_versions(f"name = '{name}'")
+                     if v.tags.get(TAG_RUN) == pipeline_run_id]
+        except Exception:
+            found = []
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def _log_and_register(client: Any, params: Params, export_dir: Path, tags: dict[str, str],
+                      tracker: Tracker) -> Any:
+    """Log the student with signature + input example to a run and register it as a new version."""
+    import mlflow
+
+    student = load_classifier(export_dir).eval()
+    example = np.load(export_dir / "example_input.npy")
+    run_id = tracker.run_id or client.create_run(ensure_experiment(client), run_name="promote").info.run_id
+    mlflow.set_tracking_uri(tracking_uri())
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            student, name="student", input_example=example[: max(2, min(4, len(example)))],
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+            metadata={k: v for k, v in tags.items() if not k.startswith("gandistill.")})
+        for extra in ("model.onnx", "model.ts", "model_card.md"):
+            if (export_dir / extra).is_file():
+                mlflow.log_artifact(str(export_dir / extra), "export")
+    version = mlflow.register_model(info.model_uri, params.promote.model_name, tags=tags)
+    card = export_dir / "model_card.md"
+    if card.is_file():
+        client.update_model_version(params.promote.model_name, version.version,
+                                    description=card.read_text(encoding="utf-8")[:5000])
+    return client.get_model_version(params.promote.model_name, version.version)
+
+
+def verify_registered(name: str, version: str, export_dir: Path, atol: float) -> float:
+    """Load models:/name/version back and check it reproduces the exported logits."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    loaded = mlflow.pytorch.load_model(f"models:/{name}/{version}")
+    example = torch.from_numpy(np.load(export_dir / "example_input.npy"))
+    expected = np.load(export_dir / "example_logits.npy")
+    with torch.inference_mode():
+        got = loaded(example).numpy()
+    diff = float(np.abs(got - expected).max())
+    if diff > atol or not (got.argmax(1) == expected.argmax(1)).all():
+        raise ExportError(f"registered model {name} v{version} does not reproduce the exported student "
+                          f"(max |Δlogit| {diff:.3g} > export.parity_atol {atol:g}); the version is left "
+                          "without an alias — inspect it in the MLflow UI")
+    return diff
+
+
+def _claim_champion(client: Any, name: str, version: Any, settle_s: float) -> tuple[bool, str]:
+    """Set @champion on `version` and make sure it stuck; resolve a concurrent claim by rank."""
+    mine = (_acc_of(version), int(version.version))
+    for _ in range(CLAIM_ROUNDS):
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+        time.sleep(settle_s)  # let a racing promoter's write land before we look
+        holder = _champion(client, name)
+        if holder is None or holder.version == version.version:
+            return True, ""
+        theirs = (_acc_of(holder), int(holder.version))
+        if not mine > theirs:  # NaN compares False: a version without accuracy never wins
+            return False, (f"lost a concurrent promotion to version {holder.version} "
+                           f"(test accuracy {theirs[0]:.4f} vs {mine[0]:.4f})")
+    raise ServiceError(f"could not settle @{CHAMPION} of {name} after {CLAIM_ROUNDS} rounds: another "
+                       "promoter keeps overwriting it; check for a stuck pipeline and re-run promote")
+
+
+def run(params: Params, export_dir: str | Path, evaluation_dir: str | Path, pipeline_run_id: str,
+        tracker: Tracker | None = None, settle_s: float = 0.5) -> dict[str, Any]:
+    """Register the student (once per pipeline run) and set its alias by the gate.
+
+    Returns {"version", "alias", "decision", "reason", "model_name", "model_uri", ...}.
+    """
+    tracker = tracker or NullTracker()
+    pp = params.promote
+    export_dir = Path(export_dir)
+    if not (export_dir / MODEL_FILE).is_file() or not (export_dir / "example_input.npy").is_file():
+        raise DataError(f"{export_dir} lacks {MODEL_FILE} / example_input.npy: promote needs the output of "
+                        "the export stage")
+    if not pipeline_run_id:
+        raise DataError("promote needs a pipeline run id (it tags the version so a re-run does not register "
+                        "a duplicate); pass the pipeline's parent run id")
+    student_acc, teacher_acc, evaluation = _accuracies(evaluation_dir)
+    exported = read_result(export_dir)
+    data_version = evaluation.get("data_version") or exported.get("data_version") or {}
+    student_info = (evaluation.get("student") or {}) | (exported.get("student") or {})
+    tags = {
+        TAG_RUN: pipeline_run_id, TAG_ACC: f"{student_acc:.6f}",
+        "teacher_test_acc": "" if teacher_acc is None else f"{teacher_acc:.6f}",
+        "method": student_info.get("method", ""), "arch": student_info.get("arch", ""),
+        "data_version": json.dumps(data_version, sort_keys=True)[:4900],
+        "data_dvc_hash": next((str(v) for k, v in data_version.items() if "dvc" in k.lower()), ""),
+        "git_commit": exported.get("git_commit") or "",
+    }
+    client = mlflow_client()
+    try:
+        with registry_lock() as locked:
+            version = _existing_version(client, pp.model_name, pipeline_run_id)
+            reused = version is not None
+            if version is None:
+                version = _log_and_register(client, params, export_dir, tags, tracker)
+            verify_registered(pp.model_name, version.version, export_dir, params.export.parity_atol)
+            champion = _champion(client, pp.model_name)
+            if champion is not None and champion.version == version.version:
+                passed, reason = True, "already the champion (re-run of the same pipeline run)"
+            else:
+                passed, reason = gate_decision(student_acc, teacher_acc,
+                                               _acc_of(champion) if champion is not None else None,
+                                               pp.min_accuracy, pp.max_drop_vs_teacher, pp.champion_epsilon)
+                if passed:
+                    won, why = _claim_champion(client, pp.model_name, version, 0.0 if locked else settle_s)
+                    if not won:
+                        passed, reason = False, why
+            alias = CHAMPION if passed else CHALLENGER
+            if not passed:
+                client.set_registered_model_alias(pp.model_name, CHALLENGER, version.version)
+            for key, value in {TAG_DECISION: alias, TAG_REASON: reason[:4900],
+                               "previous_champion": "" if champion is None else champion.version}.items():
+                client.set_model_version_tag(pp.model_name, version.version, key, value)
+    except (DataError, ExportError, ServiceError):
+        raise
+    except Exception as exc:  # registry unreachable, permission, schema...
+        raise ServiceError(f"MLflow registry at {tracking_uri()} failed during promote: {exc}. Check "
+                           "MLFLOW_TRACKING_URI / the server, then re-run promote (it is idempotent)"
+                           ) from exc
+
+    result = {"version": str(version.version), "alias": alias, "decision": alias, "reason": reason,
+              "model_name": pp.model_name, "model_uri": f"models:/{pp.model_name}/{version.version}",
+              "alias_uri": f"models:/{pp.model_name}@{alias}", "reused_version": reused,
+              "student_test_acc": student_acc, "teacher_test_acc": teacher_acc,
+              "previous_champion": champion.version if champion is not None else None}
+    tracker.set_tags({"promote.decision": alias, "promote.reason": reason,
+                      "promote.version": version.version})
+    tracker.log_metrics({"promoted": 1.0 if passed else 0.0})
+    log.info("[promote] %s v%s → @%s: %s", pp.model_name, version.version, alias, reason)
+    return result

@@ -1,0 +1,1 @@
+"""The gandistill DAG: build, compile, run locally (kfp.local), submit to a cluster."""

@@ -1,0 +1,63 @@
+"""The DAG, built from params: which stages run follows from the distillation method.
+
+prepare_data ─► train_teacher ─► train_gan ─► distill ─► evaluate ─► export ─► promote
+(train_gan only for methods that distill from the trained cGAN; data_free/dafl/kd/scratch
+skip it — data_free must never train a GAN on real data.)
+
+Every task receives the full, validated params as one JSON string parameter (its default is
+params.yaml at compile time), so a wrong value fails in the first task on a cluster too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kfp import dsl
+
+import components
+from gandistill.config import Params
+from gandistill.stages.distill import GENERATOR_METHODS
+from pipeline import kubernetes
+
+PIPELINE_NAME = "gandistill"
+
+
+def build_pipeline(params: Params) -> Callable[..., Any]:
+    comps = components.build(params.pipeline.image)
+    method = params.distill.method
+    needs_gan = method in GENERATOR_METHODS
+
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description="Teacher → conditional GAN → distilled student → evaluate → export → promote")
+    def gandistill_pipeline(params_json: str = params.to_json(), parent_run_id: str = "",
+                            data_rev: str = ""):
+        # data_rev (a DVC/git commit SHA) keys kfp's cache to the data version, not a branch name.
+        common = {"params_json": params_json, "parent_run_id": parent_run_id}
+        prep = comps.prepare_data(**common).set_display_name("prepare_data")
+        prep.set_caching_options(False)
+        teacher = comps.train_teacher(**common, data=prep.outputs["data"])
+        generator = None
+        if needs_gan:
+            gan = comps.train_gan(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"])
+            generator = gan.outputs["generator"]
+            kubernetes.configure(gan, "train_gan", params)
+        student = comps.distill(**common, method=method, data=prep.outputs["data"],
+                                teacher=teacher.outputs["teacher"], generator=generator)
+        evaluation = comps.evaluate(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"],
+                                    student=student.outputs["student"], generator=generator)
+        exported = comps.export(**common, data=prep.outputs["data"], student=student.outputs["student"],
+                                evaluation=evaluation.outputs["evaluation"])
+        promoted = comps.promote(**common, exported=exported.outputs["exported"],
+                                 evaluation=evaluation.outputs["evaluation"])
+        for task, stage in ((prep, "prepare_data"), (teacher, "train_teacher"), (student, "distill"),
+                            (evaluation, "evaluate"), (exported, "export"), (promoted, "promote")):
+            kubernetes.configure(task, stage, params)
+
+    return gandistill_pipeline
+
+
+def compile_pipeline(params: Params, output: str) -> None:
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(params), output)

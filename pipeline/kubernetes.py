@@ -1,0 +1,37 @@
+"""Per-stage cluster settings compiled into the pipeline spec: resources, accelerators,
+node selector, tolerations, and credentials from Kubernetes secrets (never parameters).
+
+kfp.local ignores all of these (resource settings warn, kfp-kubernetes ones are silent);
+they matter only on a cluster and are tested by loading the compiled YAML.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gandistill.config import Params
+
+
+def configure(task: Any, stage: str, params: Params) -> None:
+    res = params.pipeline.resources.get(stage)  # type: ignore[call-overload]
+    if res is not None:
+        if res.cpu_request:
+            task.set_cpu_request(res.cpu_request)
+        if res.cpu_limit:
+            task.set_cpu_limit(res.cpu_limit)
+        if res.memory_request:
+            task.set_memory_request(res.memory_request)
+        if res.memory_limit:
+            task.set_memory_limit(res.memory_limit)
+        if res.accelerator_type:
+            task.set_accelerator_type(res.accelerator_type)
+            task.set_accelerator_limit(res.accelerator_count or 1)
+    if params.pipeline.node_selector or params.pipeline.tolerations or params.pipeline.secrets:
+        from kfp import kubernetes as k8s
+
+        for key, value in params.pipeline.node_selector.items():
+            k8s.add_node_selector(task, label_key=key, label_value=value)
+        for toleration in params.pipeline.tolerations:
+            k8s.add_toleration(task, **toleration)
+        for secret_name, mapping in params.pipeline.secrets.items():
+            k8s.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=mapping)

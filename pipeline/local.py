@@ -1,0 +1,154 @@
+"""Run the pipeline on this machine with kfp.local (SubprocessRunner, no containers) and
+collect one summary: metrics, artifact paths, stage wall times, the MLflow run.
+
+Embedded defaults: MLflow on `sqlite:///mlflow.db`, kfp outputs under `runs/kfp/`,
+checkpoints under `runs/checkpoints/` (stable across re-runs, so a killed run resumes),
+and `runs/latest/summary.json` pointing at the newest run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from gandistill import tracking
+from gandistill.config import Params
+from gandistill.errors import GandistillError, ServiceError
+from gandistill.stages.common import CHECKPOINT_ROOT_ENV, RESULT_FILE
+
+log = logging.getLogger("gandistill")
+
+TASK_OUTPUTS = {  # task folder -> output artifact holding result.json
+    "prepare-data": "data",
+    "train-teacher": "teacher",
+    "train-gan": "generator",
+    "distill": "student",
+    "evaluate": "evaluation",
+    "export": "exported",
+}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def collect(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """stage name -> {"path": artifact dir, "result": result.json without bulky history}."""
+    stages: dict[str, dict[str, Any]] = {}
+    for task, output in TASK_OUTPUTS.items():
+        folder = run_dir / task / output
+        if folder.is_dir():
+            result = {k: v for k, v in _read_json(folder / RESULT_FILE).items() if k != "history"}
+            stages[task.replace("-", "_")] = {"path": str(folder), "result": result}
+    promote = _read_json(run_dir / "promote" / "executor_output.json")
+    if promote:
+        stages["promote"] = {"path": str(run_dir / "promote"), "result": promote.get("parameterValues", {})}
+    return stages
+
+
+def stage_times(parent_run_id: str) -> dict[str, float]:
+    client = tracking.client()
+    runs = client.search_runs([client.get_run(parent_run_id).info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    return {r.info.run_name: round(((r.info.end_time or r.info.start_time) - r.info.start_time) / 1000, 1)
+            for r in runs}
+
+
+def build_summary(params: Params, run_dir: Path, parent_run_id: str, wall_s: float, status: str) -> dict[str, Any]:
+    stages = collect(run_dir)
+    teacher = stages.get("train_teacher", {}).get("result", {})
+    student = stages.get("distill", {}).get("result", {})
+    evaluation = stages.get("evaluate", {}).get("result", {})
+    promote = stages.get("promote", {}).get("result", {})
+    ratio = teacher.get("params", 0) / student["params"] if student.get("params") else None
+    uri = tracking.tracking_uri()
+    return {
+        "status": status,
+        "run_dir": str(run_dir),
+        "method": params.distill.method,
+        "teacher": {"arch": params.teacher.arch, "test_acc": teacher.get("test_acc"),
+                    "val_acc": teacher.get("val_acc"), "params": teacher.get("params")},
+        "student": {"arch": params.distill.student_arch, "test_acc": student.get("test_acc"),
+                    "val_acc": student.get("val_acc"), "params": student.get("params"),
+                    "real_images_seen": student.get("real_images_seen_by_student")},
+        "compression_ratio": ratio,
+        "evaluation": evaluation.get("metrics", {}),
+        "report": {"html": evaluation.get("report_html"), "markdown": evaluation.get("report_md")},
+        "export": stages.get("export", {}).get("result", {}),
+        "registry": promote,
+        "artifacts": {name: stage["path"] for name, stage in stages.items()},
+        "stage_wall_s": stage_times(parent_run_id) if parent_run_id else {},
+        "total_wall_s": round(wall_s, 1),
+        "mlflow": {"tracking_uri": uri, "parent_run_id": parent_run_id,
+                   "ui_command": f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else
+                   f"open {uri}/#/experiments (run {parent_run_id})"},
+        "git_commit": git_commit(),
+    }
+
+
+def write_summary(summary: dict[str, Any], runs_root: Path, name: str) -> Path:
+    folder = runs_root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "summary.json"
+    tmp = folder / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    os.replace(tmp, path)
+    latest = runs_root / "latest"
+    link = runs_root / ".latest.tmp"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(name, target_is_directory=True)
+    os.replace(link, latest)
+    return path
+
+
+def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | None = None) -> dict[str, Any]:
+    """Execute the whole DAG with kfp.local; returns the summary (also written to disk)."""
+    from kfp import local
+
+    from pipeline.dag import build_pipeline
+
+    runs_root = Path(runs_root).resolve()
+    pipeline_root = runs_root / "kfp"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault(CHECKPOINT_ROOT_ENV, str(runs_root / "checkpoints"))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
+    run_name = run_name or time.strftime("run-%Y%m%d-%H%M%S")
+    try:
+        parent_run_id = tracking.start_parent_run(run_name, tags={
+            "gandistill.method": params.distill.method, "git_commit": git_commit(),
+            "gandistill.run_name": run_name})
+        tracking.Tracker(parent_run_id, tracking.client()).log_params(params.flat())
+    except GandistillError:
+        raise
+    except Exception as exc:
+        raise ServiceError(f"MLflow at {tracking.tracking_uri()} is not usable ({type(exc).__name__}: {exc}); "
+                           "check MLFLOW_TRACKING_URI or unset it to use the embedded sqlite default") from None
+
+    before = set(pipeline_root.iterdir())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    started = time.perf_counter()
+    status = "FAILED"
+    try:
+        build_pipeline(params)(params_json=params.to_json(), parent_run_id=parent_run_id)
+        status = "FINISHED"
+    finally:
+        tracking.finish_run(parent_run_id, status)
+        new_dirs = sorted(set(pipeline_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+        run_dir = new_dirs[-1] if new_dirs else pipeline_root
+        summary = build_summary(params, run_dir, parent_run_id, time.perf_counter() - started, status)
+        summary["summary_path"] = str(write_summary(summary, runs_root, run_name))
+    return summary
