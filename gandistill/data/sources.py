@@ -15,6 +15,9 @@ import numpy as np
 from gandistill.config import DataParams
 from gandistill.data.fetch import MNIST_MD5, fetch_mnist, md5sum, verify_mnist
 from gandistill.data.idx import read_idx
+from gandistill.data.imagefolder import load_imagefolder_dir
+from gandistill.data.images import as_uint8, check_side_lengths, resize_nchw, to_nchw
+from gandistill.data.npz import load_npz_file
 from gandistill.errors import DataError
 
 
@@ -29,11 +32,7 @@ class RawData:
 
 
 def _images_nchw(x: np.ndarray, where: str) -> np.ndarray:
-    if x.ndim == 3:
-        return x[:, None, :, :]
-    if x.ndim == 4:
-        return x
-    raise DataError(f"{where}: images must be N×H×W or N×C×H×W, got shape {x.shape}")
+    return to_nchw(as_uint8(x, where), where)
 
 
 IDX_NAMES = {
@@ -83,15 +82,36 @@ def load_idx(params: DataParams) -> RawData:
     return load_idx_folder(Path(params.path))
 
 
+def load_npz(params: DataParams) -> RawData:
+    return RawData(*load_npz_file(Path(params.path)))
+
+
+def load_imagefolder(params: DataParams) -> RawData:
+    # Resized while reading: folders may hold mixed sizes, which cannot be stacked first.
+    return RawData(*load_imagefolder_dir(Path(params.path), params.resize))
+
+
 SOURCES: dict[str, Callable[[DataParams], RawData]] = {
     "mnist": load_mnist,
     "idx": load_idx,
+    "npz": load_npz,
+    "imagefolder": load_imagefolder,
 }
 
 
 def load_source(params: DataParams) -> RawData:
+    """Load `data.source`, then apply `data.resize` and check the image size for every source."""
     loader = SOURCES.get(params.source)
     if loader is None:
         raise DataError(f"data.source={params.source} is not available in this build "
                         f"(available: {', '.join(SOURCES)})")
-    return loader(params)
+    raw = loader(params)
+    where = f"data.source={params.source} ({params.path})"
+    if params.resize is not None:
+        raw.train_x = resize_nchw(raw.train_x, params.resize)
+        if raw.test_x is not None:
+            raw.test_x = resize_nchw(raw.test_x, params.resize)
+        raw.version["resize"] = str(params.resize)
+    if raw.train_x.ndim == 4:  # other shape faults are validate_raw's to report
+        check_side_lengths(raw.train_x.shape[2], raw.train_x.shape[3], where)
+    return raw

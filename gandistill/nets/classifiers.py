@@ -8,11 +8,19 @@ intermediate activations that feature / relation KD losses need.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gandistill.errors import ConfigError
+
+
+class ArchitectureError(ConfigError, ValueError):
+    """An architecture name or size that cannot fit the data (a ConfigError the CLI reports
+    cleanly; also a ValueError, as build_classifier raised before)."""
 
 
 class ImageClassifier(nn.Module):
@@ -59,7 +67,9 @@ class LeNet5(ImageClassifier):
         h, w = image_size
         h2, w2 = (h // 2 - 4) // 2, (w // 2 - 4) // 2
         if h2 < 1 or w2 < 1:
-            raise ValueError(f"LeNet-5 needs images of at least 12×12, got {h}×{w}; use a resnet")
+            raise ArchitectureError(f"LeNet-5 needs images of at least 12×12, got {h}×{w}; use a resnet "
+                                    "(e.g. teacher.arch=resnet20, distill.student_arch=resnet8) or set "
+                                    "data.resize=12 or more")
         self.fc1 = nn.Linear(c2 * h2 * w2, f1)
         self.fc2 = nn.Linear(f1, f2)
         self.fc3 = nn.Linear(f2, num_classes)
@@ -102,14 +112,15 @@ class CifarResNet(ImageClassifier):
                  width: int = 16, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         super().__init__(in_channels, num_classes, mean, std)
         if (depth - 2) % 6 != 0:
-            raise ValueError(f"ResNet depth must be 6n+2 (8, 14, 20, 32, …), got {depth}")
+            raise ArchitectureError(f"ResNet depth must be 6n+2 (8, 14, 20, 32, …), got {depth}")
         n = (depth - 2) // 6
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
                                   nn.ReLU())
         stages: list[nn.Module] = []
         cin = width
         for i, cout in enumerate((width, width * 2, width * 4)):
-            blocks = [_BasicBlock(cin if j == 0 else cout, cout, 2 if (i > 0 and j == 0) else 1) for j in range(n)]
+            blocks = [_BasicBlock(cin if j == 0 else cout, cout, 2 if (i > 0 and j == 0) else 1)
+                      for j in range(n)]
             stages.append(nn.Sequential(*blocks))
             cin = cout
         self.stages = nn.ModuleList(stages)
@@ -137,12 +148,23 @@ CLASSIFIERS: dict[str, Builder] = {
 }
 
 
+# Any CIFAR ResNet by name: resnet<depth>[_w<width>], depth = 6n+2, width = first-stage channels
+# (default 16): e.g. resnet20_w32 (a wider teacher), resnet8_w8 (a slimmer student).
+RESNET_NAME = re.compile(r"^resnet(\d+)(?:_w(\d+))?$")
+
+
 def build_classifier(name: str, in_channels: int, image_size: tuple[int, int], num_classes: int,
-                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> ImageClassifier:
+                     mean: Sequence[float] | None = None,
+                     std: Sequence[float] | None = None) -> ImageClassifier:
     """Instantiate a classifier by registered name with shapes derived from the data."""
-    if name not in CLASSIFIERS:
-        raise ValueError(f"unknown architecture '{name}'; known: {', '.join(CLASSIFIERS)}")
-    return CLASSIFIERS[name](in_channels, image_size, num_classes, mean=mean, std=std)
+    if name in CLASSIFIERS:
+        return CLASSIFIERS[name](in_channels, image_size, num_classes, mean=mean, std=std)
+    match = RESNET_NAME.match(name)
+    if match and 4 <= int(match.group(2) or 16) <= 512:
+        return CifarResNet(in_channels, image_size, num_classes, depth=int(match.group(1)),
+                           width=int(match.group(2) or 16), mean=mean, std=std)
+    raise ArchitectureError(f"unknown architecture '{name}'; known: {', '.join(CLASSIFIERS)}, or "
+                            "resnet<depth>[_w<width>] with depth 6n+2 and width 4..512 (e.g. resnet20_w32)")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -37,7 +37,8 @@ class ConditionalBatchNorm2d(nn.Module):
 
 
 class ConditionalGenerator(nn.Module):
-    def __init__(self, nz: int, num_classes: int, out_channels: int, image_size: tuple[int, int], ngf: int = 32):
+    def __init__(self, nz: int, num_classes: int, out_channels: int, image_size: tuple[int, int],
+                 ngf: int = 32):
         super().__init__()
         self.nz, self.num_classes, self.image_size = nz, num_classes, image_size
         h, w = image_size
