@@ -1,0 +1,414 @@
+"""All artifact I/O: local paths or `s3://bucket/key` URIs, through one small API.
+
+    upload_file / download_file / upload_dir / download_dir / exists / copy
+
+S3 endpoint and credentials come from the standard environment (`AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` for MinIO/SeaweedFS/...),
+so the same code talks to AWS, a cluster's MinIO or the local stack (`make stack-up`).
+
+Guarantees, for every backend:
+- bounded retries with exponential backoff (botocore "standard" mode,
+  `GANDISTILL_S3_MAX_ATTEMPTS`, default 5) — never an endless hang;
+- write-then-commit: a file is uploaded to a staging key, verified, then copied to its
+  final key server-side, so a reader never sees a partial or unverified object; a folder is
+  complete only once its `_MANIFEST.json` (relpath -> md5, size) is written, last;
+- verification by checksum: the server's ETag must equal the MD5 we computed (multipart:
+  the md5-of-part-md5s form); downloads are re-hashed against the recorded md5;
+- failures raise `ServiceError` naming the endpoint and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gandistill.errors import ServiceError
+
+MANIFEST = "_MANIFEST.json"
+MD5_META = "gandistill-md5"  # x-amz-meta-*: the whole-object md5, survives server-side copy
+PART_SIZE = 64 * 1024 * 1024  # multipart above this size; also the part size for ETag checks
+_STAGING = ".staging-"
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def child(self, rel: str) -> S3Uri:
+        return S3Uri(self.bucket, f"{self.key.rstrip('/')}/{rel}" if self.key else rel)
+
+
+def is_s3(uri: str | Path) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def parse_s3(uri: str) -> S3Uri:
+    if not is_s3(uri):
+        raise ValueError(f"not an s3:// URI: {uri}")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ServiceError(f"{uri}: no bucket name; use s3://BUCKET/KEY")
+    return S3Uri(bucket, key.strip("/"))
+
+
+def endpoint() -> str:
+    url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return url or "AWS S3 (default endpoint)"
+
+
+# ---------------------------------------------------------------------------------------
+# Client and errors
+
+
+def max_attempts() -> int:
+    return max(1, int(os.environ.get("GANDISTILL_S3_MAX_ATTEMPTS", "5")))
+
+
+@functools.lru_cache(maxsize=8)
+def _client(endpoint_url: str | None, key_id: str | None, region: str | None, attempts: int) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        # "standard": exponential backoff with jitter on throttling/5xx/connection errors,
+        # at most `attempts` tries in total.
+        retries={"total_max_attempts": attempts, "mode": "standard"},
+        connect_timeout=5, read_timeout=60,
+        s3={"addressing_style": "path"},  # MinIO/SeaweedFS have no virtual-host buckets
+        # boto3 >= 1.36 adds CRC checksums by default; some S3-compatible servers reject them.
+        request_checksum_calculation="when_required", response_checksum_validation="when_required",
+    )
+    # Credentials: boto3's default chain (AWS_* env, profile, pod identity); endpoint likewise.
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1",
+                                          config=config)
+
+
+def client() -> Any:
+    """The S3 client for the current environment (cached per endpoint/credentials)."""
+    return _client(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+                   os.environ.get("AWS_ACCESS_KEY_ID"),
+                   os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION"), max_attempts())
+
+
+def _service_error(exc: Exception, action: str, uri: str) -> ServiceError:
+    """Translate a boto error into one message that names the endpoint and the fix."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    where = f"object store {endpoint()}"
+    if isinstance(exc, NoCredentialsError):
+        return ServiceError(f"{action} {uri}: no S3 credentials for {where}; set AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY (on a cluster: a secret mapped in pipeline.secrets)")
+    transient = {"ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"}
+    if isinstance(exc, EndpointConnectionError) or type(exc).__name__ in transient:
+        return ServiceError(f"{action} {uri}: {where} unreachable after {max_attempts()} attempts ({exc}); "
+                            "start it (`make stack-up`) or set AWS_ENDPOINT_URL to a reachable endpoint")
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in {"NoSuchBucket"}:
+            bucket = uri[5:].split("/", 1)[0]
+            return ServiceError(f"{action} {uri}: bucket '{bucket}' does not exist at {where}; create "
+                                f"it (e.g. `aws --endpoint-url {endpoint()} s3 mb s3://{bucket}`)")
+        if code in {"NoSuchKey", "404", "NotFound"}:
+            return ServiceError(f"{action} {uri}: no such object at {where}; check the URI "
+                                "(was it uploaded?)")
+        if code in {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}:
+            return ServiceError(f"{action} {uri}: credentials rejected by {where} ({code}); check "
+                                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy")
+        return ServiceError(f"{action} {uri}: {where} answered {code or exc} after retries; "
+                            "check the server's health and logs")
+    return ServiceError(f"{action} {uri}: {where} failed ({type(exc).__name__}: {exc}); "
+                        "check AWS_ENDPOINT_URL and the server's health")
+
+
+def _call(action: str, uri: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return fn(*args, **kwargs)
+    except (BotoCoreError, ClientError) as exc:
+        raise _service_error(exc, action, uri) from None
+
+
+# ---------------------------------------------------------------------------------------
+# Checksums
+
+
+def md5_file(path: str | Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expected_etag(path: str | Path, part_size: int | None = None) -> str:
+    """The ETag S3 computes: md5 for a single PUT, md5(concat(part md5s))-N for multipart."""
+    part_size = part_size or PART_SIZE
+    size = Path(path).stat().st_size
+    if size <= part_size:
+        return md5_file(path)
+    parts = []
+    with open(path, "rb") as handle:
+        while block := handle.read(part_size):
+            parts.append(hashlib.md5(block).digest())
+    return f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
+
+
+# ---------------------------------------------------------------------------------------
+# Files
+
+
+def _local_put(src: Path, dst: Path) -> None:
+    """Copy to a temp file beside dst, then rename: dst is complete or absent."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def upload_file(src: str | Path, dst: str) -> str:
+    """Upload one local file to `dst` (s3:// URI or local path); return its md5."""
+    src = Path(src)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: not a file")
+    md5 = md5_file(src)
+    if not is_s3(dst):
+        _local_put(src, Path(dst))
+        return md5
+    from boto3.s3.transfer import TransferConfig
+
+    target = parse_s3(dst)
+    staging = S3Uri(target.bucket, f"{target.key}{_STAGING}{uuid.uuid4().hex[:12]}")
+    s3 = client()
+    transfer = TransferConfig(multipart_threshold=PART_SIZE + 1, multipart_chunksize=PART_SIZE)
+    try:
+        _call("upload", dst, s3.upload_file, str(src), staging.bucket, staging.key,
+              ExtraArgs={"Metadata": {MD5_META: md5}}, Config=transfer)
+        head = _call("verify", dst, s3.head_object, Bucket=staging.bucket, Key=staging.key)
+        etag = head.get("ETag", "").strip('"')
+        if etag != expected_etag(src) or head.get("ContentLength") != src.stat().st_size:
+            raise ServiceError(f"upload {dst}: {endpoint()} stored ETag {etag} / {head.get('ContentLength')} "
+                               f"bytes, expected {expected_etag(src)} / {src.stat().st_size}: the object is "
+                               "corrupt; retry, and check proxies between you and the object store")
+        # Commit: server-side copy makes the verified bytes visible under the final key at once.
+        _call("commit", dst, s3.copy_object, Bucket=target.bucket, Key=target.key,
+              CopySource={"Bucket": staging.bucket, "Key": staging.key}, MetadataDirective="COPY")
+    finally:
+        with contextlib.suppress(Exception):  # best effort; a staging key is never read
+            s3.delete_object(Bucket=staging.bucket, Key=staging.key)
+    head = _call("verify", dst, s3.head_object, Bucket=target.bucket, Key=target.key)
+    if head.get("Metadata", {}).get(MD5_META) != md5 or head.get("ContentLength") != src.stat().st_size:
+        raise ServiceError(f"upload {dst}: the committed object at {endpoint()} does not match {src} "
+                           f"(md5 {md5}); retry the upload")
+    return md5
+
+
+def download_file(src: str, dst: str | Path, md5: str | None = None) -> Path:
+    """Download `src` (s3:// URI or local path) to `dst` atomically, verifying its md5
+    (given, or recorded in the object's metadata at upload)."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not is_s3(src):
+        if not Path(src).is_file():
+            raise ServiceError(f"download {src}: no such file")
+        _local_put(Path(src), dst)
+        actual = md5_file(dst)
+        if md5 and actual != md5:
+            dst.unlink()
+            raise ServiceError(f"download {src}: md5 {actual} != expected {md5}; the source is corrupt")
+        return dst
+    source = parse_s3(src)
+    s3 = client()
+    head = _call("download", src, s3.head_object, Bucket=source.bucket, Key=source.key)
+    expected = md5 or head.get("Metadata", {}).get(MD5_META)
+    if expected is None:
+        etag = head.get("ETag", "").strip('"')
+        expected = etag if "-" not in etag else None  # a multipart ETag is not the file's md5
+    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        _call("download", src, s3.download_file, source.bucket, source.key, str(tmp))
+        actual = md5_file(tmp)
+        if expected and actual != expected:
+            raise ServiceError(f"download {src}: md5 {actual} != recorded {expected} at {endpoint()}; "
+                               "the object is corrupt or changed mid-download: retry")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst
+
+
+# ---------------------------------------------------------------------------------------
+# Folders: files first, manifest last (the commit)
+
+
+def _manifest_uri(uri: str) -> str:
+    return str(parse_s3(uri).child(MANIFEST)) if is_s3(uri) else str(Path(uri) / MANIFEST)
+
+
+def upload_dir(src: str | Path, dst: str) -> dict[str, dict[str, Any]]:
+    """Upload every file under `src` to `dst`, then write `dst/_MANIFEST.json`; return it."""
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: not a folder")
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest: dict[str, dict[str, Any]] = {}
+    if not is_s3(dst):
+        # Local: stage the whole copy beside dst and rename it into place.
+        target = Path(dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        try:
+            for path in files:
+                rel = path.relative_to(src).as_posix()
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, staging / rel)
+                manifest[rel] = {"md5": md5_file(staging / rel), "size": path.stat().st_size}
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return manifest
+    base = parse_s3(dst)
+    s3 = client()
+    # An old manifest must not vouch for a half-replaced folder: remove it first.
+    _call("upload", dst, s3.delete_object, Bucket=base.bucket, Key=base.child(MANIFEST).key)
+    for path in files:
+        rel = path.relative_to(src).as_posix()
+        manifest[rel] = {"md5": upload_file(path, str(base.child(rel))), "size": path.stat().st_size}
+    body = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        handle.write(body)
+    try:
+        upload_file(handle.name, _manifest_uri(dst))
+    finally:
+        os.unlink(handle.name)
+    return manifest
+
+
+def read_manifest(uri: str) -> dict[str, dict[str, Any]]:
+    """The manifest of a committed folder; ServiceError if the folder is not committed."""
+    where = _manifest_uri(uri)
+    if not exists(where):
+        raise ServiceError(f"{uri}: no {MANIFEST} — the folder is missing or its upload never completed; "
+                           "re-run the stage that writes it")
+    if is_s3(where):
+        target = parse_s3(where)
+        body = _call("read", where, client().get_object, Bucket=target.bucket, Key=target.key)["Body"].read()
+    else:
+        body = Path(where).read_bytes()
+    return json.loads(body)
+
+
+def download_dir(src: str, dst: str | Path) -> Path:
+    """Download a committed folder (see upload_dir) to `dst`, verifying every file's md5.
+    `dst` appears complete or not at all."""
+    manifest = read_manifest(src)
+    target = Path(dst)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        for rel, entry in manifest.items():
+            source = str(parse_s3(src).child(rel)) if is_s3(src) else str(Path(src) / rel)
+            download_file(source, staging / rel, md5=entry["md5"])
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+# ---------------------------------------------------------------------------------------
+# Queries and copies
+
+
+def exists(uri: str | Path) -> bool:
+    """True for an existing file/object, or a committed folder (one with a manifest)."""
+    uri = str(uri)
+    if not is_s3(uri):
+        path = Path(uri)
+        return path.is_file() or (path / MANIFEST).is_file()
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    target = parse_s3(uri)
+    s3 = client()
+    for key in (target.key, target.child(MANIFEST).key):
+        try:
+            s3.head_object(Bucket=target.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) not in {"404", "NoSuchKey", "NotFound"}:
+                raise _service_error(exc, "stat", uri) from None
+        except BotoCoreError as exc:
+            raise _service_error(exc, "stat", uri) from None
+    return False
+
+
+def _is_dir(uri: str) -> bool:
+    if is_s3(uri):
+        target = parse_s3(uri)
+        try:
+            client().head_object(Bucket=target.bucket, Key=target.child(MANIFEST).key)
+            return True
+        except Exception:  # noqa: BLE001 - absent or unreachable: the file path will report it
+            return False
+    return Path(uri).is_dir()
+
+
+def copy(src: str | Path, dst: str | Path) -> str:
+    """Copy a file or committed folder between any two locations (local or s3://).
+    Returns the destination. S3 to S3 files copy server-side; everything is verified."""
+    src, dst = str(src), str(dst)
+    if _is_dir(src):
+        if is_s3(src) and not is_s3(dst):
+            download_dir(src, dst)
+        elif is_s3(src):
+            with tempfile.TemporaryDirectory() as tmp:
+                local = download_dir(src, Path(tmp) / "d")
+                upload_dir(local, dst)  # the manifest is skipped as a file and rewritten last
+        else:
+            upload_dir(src, dst)  # local → s3 or local → local (staged and renamed)
+        return dst
+    if is_s3(src) and is_s3(dst):
+        source, target = parse_s3(src), parse_s3(dst)
+        s3 = client()
+        head = _call("copy", src, s3.head_object, Bucket=source.bucket, Key=source.key)
+        md5 = head.get("Metadata", {}).get(MD5_META)
+        if md5 is None or head.get("ContentLength", 0) > 5 * 1024**3:  # unverifiable or too big: go via disk
+            with tempfile.TemporaryDirectory() as tmp:
+                local = download_file(src, Path(tmp) / "f")
+                upload_file(local, dst)
+            return dst
+        _call("copy", dst, s3.copy_object, Bucket=target.bucket, Key=target.key,
+              CopySource={"Bucket": source.bucket, "Key": source.key}, MetadataDirective="COPY")
+        check = _call("verify", dst, s3.head_object, Bucket=target.bucket, Key=target.key)
+        same_size = check.get("ContentLength") == head.get("ContentLength")
+        if check.get("Metadata", {}).get(MD5_META) != md5 or not same_size:
+            raise ServiceError(f"copy {src} -> {dst}: the copy at {endpoint()} does not match; retry")
+        return dst
+    if is_s3(dst):
+        upload_file(src, dst)
+    else:
+        download_file(src, dst)
+    return dst
