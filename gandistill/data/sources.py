@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gandistill.config import DataParams
+from gandistill.data.dvc_source import load_dvc
 from gandistill.data.fetch import MNIST_MD5, fetch_mnist, md5sum, verify_mnist
 from gandistill.data.idx import read_idx
 from gandistill.data.imagefolder import load_imagefolder_dir
@@ -96,6 +97,7 @@ SOURCES: dict[str, Callable[[DataParams], RawData]] = {
     "idx": load_idx,
     "npz": load_npz,
     "imagefolder": load_imagefolder,
+    "dvc": load_dvc,
 }
 
 
