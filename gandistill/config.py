@@ -268,6 +268,7 @@ def validate(raw: dict[str, Any], source: str = "params") -> Params:
         ) from None
 
 
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _SET_RE = re.compile(r"^([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*)=(.*)$", re.S)
 
 
@@ -281,6 +282,8 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
         value = yaml.safe_load(value_text) if value_text.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {assignment!r}: value is not valid YAML: {exc}") from None
+    if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+        value = float(value)  # YAML 1.1 reads "1e-3" as a string; users mean the number
     node = tree
     parts = path.split(".")
     for part in parts[:-1]:

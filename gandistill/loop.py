@@ -297,16 +297,17 @@ class TrainingLoop:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
                 self._log(means)
                 window.clear()
-            if eval_fn is not None and (self.step % self.eval_every == 0 or self.step == self.total_steps):
-                if not self._evaluate(eval_fn, health_fn, good):
-                    bar.reset(total=self.total_steps)
-                    bar.update(self.step)
-                    continue
-            if self.step % self.checkpoint_every == 0 or self.step == self.total_steps:
-                if self.unhealthy == 0:
-                    good = copy.deepcopy(self._snapshot())
-                    if self.last_path is not None:
-                        atomic_torch_save(good, self.last_path)
+            at_end = self.step == self.total_steps
+            due_eval = eval_fn is not None and (self.step % self.eval_every == 0 or at_end)
+            if due_eval and not self._evaluate(eval_fn, health_fn, good):  # type: ignore[arg-type]
+                bar.reset(total=self.total_steps)
+                bar.update(self.step)
+                continue
+            # Only a healthy state becomes the "last good" checkpoint that divergence returns to.
+            if (self.step % self.checkpoint_every == 0 or at_end) and self.unhealthy == 0:
+                good = copy.deepcopy(self._snapshot())
+                if self.last_path is not None:
+                    atomic_torch_save(good, self.last_path)
         bar.close()
         if not self.best_state:  # no selection metric: the final weights are the result
             self.best_state = {k: copy.deepcopy(unwrap(m).state_dict()) for k, m in self.modules.items()}
