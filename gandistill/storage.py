@@ -134,12 +134,16 @@ def _service_error(exc: Exception, action: str, uri: str) -> ServiceError:
 
 
 def _call(action: str, uri: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         return fn(*args, **kwargs)
     except (BotoCoreError, ClientError) as exc:
         raise _service_error(exc, action, uri) from None
+    except S3UploadFailedError as exc:  # boto3's transfer manager wraps the real ClientError
+        cause = exc.__cause__ or exc.__context__
+        raise _service_error(cause if isinstance(cause, Exception) else exc, action, uri) from None
 
 
 # ---------------------------------------------------------------------------------------

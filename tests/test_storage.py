@@ -183,3 +183,9 @@ def test_missing_credentials_name_the_variables(moto_endpoint: str, tmp_path: Pa
     with pytest.raises(ServiceError, match="AWS_ACCESS_KEY_ID"):
         storage.exists("s3://bucket/key")
     storage._client.cache_clear()
+
+
+def test_missing_bucket_names_the_fix(s3: object, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ServiceError, match="bucket 'no-such-bucket' does not exist"):
+        storage.upload_file(tmp_path / "f", "s3://no-such-bucket/f")

@@ -1,0 +1,58 @@
+"""gandistill.storage and the stack script against a real SeaweedFS server on 127.0.0.1
+(credentials really checked, real ETags, real multipart)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gandistill import storage
+from gandistill.errors import ServiceError
+
+BUCKET = "gandistill"
+
+
+def test_stack_listens_on_loopback_only(object_store: Any) -> None:
+    psutil = pytest.importorskip("psutil")
+    root = psutil.Process(object_store.pids["seaweedfs"])
+    procs = [root, *root.children(recursive=True)]
+    listening = [c for p in procs for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert listening, "SeaweedFS listens on nothing?"
+    assert {c.laddr.ip for c in listening} == {"127.0.0.1"}
+    assert object_store.ports["s3"] in {c.laddr.port for c in listening}
+
+
+def test_file_and_folder_roundtrip(s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "PART_SIZE", 5 * 1024 * 1024)
+    src = tmp_path / "src"
+    (src / "nested").mkdir(parents=True)
+    (src / "weights.bin").write_bytes(os.urandom(11 * 1024 * 1024))  # multipart: 3 parts
+    (src / "nested" / "card.md").write_text("# model card\n")
+    manifest = storage.upload_dir(src, f"s3://{BUCKET}/it/run1")
+    assert manifest["weights.bin"]["md5"] == storage.md5_file(src / "weights.bin")
+    keys = {o["Key"] for o in storage.client().list_objects_v2(Bucket=BUCKET, Prefix="it/run1/")["Contents"]}
+    assert keys == {"it/run1/weights.bin", "it/run1/nested/card.md", "it/run1/_MANIFEST.json"}  # no staging
+    out = storage.download_dir(f"s3://{BUCKET}/it/run1", tmp_path / "out")
+    assert (out / "weights.bin").read_bytes() == (src / "weights.bin").read_bytes()
+    storage.copy(f"s3://{BUCKET}/it/run1/nested/card.md", f"s3://{BUCKET}/it/card.md")
+    assert storage.exists(f"s3://{BUCKET}/it/card.md")
+
+
+def test_wrong_secret_is_rejected_with_a_clear_error(s3_env: dict[str, str], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    monkeypatch.setenv("GANDISTILL_S3_MAX_ATTEMPTS", "2")
+    storage._client.cache_clear()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ServiceError) as info:
+        storage.upload_file(tmp_path / "f", f"s3://{BUCKET}/it/denied")
+    assert "credentials rejected" in str(info.value) and s3_env["AWS_ENDPOINT_URL"] in str(info.value)
+
+
+def test_missing_object_names_the_endpoint(s3_env: dict[str, str], tmp_path: Path) -> None:
+    with pytest.raises(ServiceError, match="no such object") as info:
+        storage.download_file(f"s3://{BUCKET}/it/never-written", tmp_path / "f")
+    assert s3_env["AWS_ENDPOINT_URL"] in str(info.value) and not (tmp_path / "f").exists()
