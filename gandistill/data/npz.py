@@ -21,6 +21,9 @@ KNOWN_KEYS = {"x", "y", "x_test", "y_test", "class_names"}
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: npz file not found; set data.path to a .npz file holding arrays x and y")
+    if not zipfile.is_zipfile(path):  # .npz is a zip; np.load would try pickle on anything else
+        raise DataError(f"{path}: not a readable .npz file (not a zip archive); write it with "
+                        "np.savez(path, x=images, y=labels)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}

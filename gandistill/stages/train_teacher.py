@@ -12,16 +12,18 @@ import logging
 import math
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from gandistill.augment import random_affine
 from gandistill.config import Params
-from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, to_tensors
-from gandistill.errors import DataError
+from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
+from gandistill.errors import ConfigError, DataError
 from gandistill.loop import TrainingLoop, warmup_cosine
 from gandistill.nets import build_classifier, count_parameters
 from gandistill.runtime import Runtime, seed_everything, unwrap
@@ -39,38 +41,146 @@ from gandistill.tracking import NullTracker, Tracker
 log = logging.getLogger(__name__)
 
 
+FEATURE_NEEDS = {  # distill settings that read teacher.forward_features (not just logits)
+    "distill.method=dafl": lambda p: p.distill.method == "dafl",
+    "distill.hint_weight": lambda p: p.distill.hint_weight > 0,
+    "distill.rkd_distance_weight": lambda p: p.distill.rkd_distance_weight > 0,
+    "distill.rkd_angle_weight": lambda p: p.distill.rkd_angle_weight > 0,
+}
+
+
+def check_archs_fit(params: Params, meta: DatasetMeta) -> None:
+    """Build the teacher and student architectures for the data's shape now, so a pair that
+    cannot fit (LeNet-5 on 8×8 images, an unknown name) fails before any training."""
+    names = {"distill.student_arch": params.distill.student_arch}
+    if params.teacher.source != "torchscript":
+        names["teacher.arch"] = params.teacher.arch
+    for key, arch in names.items():
+        try:
+            build_classifier(arch, meta.channels, (meta.height, meta.width), meta.num_classes)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}={arch} does not fit the data ({'×'.join(map(str, meta.input_shape))}, "
+                              f"{meta.num_classes} classes): {exc}") from None
+
+
+class _LogitsOnly(nn.Module):
+    """Hides a TorchScript teacher's `forward_features` when it is not gandistill's
+    (logits, [features…]) contract (e.g. timm's returns a feature map): stages then treat
+    the teacher as logits-only instead of unpacking the wrong thing."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def _has_feature_contract(model: nn.Module, probe: torch.Tensor, logits: torch.Tensor) -> bool:
+    if not hasattr(model, "forward_features"):
+        return False
+    try:
+        with torch.no_grad():
+            out = model.forward_features(probe)
+    except Exception:
+        return False
+    return (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor)
+            and isinstance(out[1], list) and len(out[1]) > 0 and all(isinstance(f, torch.Tensor) for f in out[1])
+            and out[1][-1].ndim == 2 and out[0].shape == logits.shape and torch.allclose(out[0], logits, atol=1e-5))
+
+
+def _load_state_dict_teacher(params: Params, meta: DatasetMeta, path: Path) -> nn.Module:
+    tp = params.teacher
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        hint = " (a TorchScript file? set teacher.source=torchscript)" if zipfile.is_zipfile(path) else ""
+        raise DataError(f"teacher.path={path}: cannot load as a state dict{hint}: {exc}") from None
+    if not isinstance(blob, dict):
+        raise DataError(f"teacher.path={path}: holds a {type(blob).__name__}, not a state dict; save "
+                        "model.state_dict() with torch.save, or export TorchScript and set teacher.source=torchscript")
+    if "state_dict" in blob and isinstance(blob["state_dict"], dict):  # a gandistill model.pt or a training checkpoint
+        saved_arch = blob.get("arch")
+        if isinstance(saved_arch, str) and saved_arch != tp.arch:
+            raise ConfigError(f"teacher.path={path} holds a '{saved_arch}' but teacher.arch={tp.arch}; "
+                              f"set teacher.arch={saved_arch}")
+        blob = blob["state_dict"]
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in blob.items()}  # DDP / compile
+    model = build_classifier(tp.arch, meta.channels, (meta.height, meta.width), meta.num_classes,
+                             mean=meta.mean, std=meta.std)
+    expected = model.state_dict()
+    head = next(reversed([k for k in expected if k.endswith(".weight") and expected[k].ndim == 2]))
+    if head in state and state[head].shape[0] != meta.num_classes:
+        raise DataError(f"teacher.path={path}: the teacher has {state[head].shape[0]} classes but the data has "
+                        f"{meta.num_classes} ({', '.join(meta.class_names[:10])}); use a teacher trained on "
+                        "these classes, in this order")
+    # Normalisation buffers missing (weights trained elsewhere): the data's train statistics stand in.
+    missing = sorted(set(expected) - set(state) - {"mean", "std"})
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(f"{label}: {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}"
+                           for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                               ("shape differs", wrong)) if keys)
+        raise DataError(f"teacher.path={path}: weights do not fit teacher.arch={tp.arch} on "
+                        f"{'×'.join(map(str, meta.input_shape))} images ({detail}); set teacher.arch to the "
+                        "architecture they were trained as, and data.resize to their input size")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
 def _import_teacher(params: Params, data_dir: Path, out_dir: Path) -> torch.nn.Module:
-    """Load a user-supplied teacher and check it fits the data; store it in out_dir."""
+    """Load a user-supplied teacher, check it fits the data, store it in out_dir.
+
+    The teacher must take raw pixels in [0, 1] (N×C×H×W, normalising internally, as
+    gandistill's own models do) and return one logit per class, in `class_names` order.
+    """
     tp = params.teacher
     meta = load_meta(data_dir)
     path = Path(tp.path or "")
     if not path.is_file():
-        raise DataError(f"teacher.path={path}: file not found (teacher.source={tp.source})")
+        raise DataError(f"teacher.path={path}: file not found (teacher.source={tp.source}); give the path of "
+                        "the file to import")
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        if tp.source == "torchscript":
-            model = torch.jit.load(str(path), map_location="cpu").eval()
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state) if isinstance(state, dict) else state
-            model = build_classifier(tp.arch, meta.channels, (meta.height, meta.width), meta.num_classes,
-                                     mean=meta.mean, std=meta.std)
-            model.load_state_dict(state)
-    except Exception as exc:
-        raise DataError(f"teacher.path={path}: cannot load as {tp.source} ({exc}); check the file and "
-                        "teacher.source / teacher.arch") from None
-    probe = torch.zeros(2, *meta.input_shape)
+    if tp.source == "torchscript":
+        try:
+            model: nn.Module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            hint = (" (a state dict? set teacher.source=state_dict and teacher.arch)"
+                    if zipfile.is_zipfile(path) or path.suffix in (".pt", ".pth") else "")
+            raise DataError(f"teacher.path={path}: not a TorchScript file{hint}: {str(exc).splitlines()[0]}") from None
+    else:
+        model = _load_state_dict_teacher(params, meta, path)
+    model.eval()  # before probing: a train-mode probe would overwrite BatchNorm running statistics
+    shape = "×".join(map(str, meta.input_shape))
+    probe = torch.rand(2, *meta.input_shape, generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
             out = model(probe)
     except Exception as exc:
-        raise DataError(f"teacher {path} does not accept inputs of shape 2×{'×'.join(map(str, meta.input_shape))} "
-                        f"(the data's shape): {exc}") from None
-    if out.ndim != 2 or out.shape[1] != meta.num_classes:
-        raise DataError(f"teacher {path} outputs {tuple(out.shape[1:])} values per image but the data has "
-                        f"{meta.num_classes} classes; use a teacher trained on these classes")
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"teacher {path} does not accept the data's images (2×{shape}, raw pixels in [0, 1]): "
+                        f"{first}; use a teacher for {shape} inputs or set data.resize to its input size") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise DataError(f"teacher {path} returns {got} for a batch of 2, not N×classes logits; export a model "
+                        "whose forward returns logits")
+    if out.shape[1] != meta.num_classes:
+        raise DataError(f"teacher {path} outputs {out.shape[1]} logits per image but the data has "
+                        f"{meta.num_classes} classes ({', '.join(meta.class_names[:10])}); use a teacher "
+                        "trained on these classes, in this order")
+    if not torch.isfinite(out).all():
+        raise DataError(f"teacher {path} returns non-finite logits on random images; check the exported model")
     if tp.source == "torchscript":
-        shutil.copyfile(path, out_dir / "model.ts")
+        if _has_feature_contract(model, probe, out):
+            shutil.copyfile(path, out_dir / "model.ts")
+        else:
+            needs = [key for key, needed in FEATURE_NEEDS.items() if needed(params)]
+            if needs:
+                raise ConfigError(f"{', '.join(needs)} need teacher features, but the TorchScript teacher {path} "
+                                  "provides logits only; use distill.method=gan, kd or data_free with the feature "
+                                  "weights at 0, or import the teacher as teacher.source=state_dict")
+            torch.jit.save(torch.jit.script(_LogitsOnly(model)), str(out_dir / "model.ts"))
     else:
         save_classifier(model, tp.arch, meta, out_dir)
     return model
@@ -84,6 +194,7 @@ def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Trac
     seed_everything(params.seed)
     runtime = Runtime.from_params(params.runtime)
     meta = load_meta(data_dir)
+    check_archs_fit(params, meta)
     val_x, val_y = to_tensors(load_split(data_dir, "val"), runtime.device)
     test_x, test_y = to_tensors(load_split(data_dir, "test"))
     tracker.log_params({f"teacher.{k}": v for k, v in tp.model_dump().items()} | {"seed": params.seed})
@@ -139,9 +250,14 @@ def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Trac
     val_acc = accuracy(predict_logits(model, val_x.cpu()), val_y.cpu())
     test_acc = accuracy(predict_logits(model, test_x), test_y)
     n_params = count_parameters(model)
-    result |= {"arch": tp.arch, "val_acc": val_acc, "test_acc": test_acc, "params": n_params,
+    if tp.source != "train" and val_acc < 1.5 / meta.num_classes:
+        log.warning("[train_teacher] imported teacher scores %.3f on val, near chance (1/%d): check it takes raw "
+                    "[0, 1] pixels and that its class order matches %s", val_acc, meta.num_classes,
+                    meta.class_names[:10])
+    arch = f"torchscript:{Path(tp.path or '').name}" if tp.source == "torchscript" else tp.arch
+    result |= {"arch": arch, "val_acc": val_acc, "test_acc": test_acc, "params": n_params,
                "wall_s": time.perf_counter() - started}
     write_result(out_dir, result)
     tracker.log_metrics({"final_val_acc": val_acc, "test_acc": test_acc, "params": float(n_params)})
-    log.info("[train_teacher] %s: val %.4f, test %.4f, %d params", tp.arch, val_acc, test_acc, n_params)
+    log.info("[train_teacher] %s: val %.4f, test %.4f, %d params", arch, val_acc, test_acc, n_params)
     return result
