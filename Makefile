@@ -48,3 +48,30 @@ bench-quality: setup data ## quality benchmark: METHODS="teacher kd gan" SEEDS="
 
 clean: ## remove run outputs (keeps .venv and data)
 	rm -rf runs local_outputs mlflow.db mlartifacts
+
+# --- real infrastructure (docs/cluster.md) -------------------------------------------------
+STACK_DIR ?= .stack
+# The component image comes from one setting: pipeline.image in params.yaml.
+IMAGE ?= $(shell $(BIN)/python -c "from gandistill.config import load_params; print(load_params().pipeline.image)" 2>/dev/null)
+# Use the local stack's endpoint/credentials unless the caller already exported some.
+WITH_STACK_ENV = if [ -z "$$AWS_ENDPOINT_URL" ] && [ -f $(STACK_DIR)/env ]; then . ./$(STACK_DIR)/env; fi
+
+stack-up: setup ## start SeaweedFS (S3) + MLflow server on 127.0.0.1; `source .stack/env` to use them
+	$(BIN)/python scripts/stack.py up --dir $(STACK_DIR)
+
+stack-down: ## stop what stack-up started (PIDs in .stack/stack.json)
+	$(BIN)/python scripts/stack.py down --dir $(STACK_DIR)
+
+data-push: setup ## verify data/ against data.dvc, then push it to the DVC remote
+	$(BIN)/python -c "from pathlib import Path; from gandistill.data.dvc_hash import verify_against_dvc_file as v; v(Path('data'))"
+	@$(WITH_STACK_ENV); \
+	if [ -n "$$AWS_ENDPOINT_URL" ]; then $(BIN)/dvc remote modify --local store endpointurl "$$AWS_ENDPOINT_URL"; fi; \
+	$(BIN)/dvc commit -f -q data.dvc && $(BIN)/dvc push
+
+data-pull: setup ## fetch data/ at the committed data.dvc from the DVC remote
+	@$(WITH_STACK_ENV); \
+	if [ -n "$$AWS_ENDPOINT_URL" ]; then $(BIN)/dvc remote modify --local store endpointurl "$$AWS_ENDPOINT_URL"; fi; \
+	$(BIN)/dvc pull
+
+image: ## build the component image (CUDA=1 for docker/Dockerfile.cuda), tagged pipeline.image
+	docker build -f docker/Dockerfile$(if $(CUDA),.cuda,) -t $(IMAGE)$(if $(CUDA),-cuda,) .

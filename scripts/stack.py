@@ -92,6 +92,8 @@ def pick_ports(names: list[str], with_grpc: set[str], low: int = 20000, high: in
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(-1, ...) would address every process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
