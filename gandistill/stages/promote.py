@@ -32,6 +32,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +56,9 @@ TAG_ACC = "student_test_acc"
 TAG_DECISION = "gandistill.decision"
 TAG_REASON = "gandistill.reason"
 CLAIM_ROUNDS = 5
+# torch.export (MLflow's pt2 format) keeps global state: two threads exporting at once break
+# it. Serialise within a process; separate processes (real pipelines) are unaffected.
+_EXPORT_LOCK = threading.Lock()
 
 
 def gate_decision(student_acc: float, teacher_acc: float | None, champion_acc: float | None,
@@ -152,7 +156,7 @@ def _log_and_register(client: Any, params: Params, export_dir: Path, tags: dict[
     example = np.load(export_dir / "example_input.npy")
     run_id = tracker.run_id or client.create_run(ensure_experiment(client), run_name="promote").info.run_id
     mlflow.set_tracking_uri(tracking_uri())
-    with mlflow.start_run(run_id=run_id):
+    with _EXPORT_LOCK, mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
             student, name="student", input_example=example[: max(2, min(4, len(example)))],
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
@@ -173,7 +177,8 @@ def verify_registered(name: str, version: str, export_dir: Path, atol: float) ->
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    loaded = mlflow.pytorch.load_model(f"models:/{name}/{version}")
+    with _EXPORT_LOCK:
+        loaded = mlflow.pytorch.load_model(f"models:/{name}/{version}")
     example = torch.from_numpy(np.load(export_dir / "example_input.npy"))
     expected = np.load(export_dir / "example_logits.npy")
     with torch.inference_mode():
@@ -252,8 +257,9 @@ def run(params: Params, export_dir: str | Path, evaluation_dir: str | Path, pipe
             alias = CHAMPION if passed else CHALLENGER
             if not passed:
                 client.set_registered_model_alias(pp.model_name, CHALLENGER, version.version)
-            for key, value in {TAG_DECISION: alias, TAG_REASON: reason[:4900],
-                               "previous_champion": "" if champion is None else champion.version}.items():
+            previous = "" if champion is None else str(champion.version)
+            decision_tags = {TAG_DECISION: alias, TAG_REASON: reason[:4900], "previous_champion": previous}
+            for key, value in decision_tags.items():
                 client.set_model_version_tag(pp.model_name, version.version, key, value)
     except (DataError, ExportError, ServiceError):
         raise
@@ -266,7 +272,7 @@ def run(params: Params, export_dir: str | Path, evaluation_dir: str | Path, pipe
               "model_name": pp.model_name, "model_uri": f"models:/{pp.model_name}/{version.version}",
               "alias_uri": f"models:/{pp.model_name}@{alias}", "reused_version": reused,
               "student_test_acc": student_acc, "teacher_test_acc": teacher_acc,
-              "previous_champion": champion.version if champion is not None else None}
+              "previous_champion": None if champion is None else str(champion.version)}
     tracker.set_tags({"promote.decision": alias, "promote.reason": reason,
                       "promote.version": version.version})
     tracker.log_metrics({"promoted": 1.0 if passed else 0.0})

@@ -1,0 +1,197 @@
+"""Promote: the gate, on a real sqlite MLflow registry in a temporary folder."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from gandistill.config import Params
+from gandistill.data.dataset import as_float, load_split
+from gandistill.stages import export, promote
+from gandistill.stages.common import write_result
+
+try:
+    from test_evaluation_world import fast_params, make_world
+except ImportError:  # tests/ imported as a package
+    from tests.test_evaluation_world import fast_params, make_world
+
+
+# -- the pure gate ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("student", "teacher", "champion", "passed", "why"), [
+    (0.95, 0.96, None, True, "no champion yet"),
+    (0.85, 0.96, None, False, "min_accuracy"),
+    (0.91, 0.99, None, False, "max_drop_vs_teacher"),
+    (0.95, 0.96, 0.96, False, "worse than the current champion"),
+    (0.959, 0.96, 0.96, True, "within"),  # inside champion_epsilon = 0.002
+    (float("nan"), 0.96, None, False, "min_accuracy"),
+])
+def test_gate_decision(student, teacher, champion, passed, why):
+    ok, reason = promote.gate_decision(student, teacher, champion, min_accuracy=0.9, max_drop_vs_teacher=0.05,
+                                       champion_epsilon=0.002)
+    assert ok is passed and why in reason
+
+
+def test_gate_names_every_failure():
+    ok, reason = promote.gate_decision(0.5, 0.99, 0.98, 0.9, 0.05, 0.002)
+    assert not ok and reason.count(";") == 2
+
+
+# -- against a real registry -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A tiny world, one export, and one sqlite registry shared by this module's tests (each
+    test uses its own model name): creating an MLflow database costs ~4 s, a cold first
+    torch.export another ~10 s — paid once here, by a warm-up promotion."""
+    root = tmp_path_factory.mktemp("promote")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    world = make_world(root, generator=False)
+    write_result(root / "eval0", {"metrics": {"student_test_acc": 0.97, "teacher_test_acc": 0.99}})
+    export.run(fast_params(), world["data"], world["student"], root / "eval0", root / "exported", None)
+    world |= {"exported": root / "exported", "root": root, "uri": uri}
+    promote.run(params_for("m-warmup"), world["exported"], root / "eval0", "warm-up", None)
+    mp.undo()
+    return world
+
+
+@pytest.fixture(autouse=True)
+def _shared_registry(request, monkeypatch):
+    """Point MLflow at the module's registry (after conftest's per-test isolation)."""
+    if "registry" in request.fixturenames:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", request.getfixturevalue("registry")["uri"])
+
+
+def evaluation(root, name: str, student: float, teacher: float = 1.0):
+    folder = root / name
+    write_result(folder, {"metrics": {"student_test_acc": student, "teacher_test_acc": teacher},
+                          "data_version": {"dvc_md5": "0123abcd.dir"}, "student": {"method": "gan"}})
+    return folder
+
+
+def params_for(model_name: str, **promote_overrides) -> Params:
+    params = fast_params()
+    params.promote = params.promote.model_copy(update={"model_name": model_name, **promote_overrides})
+    return params
+
+
+def test_pass_becomes_champion_and_reproduces_evaluated_accuracy(registry):
+    import mlflow
+
+    from gandistill.stages.common import load_classifier, predict_logits
+
+    test = load_split(registry["data"], "test")
+    x, y = torch.from_numpy(test.x), torch.from_numpy(test.y)
+    logits = predict_logits(load_classifier(registry["student"]), x)
+    evaluated_acc = float((logits.argmax(1) == y).float().mean())
+    ev = evaluation(registry["root"], "eval_pass", evaluated_acc)
+    result = promote.run(params_for("m-pass"), registry["exported"], ev, "run-pass", None)
+    assert result["alias"] == "champion" and result["decision"] == "champion"
+    assert result["version"] == "1" and result["model_uri"] == "models:/m-pass/1"
+
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias("m-pass", "champion")
+    assert version.tags["gandistill.pipeline_run_id"] == "run-pass"
+    assert version.tags["data_dvc_hash"] == "0123abcd.dir" and version.tags["method"] == "gan"
+    assert float(version.tags["teacher_test_acc"]) == 1.0
+    loaded = mlflow.pytorch.load_model("models:/m-pass@champion")
+    with torch.inference_mode():
+        acc = float((loaded(as_float(x)).argmax(1) == y).float().mean())
+    assert acc == pytest.approx(evaluated_acc)
+    signature = mlflow.models.get_model_info("models:/m-pass@champion").signature
+    assert signature is not None
+    assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 16, 16]
+
+
+def test_fail_becomes_challenger_with_reason(registry):
+    import mlflow
+
+    ev = evaluation(registry["root"], "eval_low", 0.80)
+    result = promote.run(params_for("m-fail"), registry["exported"], ev, "run-low", None)
+    assert result["alias"] == "challenger" and "min_accuracy" in result["reason"]
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias("m-fail", "challenger")
+    assert "min_accuracy" in version.tags["gandistill.reason"]
+    with pytest.raises(Exception):  # noqa: B017 — no champion alias exists
+        client.get_model_version_by_alias("m-fail", "champion")
+
+
+def test_worse_than_champion_is_challenger_and_champion_history_is_kept(registry):
+    import mlflow
+
+    root, exported = registry["root"], registry["exported"]
+    first = promote.run(params_for("m-champ"), exported, evaluation(root, "e1", 0.97), "run-1", None)
+    worse = promote.run(params_for("m-champ"), exported, evaluation(root, "e2", 0.95), "run-2", None)
+    better = promote.run(params_for("m-champ"), exported, evaluation(root, "e3", 0.98), "run-3", None)
+    assert first["alias"] == "champion"
+    assert worse["alias"] == "challenger" and "worse than the current champion" in worse["reason"]
+    assert better["alias"] == "champion" and better["previous_champion"] == first["version"]
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("m-champ", "champion").version) == better["version"]
+    assert {str(v.version) for v in client.search_model_versions("name = 'm-champ'")} == {"1", "2", "3"}
+
+
+def test_rerun_for_the_same_pipeline_run_creates_no_duplicate(registry):
+    import mlflow
+
+    ev = evaluation(registry["root"], "eval_rerun", 0.97)
+    first = promote.run(params_for("m-rerun"), registry["exported"], ev, "run-same", None)
+    again = promote.run(params_for("m-rerun"), registry["exported"], ev, "run-same", None)
+    assert again["version"] == first["version"] and again["reused_version"] and again["alias"] == "champion"
+    versions = mlflow.MlflowClient().search_model_versions("name = 'm-rerun'")
+    assert len(versions) == 1
+
+
+def test_gate_step_reads_the_champion_without_registering(registry):
+    import mlflow
+
+    first = evaluation(registry["root"], "g1", 0.97)
+    promote.run(params_for("m-gate"), registry["exported"], first, "g-1", None)
+    passed, reason = promote.gate(params_for("m-gate"), evaluation(registry["root"], "g2", 0.90))
+    assert not passed and "champion" in reason
+    assert len(mlflow.MlflowClient().search_model_versions("name = 'm-gate'")) == 1
+
+
+@pytest.mark.parametrize("locked", [True, False], ids=["sqlite-lock", "lock-free-recheck"])
+def test_concurrent_promotions_end_with_exactly_one_champion(registry, monkeypatch, locked):
+    import contextlib
+
+    import mlflow
+
+    if not locked:  # what a remote registry gets: no shared lock, only the re-check after the alias write
+        monkeypatch.setattr(promote, "registry_lock", lambda: contextlib.nullcontext(False))
+    name = f"m-race-{locked}"
+    root, exported = registry["root"], registry["exported"]
+    accs = {"race-a": 0.96, "race-b": 0.97}
+    results, errors = {}, []
+    start = threading.Barrier(2)
+
+    def promote_one(run_id: str) -> None:
+        try:
+            start.wait()
+            results[run_id] = promote.run(params_for(name), exported, evaluation(root, f"{name}-{run_id}",
+                                                                                 accs[run_id]),
+                                          run_id, None, settle_s=0.3)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=promote_one, args=(run_id,)) for run_id in accs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    champion = mlflow.MlflowClient().get_model_version_by_alias(name, "champion")
+    # Exactly one alias holder, and it is the better candidate, whatever the interleaving.
+    assert champion.tags["gandistill.pipeline_run_id"] == "race-b"
+    assert results["race-b"]["alias"] == "champion"
+    assert np.isclose(float(champion.tags["student_test_acc"]), 0.97)
+    if locked and results["race-a"]["alias"] == "champion":
+        # serialised: a was champion first, then b replaced it knowingly (no lost update)
+        assert results["race-b"]["previous_champion"] == results["race-a"]["version"]
