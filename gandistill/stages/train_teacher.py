@@ -52,9 +52,8 @@ FEATURE_NEEDS = {  # distill settings that read teacher.forward_features (not ju
 def check_archs_fit(params: Params, meta: DatasetMeta) -> None:
     """Build the teacher and student architectures for the data's shape now, so a pair that
     cannot fit (LeNet-5 on 8×8 images, an unknown name) fails before any training."""
-    names = {"distill.student_arch": params.distill.student_arch}
-    if params.teacher.source != "torchscript":
-        names["teacher.arch"] = params.teacher.arch
+    names = {"teacher.arch": params.teacher.arch} if params.teacher.source != "torchscript" else {}
+    names["distill.student_arch"] = params.distill.student_arch
     for key, arch in names.items():
         try:
             build_classifier(arch, meta.channels, (meta.height, meta.width), meta.num_classes)
