@@ -44,7 +44,7 @@ import torch
 
 from gandistill.config import Params
 from gandistill.errors import DataError, ExportError, ServiceError
-from gandistill.stages.common import MODEL_FILE, load_classifier, read_result
+from gandistill.stages.common import MODEL_FILE, file_digest, load_classifier, read_result
 from gandistill.tracking import NullTracker, Tracker, ensure_experiment, tracking_uri
 from gandistill.tracking import client as mlflow_client
 
@@ -221,8 +221,10 @@ def run(params: Params, export_dir: str | Path, evaluation_dir: str | Path, pipe
         raise DataError(f"{export_dir} lacks {MODEL_FILE} / example_input.npy: promote needs the output of "
                         "the export stage")
     if not pipeline_run_id:
-        raise DataError("promote needs a pipeline run id (it tags the version so a re-run does not register "
-                        "a duplicate); pass the pipeline's parent run id")
+        # no run id (tracking off): identical exported weights count as the same run, so a
+        # re-run still registers nothing twice
+        pipeline_run_id = f"content-{file_digest(export_dir / MODEL_FILE)}"
+        log.warning("[promote] no pipeline run id given; tagging the version with %s", pipeline_run_id)
     student_acc, teacher_acc, evaluation = _accuracies(evaluation_dir)
     exported = read_result(export_dir)
     data_version = evaluation.get("data_version") or exported.get("data_version") or {}
