@@ -1,7 +1,7 @@
 from kfp.dsl import Dataset, Output
 
 
-def prepare_data(params_json: str, parent_run_id: str, data: Output[Dataset]):
+def prepare_data(params_json: str, parent_run_id: str, data: Output[Dataset], data_rev: str = ""):
     """Load the configured source, validate it, split train/val/test and store it."""
     from gandistill.stages import entry
     from gandistill.stages import prepare_data as stage
@@ -9,3 +9,4 @@ def prepare_data(params_json: str, parent_run_id: str, data: Output[Dataset]):
     result = entry.run_stage("prepare_data", params_json, parent_run_id,
                              lambda params, tracker: stage.run(params, data.path, tracker))
     data.metadata.update({f"n_{k}": v for k, v in result["counts"].items()} | {"version": result["version"]})
+    data.metadata["data_rev"] = data_rev  # the revision that keyed this task's cache

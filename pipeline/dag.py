@@ -34,8 +34,10 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
                             data_rev: str = ""):
         # data_rev (a DVC/git commit SHA) keys kfp's cache to the data version, not a branch name.
         common = {"params_json": params_json, "parent_run_id": parent_run_id}
-        prep = comps.prepare_data(**common).set_display_name("prepare_data")
-        prep.set_caching_options(False)
+        # data_rev is an input of prepare_data, so it is part of the task's cache key: same
+        # params + same data revision = cache hit; new data re-runs prepare_data and, through its
+        # new artifact, everything downstream. (submit disables caching when no revision is known.)
+        prep = comps.prepare_data(**common, data_rev=data_rev).set_display_name("prepare_data")
         teacher = comps.train_teacher(**common, data=prep.outputs["data"])
         generator = None
         if needs_gan:

@@ -1,5 +1,7 @@
 """Per-stage cluster settings compiled into the pipeline spec: resources, accelerators,
-node selector, tolerations, and credentials from Kubernetes secrets (never parameters).
+node selector, tolerations, and credentials from Kubernetes secrets (never parameters):
+`pipeline.secrets: {k8s-secret-name: {secret-key: ENV_VAR}}` becomes env vars in every task
+(e.g. AWS_ACCESS_KEY_ID for the object store, MLFLOW_TRACKING_URI / _TOKEN for MLflow).
 
 kfp.local ignores all of these (resource settings warn, kfp-kubernetes ones are silent);
 they matter only on a cluster and are tested by loading the compiled YAML.
@@ -11,8 +13,14 @@ from typing import Any
 
 from gandistill.config import Params
 
+# Stages whose result depends on state outside their inputs (the registry's champion): a
+# cache hit would skip a promotion that should happen.
+NEVER_CACHED = {"promote"}
+
 
 def configure(task: Any, stage: str, params: Params) -> None:
+    if stage in NEVER_CACHED:
+        task.set_caching_options(False)
     res = params.pipeline.resources.get(stage)  # type: ignore[call-overload]
     if res is not None:
         if res.cpu_request:

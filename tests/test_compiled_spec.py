@@ -1,0 +1,117 @@
+"""The compiled KFP spec, loaded as YAML: images, per-stage resources and accelerators, node
+selector, tolerations, secrets as env (never parameters), DAG edges, and the cache key's
+data revision. No cluster here — this is what a cluster would receive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gandistill.config import load_params
+from pipeline.dag import compile_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = "registry.example/gandistill:1.2.3-cuda"
+CLUSTER = [
+    f"pipeline.image={IMAGE}",
+    "pipeline.resources={train_gan: {cpu_request: '2', cpu_limit: '4', memory_request: 4Gi, memory_limit: 8Gi, "
+    "accelerator_type: nvidia.com/gpu, accelerator_count: 2}, distill: {accelerator_type: nvidia.com/gpu}, "
+    "prepare_data: {cpu_request: 500m, memory_limit: 2Gi}}",
+    "pipeline.node_selector={cloud.google.com/gke-nodepool: train}",
+    "pipeline.tolerations=[{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]",
+    "pipeline.secrets={s3-creds: {access-key: AWS_ACCESS_KEY_ID, secret-key: AWS_SECRET_ACCESS_KEY}, "
+    "mlflow: {uri: MLFLOW_TRACKING_URI, token: MLFLOW_TRACKING_TOKEN}}",
+]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+    params = load_params(ROOT / "params.yaml", CLUSTER)
+    out = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
+    compile_pipeline(params, str(out))
+    spec, platform = yaml.safe_load_all(out.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _executor(spec: dict[str, Any], task: str) -> str:
+    return spec["root"]["dag"]["tasks"][task]["componentRef"]["name"].replace("comp-", "exec-")
+
+
+def test_every_component_runs_the_one_configured_image(compiled: Any) -> None:
+    spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == 7
+    assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
+
+
+def test_per_stage_resources_and_accelerators(compiled: Any) -> None:
+    spec, _ = compiled
+    res = {t: spec["deploymentSpec"]["executors"][_executor(spec, t)]["container"].get("resources", {})
+           for t in spec["root"]["dag"]["tasks"]}
+    gan = res["train-gan"]
+    assert (gan["resourceCpuRequest"], gan["resourceCpuLimit"]) == ("2", "4")
+    assert (gan["resourceMemoryRequest"], gan["resourceMemoryLimit"]) == ("4Gi", "8Gi")
+    assert gan["accelerator"]["resourceType"] == "nvidia.com/gpu" and gan["accelerator"]["resourceCount"] == "2"
+    assert res["distill"]["accelerator"]["resourceCount"] == "1"  # type without count = one device
+    assert res["prepare-data"] == {"cpuRequest": 0.5, "resourceCpuRequest": "500m",
+                                   "memoryLimit": pytest.approx(2.147483648), "resourceMemoryLimit": "2Gi"}
+    assert res["evaluate"] == {} and "accelerator" not in res["train-teacher"]
+
+
+def test_node_selector_tolerations_and_secrets_on_every_task(compiled: Any) -> None:
+    spec, k8s = compiled
+    assert set(k8s) == set(spec["deploymentSpec"]["executors"])
+    for name, settings in k8s.items():
+        assert settings["nodeSelector"]["labels"] == {"cloud.google.com/gke-nodepool": "train"}, name
+        assert settings["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        envs = {(s["secretName"], k["secretKey"], k["envVar"]) for s in settings["secretAsEnv"] for k in s["keyToEnv"]}
+        assert envs == {("s3-creds", "access-key", "AWS_ACCESS_KEY_ID"),
+                        ("s3-creds", "secret-key", "AWS_SECRET_ACCESS_KEY"),
+                        ("mlflow", "uri", "MLFLOW_TRACKING_URI"), ("mlflow", "token", "MLFLOW_TRACKING_TOKEN")}
+
+
+def test_credentials_are_never_parameters(compiled: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec, _ = compiled
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(inputs) == {"params_json", "parent_run_id", "data_rev"}
+    # params_json's default carries secret *names* only (pipeline section), never values.
+    default = json.loads(inputs["params_json"]["defaultValue"])
+    assert default["pipeline"]["secrets"]["s3-creds"] == {"access-key": "AWS_ACCESS_KEY_ID",
+                                                           "secret-key": "AWS_SECRET_ACCESS_KEY"}
+    # Credentials in the submitting shell never leak into the package.
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sentinel-s3-secret")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "sentinel-mlflow-token")
+    compile_pipeline(load_params(ROOT / "params.yaml", CLUSTER), str(tmp_path / "p.yaml"))
+    text = (tmp_path / "p.yaml").read_text()
+    assert "sentinel-s3-secret" not in text and "sentinel-mlflow-token" not in text
+
+
+def test_dag_edges(compiled: Any) -> None:
+    spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    deps = {name: set(t.get("dependentTasks", [])) for name, t in tasks.items()}
+    assert deps == {
+        "prepare-data": set(),
+        "train-teacher": {"prepare-data"},
+        "train-gan": {"prepare-data", "train-teacher"},
+        "distill": {"prepare-data", "train-teacher", "train-gan"},
+        "evaluate": {"prepare-data", "train-teacher", "train-gan", "distill"},
+        "export": {"prepare-data", "distill", "evaluate"},
+        "promote": {"evaluate", "export"},
+    }
+    student = tasks["evaluate"]["inputs"]["artifacts"]["student"]["taskOutputArtifact"]
+    assert student == {"outputArtifactKey": "student", "producerTask": "distill"}
+
+
+def test_data_revision_keys_the_cache(compiled: Any) -> None:
+    spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    prep = tasks["prepare-data"]
+    assert prep["inputs"]["parameters"]["data_rev"] == {"componentInputParameter": "data_rev"}
+    assert prep["cachingOptions"].get("enableCache") is True  # cached per (params, data_rev)
+    # promote reads the registry's current champion: never served from cache.
+    assert tasks["promote"].get("cachingOptions", {}).get("enableCache") is not True
