@@ -86,6 +86,8 @@ class GanParams(Section):
     eval_samples: int = Field(1000, ge=10)
     # Collapse: class coverage (normalised entropy of mean teacher softmax) below this value.
     min_coverage: float = Field(0.5, ge=0.0, le=1.0)
+    # Intra-class collapse: within-class spread of samples / that of real images below this.
+    min_diversity: float = Field(0.2, ge=0.0, le=10.0)
     collapse_patience: int = Field(3, ge=1)
 
 

@@ -8,7 +8,7 @@ Every task receives the full, validated params as one JSON string parameter (its
 params.yaml at compile time), so a wrong value fails in the first task on a cluster too.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: kfp reads the pipeline signature's types at runtime.
 
 from collections.abc import Callable
 from typing import Any
@@ -44,10 +44,12 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
             gan = comps.train_gan(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"])
             generator = gan.outputs["generator"]
             kubernetes.configure(gan, "train_gan", params)
+        # kfp refuses an explicit None for an optional artifact: pass it only when it exists.
+        with_generator = {"generator": generator} if generator is not None else {}
         student = comps.distill(**common, method=method, data=prep.outputs["data"],
-                                teacher=teacher.outputs["teacher"], generator=generator)
+                                teacher=teacher.outputs["teacher"], **with_generator)
         evaluation = comps.evaluate(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"],
-                                    student=student.outputs["student"], generator=generator)
+                                    student=student.outputs["student"], **with_generator)
         exported = comps.export(**common, data=prep.outputs["data"], student=student.outputs["student"],
                                 evaluation=evaluation.outputs["evaluation"])
         promoted = comps.promote(**common, exported=exported.outputs["exported"],

@@ -72,15 +72,32 @@ def sample_balanced(generator: nn.Module, num_samples: int, num_classes: int, se
     return images, labels
 
 
+def within_class_spread(images: torch.Tensor, labels: torch.Tensor, per_class: int = 64) -> float:
+    """Mean pairwise pixel L2 distance between images of the same class (averaged over classes)."""
+    spreads = []
+    for label in labels.unique():
+        members = images[labels == label][:per_class].flatten(1).float()
+        if len(members) > 1:
+            d = torch.cdist(members, members)
+            spreads.append(d.sum() / (len(members) * (len(members) - 1)))
+    return float(torch.stack(spreads).mean()) if spreads else float("nan")
+
+
 @torch.no_grad()
 def sample_quality(images: torch.Tensor, labels: torch.Tensor, teacher: nn.Module,
-                   real_images: torch.Tensor) -> dict[str, float]:
+                   real_images: torch.Tensor, real_labels: torch.Tensor | None = None) -> dict[str, float]:
     """Conditioning agreement P[argmax teacher(G(z, y)) = y], class coverage (normalised
     entropy of the mean teacher softmax), mean teacher confidence, teacher-IS and
-    teacher-FID of generated float images against real float images."""
+    teacher-FID of generated float images against real float images; with real labels also
+    `diversity` = within-class pixel spread of generated / real samples (≈1 healthy, →0 when
+    G ignores z: intra-class mode collapse, which class coverage cannot see)."""
     fake_feats, probs = teacher_features(teacher, images)
     real_feats, _ = teacher_features(teacher, real_images.to(images.device))
-    return {
+    extra = {}
+    if real_labels is not None:
+        extra["diversity"] = within_class_spread(images.cpu(), labels.cpu()) / max(
+            within_class_spread(real_images.cpu(), real_labels.cpu()), 1e-8)
+    return extra | {
         "agreement": float((probs.argmax(1) == labels.cpu()).float().mean()),
         "coverage": float(class_coverage(probs)),
         "teacher_confidence": float(probs.max(1).values.mean()),
@@ -91,9 +108,9 @@ def sample_quality(images: torch.Tensor, labels: torch.Tensor, teacher: nn.Modul
 
 @torch.no_grad()
 def generator_report(generator: nn.Module, teacher: nn.Module, real_images: torch.Tensor, num_samples: int,
-                     num_classes: int, seed: int = 1234,
-                     device: torch.device | str = "cpu") -> dict[str, float]:
-    """Conditioning agreement, class coverage, teacher-IS and teacher-FID for `num_samples`
-    class-balanced samples drawn with a fixed seed (comparable across checks)."""
+                     num_classes: int, seed: int = 1234, device: torch.device | str = "cpu",
+                     real_labels: torch.Tensor | None = None) -> dict[str, float]:
+    """Conditioning agreement, class coverage, diversity, teacher-IS and teacher-FID for
+    `num_samples` class-balanced samples drawn with a fixed seed (comparable across checks)."""
     images, labels = sample_balanced(generator, num_samples, num_classes, seed, device)
-    return sample_quality(images, labels, teacher, real_images)
+    return sample_quality(images, labels, teacher, real_images, real_labels)

@@ -76,6 +76,17 @@ class ConditionalGenerator(nn.Module):
         return self(z, labels), labels
 
 
+def minibatch_stddev(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """One feature map holding the mean std of features across groups of `group` samples."""
+    n, _, height, width = h.shape
+    g = group if n % group == 0 else 1
+    if g == 1:
+        g = n  # odd batch: one group over the whole batch
+    y = h.reshape(g, -1, *h.shape[1:])
+    y = (y - y.mean(dim=0)).pow(2).mean(dim=0).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+    return y.view(-1, 1, 1, 1).repeat(g, 1, height, width)
+
+
 class ConditionalDiscriminator(nn.Module):
     def __init__(self, num_classes: int, in_channels: int, image_size: tuple[int, int], ndf: int = 32,
                  use_spectral_norm: bool = True):
@@ -83,7 +94,9 @@ class ConditionalDiscriminator(nn.Module):
         sn = spectral_norm if use_spectral_norm else (lambda m: m)
         self.conv1 = sn(nn.Conv2d(in_channels, ndf, 4, 2, 1))
         self.conv2 = sn(nn.Conv2d(ndf, ndf * 2, 4, 2, 1))
-        self.conv3 = sn(nn.Conv2d(ndf * 2, ndf * 2, 3, 1, 1))
+        # +1 input channel: the minibatch-stddev feature (Karras et al., 2018, ProGAN §3) lets D
+        # see sample diversity, so a generator that ignores z (intra-class collapse) is caught.
+        self.conv3 = sn(nn.Conv2d(ndf * 2 + 1, ndf * 2, 3, 1, 1))
         self.linear = sn(nn.Linear(ndf * 2, 1))
         self.embed = sn(nn.Embedding(num_classes, ndf * 2))
 
@@ -91,7 +104,7 @@ class ConditionalDiscriminator(nn.Module):
         """φ(x): global-sum-pooled last conv activations (N×2·ndf)."""
         h = F.leaky_relu(self.conv1(x * 2 - 1), 0.2)
         h = F.leaky_relu(self.conv2(h), 0.2)
-        h = F.leaky_relu(self.conv3(h), 0.2)
+        h = F.leaky_relu(self.conv3(torch.cat([h, minibatch_stddev(h)], dim=1)), 0.2)
         return h.sum(dim=(2, 3))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

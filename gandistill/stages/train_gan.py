@@ -53,8 +53,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     device = runtime.device
     meta = load_meta(data_dir)
     train_x, train_y = to_tensors(load_split(data_dir, "train"), device)
-    val_x, _ = to_tensors(load_split(data_dir, "val"), device)
-    val_images = as_float(val_x[: max(gp.eval_samples, 500)])
+    val_x, val_y = to_tensors(load_split(data_dir, "val"), device)
+    val_images, val_labels = as_float(val_x[: max(gp.eval_samples, 500)]), val_y[: max(gp.eval_samples, 500)]
     teacher = load_classifier(teacher_dir).to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -106,12 +106,20 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
 
     def eval_fn(step: int) -> dict[str, float]:
         judged = ema.shadow if ema is not None else unwrap(generator)
-        return generator_report(judged, teacher, val_images, gp.eval_samples, meta.num_classes, device=device)
+        return generator_report(judged, teacher, val_images, gp.eval_samples, meta.num_classes, device=device,
+                                real_labels=val_labels)
 
     def health_fn(metrics: dict[str, float]) -> str | None:
         if metrics["coverage"] < gp.min_coverage:
             return f"class coverage {metrics['coverage']:.3f} below gan.min_coverage={gp.min_coverage} (mode collapse)"
+        if step_is_past_warmup() and metrics.get("diversity", 1.0) < gp.min_diversity:
+            return (f"within-class diversity {metrics['diversity']:.3f} below gan.min_diversity={gp.min_diversity} "
+                    "(intra-class mode collapse: G ignores z; raise gan.diversity_weight)")
         return None
+
+    def step_is_past_warmup() -> bool:
+        # Early samples are noise-like blobs whose spread says nothing yet.
+        return loop.step >= gp.steps // 4
 
     teacher_id = file_digest(Path(teacher_dir) / "model.pt") if (Path(teacher_dir) / "model.pt").is_file() else ""
     fp = fingerprint("train_gan", params_sections(params, "gan", "data"), meta.version, meta.counts, teacher_id)

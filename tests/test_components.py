@@ -1,0 +1,84 @@
+"""The upstream kfp components' functions, called directly with real artifacts: each must
+run its stage and publish what the next task reads. (evaluate/export/gate: see
+test_evaluation_component.py.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from kfp import dsl
+
+from components.distill import distill
+from components.prepare_data import prepare_data
+from components.train_gan import train_gan
+from components.train_teacher import train_teacher
+from gandistill.config import Params
+
+try:
+    from conftest import smoke_params
+except ImportError:  # tests/ imported as a package
+    from tests.conftest import smoke_params
+
+
+def artifact(cls, path: Path):
+    a = cls(name=path.name, uri=str(path))
+    a.path = str(path)  # kfp maps uri → path at run time; here the path is given directly
+    return a
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, mnist_dir):
+    root = tmp_path_factory.mktemp("components")
+    params = smoke_params(f"data.path={mnist_dir}", "data.limit_train=600", "data.limit_test=200",
+                          "teacher.epochs=3", "gan.steps=20", "distill.steps=30")
+    params_json = params.to_json()
+    data = artifact(dsl.Dataset, root / "data")
+    prepare_data(params_json, "", data)
+    teacher = artifact(dsl.Model, root / "teacher")
+    train_teacher(params_json, "", data, teacher)
+    generator = artifact(dsl.Model, root / "generator")
+    train_gan(params_json, "", data, teacher, generator)
+    return {"params_json": params_json, "data": data, "teacher": teacher, "generator": generator, "root": root}
+
+
+def test_prepare_data_publishes_splits_and_version(chain):
+    data = chain["data"]
+    meta = json.loads((Path(data.path) / "meta.json").read_text())
+    assert meta["class_names"] == [str(i) for i in range(10)]
+    assert data.metadata["n_train"] == 600 and data.metadata["n_test"] == 200
+    assert "train-images-idx3-ubyte" in data.metadata["version"]
+
+
+def test_train_teacher_publishes_model_and_accuracy(chain):
+    teacher = chain["teacher"]
+    assert (Path(teacher.path) / "model.pt").is_file()
+    assert teacher.metadata["params"] == 61_706
+    assert 0.5 < teacher.metadata["test_acc"] <= 1.0  # 3 epochs on 600 images: far above chance
+
+
+def test_train_gan_publishes_generator_with_quality_metrics(chain):
+    generator = chain["generator"]
+    assert (Path(generator.path) / "model.pt").is_file()
+    for key in ("selected_fid", "selected_coverage", "selected_agreement"):
+        assert key in generator.metadata
+
+
+@pytest.mark.parametrize("method", ["gan", "kd"])
+def test_distill_runs_the_requested_method(chain, method):
+    student = artifact(dsl.Model, chain["root"] / f"student_{method}")
+    distill(chain["params_json"], "", method, chain["data"], chain["teacher"], student,
+            chain["generator"] if method == "gan" else None)
+    assert student.metadata["method"] == method
+    assert student.metadata["params"] == 15_738
+    seen = student.metadata["real_images_seen_by_student"]
+    assert (seen == 0) if method == "gan" else (seen > 0)
+
+
+def test_components_reject_bad_params_in_the_first_task(tmp_path):
+    bad = Params().to_json().replace('"val_fraction":0.1', '"val_fraction":0.9')
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_data(bad, "", artifact(dsl.Dataset, tmp_path / "data"))
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "data").exists()
