@@ -17,7 +17,7 @@ from components.distill import distill
 from components.evaluate import evaluate
 from components.export import export
 from components.prepare_data import prepare_data
-from components.promote import promote
+from components.promote import promote, promote_gate
 from components.train_gan import train_gan
 from components.train_teacher import train_teacher
 
@@ -28,6 +28,7 @@ FUNCTIONS = {
     "distill": distill,
     "evaluate": evaluate,
     "export": export,
+    "promote_gate": promote_gate,
     "promote": promote,
 }
 

@@ -2,14 +2,17 @@ from kfp.dsl import Input, Model
 
 
 def promote(params_json: str, parent_run_id: str, exported: Input[Model], evaluation: Input[Model]) -> str:
-    """Register the student in the MLflow model registry; the quality gate picks the alias."""
+    """Register the student in the MLflow model registry; the quality gate picks the alias.
+    Returns the registry decision (version, alias, reason, …) as a JSON string."""
+    import json
+
     from gandistill.stages import entry
     from gandistill.stages import promote as stage
 
     result = entry.run_stage("promote", params_json, parent_run_id,
                              lambda params, tracker: stage.run(params, exported.path, evaluation.path,
                                                                parent_run_id, tracker))
-    return result["alias"]
+    return json.dumps(result, default=str)
 
 
 def promote_gate(params_json: str, parent_run_id: str, evaluation: Input[Model]) -> bool:

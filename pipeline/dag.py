@@ -1,6 +1,7 @@
 """The DAG, built from params: which stages run follows from the distillation method.
 
-prepare_data ─► train_teacher ─► train_gan ─► distill ─► evaluate ─► export ─► promote
+prepare_data ─► train_teacher ─► train_gan ─► distill ─► evaluate ─► export ─► gate ─┬► promote (champion)
+                                                                                  └► promote (challenger)
 (train_gan only for methods that distill from the trained cGAN; data_free/dafl/kd/scratch
 skip it — data_free must never train a GAN on real data.)
 
@@ -52,10 +53,19 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
                                     student=student.outputs["student"], **with_generator)
         exported = comps.export(**common, data=prep.outputs["data"], student=student.outputs["student"],
                                 evaluation=evaluation.outputs["evaluation"])
-        promoted = comps.promote(**common, exported=exported.outputs["exported"],
-                                 evaluation=evaluation.outputs["evaluation"])
+        # The quality gate is its own (read-only) step so the DAG shows which branch was taken;
+        # promote re-applies the same gate when it writes, which keeps concurrent runs honest.
+        gate = comps.promote_gate(**common, evaluation=evaluation.outputs["evaluation"])
+        gate.set_caching_options(False)  # depends on the registry's current champion
+        with dsl.If(gate.output == True, name="gate-passed"):  # noqa: E712 (kfp condition, not Python)
+            champion = comps.promote(**common, exported=exported.outputs["exported"],
+                                     evaluation=evaluation.outputs["evaluation"])
+        with dsl.Else(name="gate-failed"):
+            challenger = comps.promote(**common, exported=exported.outputs["exported"],
+                                       evaluation=evaluation.outputs["evaluation"])
         for task, stage in ((prep, "prepare_data"), (teacher, "train_teacher"), (student, "distill"),
-                            (evaluation, "evaluate"), (exported, "export"), (promoted, "promote")):
+                            (evaluation, "evaluate"), (exported, "export"), (gate, "promote"),
+                            (champion, "promote"), (challenger, "promote")):
             kubernetes.configure(task, stage, params)
 
     return gandistill_pipeline

@@ -53,9 +53,14 @@ def collect(run_dir: Path) -> dict[str, dict[str, Any]]:
         if folder.is_dir():
             result = {k: v for k, v in _read_json(folder / RESULT_FILE).items() if k != "history"}
             stages[task.replace("-", "_")] = {"path": str(folder), "result": result}
-    promote = _read_json(run_dir / "promote" / "executor_output.json")
-    if promote:
-        stages["promote"] = {"path": str(run_dir / "promote"), "result": promote.get("parameterValues", {})}
+    gate = _read_json(run_dir / "promote-gate" / "executor_output.json")
+    if gate:
+        stages["promote_gate"] = {"path": str(run_dir / "promote-gate"),
+                                  "result": {"passed": gate.get("parameterValues", {}).get("Output")}}
+    for folder in sorted(run_dir.glob("promote*")):  # the task in whichever gate branch ran
+        output = _read_json(folder / "executor_output.json").get("parameterValues", {}).get("Output")
+        if folder.name != "promote-gate" and isinstance(output, str):
+            stages["promote"] = {"path": str(folder), "result": json.loads(output)}
     return stages
 
 

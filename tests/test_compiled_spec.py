@@ -37,21 +37,30 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
+def _all_tasks(spec: dict[str, Any]) -> dict[str, Any]:
+    """Root tasks plus those inside sub-DAGs (the gate's dsl.If / dsl.Else branches)."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks |= component.get("dag", {}).get("tasks", {})
+    return tasks
+
+
 def _executor(spec: dict[str, Any], task: str) -> str:
-    return spec["root"]["dag"]["tasks"][task]["componentRef"]["name"].replace("comp-", "exec-")
+    return _all_tasks(spec)[task]["componentRef"]["name"].replace("comp-", "exec-")
 
 
 def test_every_component_runs_the_one_configured_image(compiled: Any) -> None:
     spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == 7
+    # 6 stages + the gate + promote in each gate branch
+    assert len(executors) == 9
     assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
 
 
 def test_per_stage_resources_and_accelerators(compiled: Any) -> None:
     spec, _ = compiled
     res = {t: spec["deploymentSpec"]["executors"][_executor(spec, t)]["container"].get("resources", {})
-           for t in spec["root"]["dag"]["tasks"]}
+           for t in _all_tasks(spec) if _executor(spec, t) in spec["deploymentSpec"]["executors"]}
     gan = res["train-gan"]
     assert (gan["resourceCpuRequest"], gan["resourceCpuLimit"]) == ("2", "4")
     assert (gan["resourceMemoryRequest"], gan["resourceMemoryLimit"]) == ("4Gi", "8Gi")
@@ -101,8 +110,12 @@ def test_dag_edges(compiled: Any) -> None:
         "distill": {"prepare-data", "train-teacher", "train-gan"},
         "evaluate": {"prepare-data", "train-teacher", "train-gan", "distill"},
         "export": {"prepare-data", "distill", "evaluate"},
-        "promote": {"evaluate", "export"},
+        "promote-gate": {"evaluate"},
+        "condition-branches-1": {"evaluate", "export", "promote-gate"},  # dsl.If / dsl.Else on the gate
     }
+    branches = {name: task for name, task in _all_tasks(spec).items() if name.startswith("promote") and
+                name != "promote-gate"}
+    assert len(branches) == 2  # promote as champion (gate passed) or as challenger (gate failed)
     student = tasks["evaluate"]["inputs"]["artifacts"]["student"]["taskOutputArtifact"]
     assert student == {"outputArtifactKey": "student", "producerTask": "distill"}
 
@@ -113,5 +126,7 @@ def test_data_revision_keys_the_cache(compiled: Any) -> None:
     prep = tasks["prepare-data"]
     assert prep["inputs"]["parameters"]["data_rev"] == {"componentInputParameter": "data_rev"}
     assert prep["cachingOptions"].get("enableCache") is True  # cached per (params, data_rev)
-    # promote reads the registry's current champion: never served from cache.
-    assert tasks["promote"].get("cachingOptions", {}).get("enableCache") is not True
+    # the gate and promote read the registry's current champion: never served from cache.
+    for name, task in _all_tasks(spec).items():
+        if name.startswith("promote"):
+            assert task.get("cachingOptions", {}).get("enableCache") is not True, name
