@@ -103,3 +103,12 @@ def test_teacher_guidance_and_mode_seeking():
 def test_output_discriminator_is_bce_teacher_real_student_fake():
     assert float(losses.output_discriminator_loss(torch.tensor([0.0]), torch.tensor([0.0]))) == pytest.approx(
         2 * math.log(2), rel=1e-6)
+
+
+def test_synthetic_selection_metric_punishes_collapsed_banks():
+    from gandistill.stages.distill import macro_agreement
+
+    teacher = torch.tensor([0, 0, 0, 0])
+    assert macro_agreement(teacher.clone(), teacher, 4) == pytest.approx(0.25)  # one class of four
+    balanced = torch.tensor([0, 1, 2, 3])
+    assert macro_agreement(torch.tensor([0, 1, 2, 0]), balanced, 4) == pytest.approx(0.75)

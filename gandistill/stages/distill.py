@@ -379,6 +379,14 @@ METHODS: dict[str, StepFactory] = {
 }
 
 
+def macro_agreement(student_pred: torch.Tensor, teacher_pred: torch.Tensor, num_classes: int) -> float:
+    """Teacher–student agreement averaged over the teacher's classes, absent classes counting 0:
+    a sample bank that collapsed onto a few classes cannot score high by agreeing on those."""
+    per_class = [(student_pred[teacher_pred == k] == k).float().mean() if (teacher_pred == k).any()
+                 else torch.tensor(0.0) for k in range(num_classes)]
+    return float(torch.stack(per_class).mean())
+
+
 def real_images_seen(method: str, steps: int, batch_size: int, real_fraction: float, n_train: int) -> int:
     """How many distinct real training images the student's updates could have touched."""
     if method not in REAL_DATA_METHODS:
@@ -427,8 +435,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
             x, _ = ctx.generator.sample(512, device, generator=torch.Generator(device).manual_seed(step))
             synthetic_bank.append(x)  # a growing bank: samples from every phase of the generator
             bank = torch.cat(synthetic_bank[-20:])
-            agree = (ctx.student(bank).argmax(1) == teacher(bank).argmax(1)).float().mean()
-            return {"synthetic_agreement": float(agree)}
+            return {"synthetic_agreement": macro_agreement(ctx.student(bank).argmax(1), teacher(bank).argmax(1),
+                                                           meta.num_classes)}
     else:
         select_key = "val_acc"
         val_x, val_y = to_tensors(load_split(data_dir, "val"), device)

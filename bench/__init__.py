@@ -1,0 +1,1 @@
+"""Quality and speed benchmarks (not tests): results tables live in bench/results/."""
