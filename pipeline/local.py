@@ -84,7 +84,7 @@ def build_summary(params: Params, run_dir: Path, parent_run_id: str, wall_s: flo
         "status": status,
         "run_dir": str(run_dir),
         "method": params.distill.method,
-        "teacher": {"arch": params.teacher.arch, "test_acc": teacher.get("test_acc"),
+        "teacher": {"arch": teacher.get("arch", params.teacher.arch), "test_acc": teacher.get("test_acc"),
                     "val_acc": teacher.get("val_acc"), "params": teacher.get("params")},
         "student": {"arch": params.distill.student_arch, "test_acc": student.get("test_acc"),
                     "val_acc": student.get("val_acc"), "params": student.get("params"),

@@ -285,6 +285,7 @@ def _e2e_checks(summary: dict, k: int, names: list[str]) -> None:
     assert summary["export"], "the export stage should have run"
 
 
+@pytest.mark.slow
 def test_e2e_rgb32_npz_nhwc_3_classes(tmp_path: Path) -> None:
     path = npz_dataset(tmp_path, 150, 3, 32, c=3)
     summary = _run_cli(tmp_path, "data.source=npz", f"data.path={path}", "teacher.arch=resnet8",
@@ -292,6 +293,7 @@ def test_e2e_rgb32_npz_nhwc_3_classes(tmp_path: Path) -> None:
     _e2e_checks(summary, 3, ["c0", "c1", "c2"])
 
 
+@pytest.mark.slow
 def test_e2e_grey16_imagefolder_20_classes(tmp_path: Path) -> None:
     x, y = patterns(400, 20, 16)
     names = [f"kind{i:02d}" for i in range(20)]
@@ -300,6 +302,7 @@ def test_e2e_grey16_imagefolder_20_classes(tmp_path: Path) -> None:
     _e2e_checks(summary, 20, names)
 
 
+@pytest.mark.slow
 def test_e2e_imported_torchscript_teacher(tmp_path: Path) -> None:
     path = npz_dataset(tmp_path, 150, 3, 16, c=3)
     params = params_for("data.source=npz", f"data.path={path}", "teacher.arch=resnet8_w8",

@@ -16,7 +16,8 @@ from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, as_float
 from gandistill.errors import DataError
 from gandistill.loop import atomic_torch_save
-from gandistill.nets import ConditionalGenerator, build_classifier
+from gandistill.nets import build_classifier, build_gan
+from gandistill.nets.gan import MLPGenerator
 
 MODEL_FILE = "model.pt"
 RESULT_FILE = "result.json"
@@ -92,20 +93,21 @@ def load_classifier(folder: str | Path) -> nn.Module:
     return model.eval()
 
 
-def save_generator(generator: ConditionalGenerator, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+def save_generator(generator: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
     path = Path(out_dir) / MODEL_FILE
     atomic_torch_save({
-        "kind": "generator", "state_dict": generator.state_dict(), "nz": generator.nz,
+        "kind": "generator", "arch": "mlp" if isinstance(generator, MLPGenerator) else "conv",
+        "state_dict": generator.state_dict(), "nz": generator.nz,
         "num_classes": generator.num_classes, "image_size": list(generator.image_size),
-        "out_channels": generator.out.out_channels, "ngf": generator.ngf, **(extra or {}),
+        "out_channels": generator.out_channels, "ngf": generator.ngf, **(extra or {}),
     }, path)
     return path
 
 
-def load_generator(folder: str | Path) -> ConditionalGenerator:
+def load_generator(folder: str | Path) -> nn.Module:
     blob = load_model_file(folder)
-    generator = ConditionalGenerator(blob["nz"], blob["num_classes"], blob["out_channels"],
-                                     tuple(blob["image_size"]), ngf=blob["ngf"])
+    generator, _ = build_gan(blob.get("arch", "conv"), blob["nz"], blob["num_classes"], blob["out_channels"],
+                             tuple(blob["image_size"]), blob["ngf"], 8)
     generator.load_state_dict(blob["state_dict"])
     return generator.eval()
 

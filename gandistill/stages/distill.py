@@ -44,7 +44,7 @@ from gandistill.config import REAL_DATA_METHODS, Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
 from gandistill.errors import ConfigError
 from gandistill.loop import TrainingLoop, warmup_cosine
-from gandistill.nets import ConditionalGenerator, build_classifier, count_parameters
+from gandistill.nets import build_classifier, build_gan, count_parameters
 from gandistill.runtime import Runtime, seed_everything, unwrap
 from gandistill.stages.common import (
     accuracy,
@@ -79,7 +79,7 @@ class Context:
     scheduler: Any
     real: tuple[torch.Tensor, torch.Tensor] | None
     batches: StepBatches | None
-    generator: ConditionalGenerator | None
+    generator: nn.Module | None  # has .sample(n, device) and .nz
     extra_modules: dict[str, nn.Module] = field(default_factory=dict)
     extra_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     extra_schedulers: dict[str, Any] = field(default_factory=dict)
@@ -128,10 +128,15 @@ class AddOns(nn.Module):
         dp = params.distill
         self.hint_weight, self.rkd_d, self.rkd_a = dp.hint_weight, dp.rkd_distance_weight, dp.rkd_angle_weight
         self.regressor: nn.Module | None = None
+        needs_features = [k for k, v in (("distill.hint_weight", dp.hint_weight),
+                                         ("distill.rkd_distance_weight", dp.rkd_distance_weight),
+                                         ("distill.rkd_angle_weight", dp.rkd_angle_weight)) if v > 0]
+        if dp.method == "dafl":
+            needs_features.append("distill.method=dafl")
+        if needs_features and not hasattr(teacher, "forward_features"):
+            raise ConfigError(f"{', '.join(needs_features)} need(s) teacher features, but this teacher (an imported "
+                              "TorchScript model) provides logits only — turn those settings off")
         if self.hint_weight > 0:
-            if not hasattr(teacher, "forward_features"):
-                raise ConfigError("distill.hint_weight > 0 needs teacher features; an imported TorchScript "
-                                  "teacher provides logits only — set distill.hint_weight=0")
             probe = torch.zeros(2, *meta.input_shape)
             with torch.no_grad():
                 s_feat = student.forward_features(probe)[1][0]
@@ -273,11 +278,12 @@ def _adversarial(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]
     return step
 
 
-def _new_free_generator(ctx: Context) -> tuple[ConditionalGenerator, torch.optim.Optimizer, Any]:
+def _new_free_generator(ctx: Context) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
     dp = ctx.params.distill
     gp = ctx.params.gan
-    generator = ConditionalGenerator(gp.nz, ctx.meta.num_classes, ctx.meta.channels,
-                                     (ctx.meta.height, ctx.meta.width), gp.ngf).to(ctx.device)
+    generator, _ = build_gan(gp.arch, gp.nz, ctx.meta.num_classes, ctx.meta.channels,
+                             (ctx.meta.height, ctx.meta.width), gp.ngf, gp.ndf)
+    generator = generator.to(ctx.device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=dp.generator_lr, betas=(0.5, 0.999))
     # Matched schedules: the generator's lr decays with the student's, or it out-runs a
     # student that can no longer follow and accuracy drifts down late in training.

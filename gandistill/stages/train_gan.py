@@ -27,7 +27,7 @@ from gandistill.config import Params
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, to_tensors
 from gandistill.evaluation.gan_quality import generator_report
 from gandistill.loop import EMA, TrainingLoop
-from gandistill.nets import ConditionalDiscriminator, ConditionalGenerator, count_parameters
+from gandistill.nets import build_gan, count_parameters
 from gandistill.runtime import Runtime, seed_everything, unwrap
 from gandistill.stages.common import (
     checkpoint_dir,
@@ -61,8 +61,9 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     tracker.log_params({f"gan.{k}": v for k, v in gp.model_dump().items()} | {"seed": params.seed})
 
     size = (meta.height, meta.width)
-    generator = runtime.prepare(ConditionalGenerator(gp.nz, meta.num_classes, meta.channels, size, gp.ngf))
-    disc = runtime.prepare(ConditionalDiscriminator(meta.num_classes, meta.channels, size, gp.ndf, gp.spectral_norm))
+    generator, disc = build_gan(gp.arch, gp.nz, meta.num_classes, meta.channels, size, gp.ngf, gp.ndf,
+                                gp.spectral_norm)
+    generator, disc = runtime.prepare(generator), runtime.prepare(disc)
     opt_g = torch.optim.Adam(generator.parameters(), lr=gp.lr_g, betas=(gp.beta1, gp.beta2))
     opt_d = torch.optim.Adam(disc.parameters(), lr=gp.lr_d, betas=(gp.beta1, gp.beta2))
     ema = EMA(generator, gp.ema_decay) if gp.ema_decay else None
