@@ -83,8 +83,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("gandistill run: only --local is supported here; use `gandistill submit --host URL` for a cluster",
               file=sys.stderr)
         return 2
-    from pipeline.local import run_local
+    from pipeline.local import check_run_name, run_local
 
+    if args.run_name is not None:
+        check_run_name(args.run_name)  # it names a folder: refuse traversal before anything runs
     if params.data.source == "mnist":
         from gandistill.data.fetch import fetch_mnist
 

@@ -4,6 +4,12 @@ Stages receive a `Tracker` (injected) and never import mlflow themselves; tests 
 `NullTracker()`. The tracking URI comes from `MLFLOW_TRACKING_URI`, defaulting to the
 embedded `sqlite:///mlflow.db` in the working directory (tracking + model registry).
 Metrics go through `MlflowClient.log_batch` — one round trip per call, not per value.
+
+Faulty servers: MLflow's own HTTP retries default to 7 with a factor-2 backoff and a 120 s
+timeout (minutes before an unreachable server is reported). Unless the user set them,
+`client()` bounds them to `HTTP_DEFAULTS` (an unreachable server fails in ~5-10 s), and
+every tracking call made through this module turns a failure into one `TrackingError`
+(a `ServiceError`, exit 5) naming the endpoint and the fix.
 """
 
 from __future__ import annotations
@@ -17,7 +23,64 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gandistill.errors import ServiceError
+
 log = logging.getLogger(__name__)
+
+# Bounded MLflow HTTP retries: 3 retries, backoff 0/2/4 s (+ ≤1 s jitter), 30 s per request.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+_SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+class TrackingError(ServiceError):
+    """The MLflow tracking server / registry failed after bounded retries."""
+
+
+def bound_http_retries() -> None:
+    """Set MLflow's HTTP retry/timeout variables to `HTTP_DEFAULTS` where the user has not."""
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def redact(text: str) -> str:
+    """`text` with the values of credential variables (if set) replaced by ***."""
+    for key in _SECRET_ENV:
+        value = os.environ.get(key)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def tracking_error(exc: BaseException, action: str) -> TrackingError:
+    """One clear error for a failed MLflow call: what failed, where, why, and the fix."""
+    uri = tracking_uri()
+    detail = redact(f"{type(exc).__name__}: {exc}")
+    low = detail.lower()
+    if any(code in low for code in ("401", "403", "unauthorized", "forbidden", "permission_denied",
+                                    "unauthenticated")):
+        fix = ("the server rejected the credentials: check MLFLOW_TRACKING_USERNAME / "
+               "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN")
+    elif any(s in low for s in ("connection refused", "max retries exceeded", "name or service not known",
+                                "failed to establish", "timed out", "timeout", "connectionerror")):
+        fix = ("the server is unreachable or too slow: check that it is running and that MLFLOW_TRACKING_URI "
+               "is right (or unset it to use the embedded sqlite default); retries are bounded by "
+               "MLFLOW_HTTP_REQUEST_MAX_RETRIES / MLFLOW_HTTP_REQUEST_TIMEOUT")
+    else:
+        fix = "check the MLflow server's log and MLFLOW_TRACKING_URI, then re-run (stages resume from checkpoints)"
+    if len(detail) > 600:
+        detail = detail[:600] + "…"
+    return TrackingError(f"MLflow at {uri} failed while {action} ({detail}); {fix}")
+
+
+@contextlib.contextmanager
+def _guard(action: str) -> Iterator[None]:
+    try:
+        yield
+    except ServiceError:
+        raise
+    except Exception as exc:
+        raise tracking_error(exc, action) from None
 
 DEFAULT_EXPERIMENT = "gandistill"
 _KEY_RE = re.compile(r"[^A-Za-z0-9_\-. /]")
@@ -46,8 +109,9 @@ class Tracker:
         from mlflow.entities import Param
 
         items = [Param(_clean_key(k), str(v)[:6000]) for k, v in params.items()]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start : start + 100])
+        with _guard("logging params"):
+            for start in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -55,20 +119,23 @@ class Tracker:
         now = int(time.time() * 1000)
         items = [Metric(_clean_key(k), float(v), now, step or 0) for k, v in metrics.items()
                  if isinstance(v, int | float)]
-        for start in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
+        with _guard("logging metrics"):
+            for start in range(0, len(items), 1000):
+                self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(_clean_key(k), str(v)[:5000]) for k, v in tags.items()])
+        with _guard("setting tags"):
+            self.client.log_batch(self.run_id, tags=[RunTag(_clean_key(k), str(v)[:5000]) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
-        else:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with _guard(f"uploading artifact {path.name}"):
+            if path.is_dir():
+                self.client.log_artifacts(self.run_id, str(path), artifact_path)
+            else:
+                self.client.log_artifact(self.run_id, str(path), artifact_path)
 
 
 class NullTracker(Tracker):
@@ -93,6 +160,7 @@ class NullTracker(Tracker):
 def client() -> Any:
     from mlflow.tracking import MlflowClient
 
+    bound_http_retries()
     return MlflowClient(tracking_uri=tracking_uri(), registry_uri=os.environ.get("MLFLOW_REGISTRY_URI"))
 
 
@@ -110,12 +178,14 @@ def ensure_experiment(mlflow_client: Any, name: str | None = None) -> str:
 def start_parent_run(run_name: str, tags: dict[str, str] | None = None) -> str:
     """Create the pipeline's parent run (left RUNNING; `finish_run` closes it)."""
     c = client()
-    run = c.create_run(ensure_experiment(c), run_name=run_name, tags=tags or {})
+    with _guard("creating the pipeline's parent run"):
+        run = c.create_run(ensure_experiment(c), run_name=run_name, tags=tags or {})
     return run.info.run_id
 
 
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
-    client().set_terminated(run_id, status=status)
+    with _guard("closing the pipeline's parent run"):
+        client().set_terminated(run_id, status=status)
 
 
 @contextlib.contextmanager
@@ -126,13 +196,20 @@ def stage_run(stage: str, parent_run_id: str | None) -> Iterator[Tracker]:
         yield NullTracker()
         return
     c = client()
-    parent = c.get_run(parent_run_id)
-    run = c.create_run(parent.info.experiment_id, run_name=stage,
-                       tags={"mlflow.parentRunId": parent_run_id, "gandistill.stage": stage})
+    with _guard(f"opening the {stage} stage's run"):
+        parent = c.get_run(parent_run_id)
+        run = c.create_run(parent.info.experiment_id, run_name=stage,
+                           tags={"mlflow.parentRunId": parent_run_id, "gandistill.stage": stage})
     tracker = Tracker(run.info.run_id, c)
     try:
         yield tracker
+    except TrackingError:
+        raise  # the server is the fault: marking the run FAILED would only retry against it again
     except BaseException:
-        c.set_terminated(run.info.run_id, status="FAILED")
+        try:
+            c.set_terminated(run.info.run_id, status="FAILED")
+        except Exception as exc:  # keep the stage's own error, the real fault
+            log.warning("could not mark MLflow run %s FAILED: %s", run.info.run_id, redact(str(exc))[:300])
         raise
-    c.set_terminated(run.info.run_id, status="FINISHED")
+    with _guard(f"closing the {stage} stage's run"):
+        c.set_terminated(run.info.run_id, status="FINISHED")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from gandistill import tracking
 from gandistill.config import Params
-from gandistill.errors import GandistillError, ServiceError
+from gandistill.errors import ConfigError, GandistillError, ServiceError
 from gandistill.stages.common import CHECKPOINT_ROOT_ENV, RESULT_FILE
 
 log = logging.getLogger("gandistill")
@@ -64,10 +65,26 @@ def collect(run_dir: Path) -> dict[str, dict[str, Any]]:
     return stages
 
 
+RUN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_name(name: str) -> str:
+    """A run name becomes a folder under the runs dir: one safe path component, no traversal."""
+    if not RUN_NAME_RE.fullmatch(name) or name in ("latest", "kfp", "checkpoints") or ".." in name:
+        raise ConfigError(f"--run-name {name!r} is not allowed: use 1-128 letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit, without '..' (it names a folder under the runs dir), "
+                          "and not 'latest', 'kfp' or 'checkpoints'")
+    return name
+
+
 def stage_times(parent_run_id: str) -> dict[str, float]:
     client = tracking.client()
-    runs = client.search_runs([client.get_run(parent_run_id).info.experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    try:
+        runs = client.search_runs([client.get_run(parent_run_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    except Exception as exc:  # the summary is still written when MLflow went away mid-run
+        log.warning("stage wall times unavailable: %s", tracking.tracking_error(exc, "reading stage runs"))
+        return {}
     return {r.info.run_name: round(((r.info.end_time or r.info.start_time) - r.info.start_time) / 1000, 1)
             for r in runs}
 
@@ -105,7 +122,7 @@ def build_summary(params: Params, run_dir: Path, parent_run_id: str, wall_s: flo
 
 
 def write_summary(summary: dict[str, Any], runs_root: Path, name: str) -> Path:
-    folder = runs_root / name
+    folder = runs_root / check_run_name(name)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "summary.json"
     tmp = folder / ".summary.json.tmp"
@@ -126,12 +143,13 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
 
     from pipeline.dag import build_pipeline
 
+    run_name = check_run_name(run_name or time.strftime("run-%Y%m%d-%H%M%S"))
     runs_root = Path(runs_root).resolve()
     pipeline_root = runs_root / "kfp"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault(CHECKPOINT_ROOT_ENV, str(runs_root / "checkpoints"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
-    run_name = run_name or time.strftime("run-%Y%m%d-%H%M%S")
+    tracking.bound_http_retries()  # before the tasks start: they inherit the bounded retries
     try:
         parent_run_id = tracking.start_parent_run(run_name, tags={
             "gandistill.method": params.distill.method, "git_commit": git_commit(),
@@ -140,7 +158,8 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
     except GandistillError:
         raise
     except Exception as exc:
-        raise ServiceError(f"MLflow at {tracking.tracking_uri()} is not usable ({type(exc).__name__}: {exc}); "
+        raise ServiceError(f"MLflow at {tracking.tracking_uri()} is not usable "
+                           f"({tracking.redact(f'{type(exc).__name__}: {exc}')}); "
                            "check MLFLOW_TRACKING_URI or unset it to use the embedded sqlite default") from None
 
     before = set(pipeline_root.iterdir())
@@ -151,7 +170,10 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
         build_pipeline(params)(params_json=params.to_json(), parent_run_id=parent_run_id)
         status = "FINISHED"
     finally:
-        tracking.finish_run(parent_run_id, status)
+        try:
+            tracking.finish_run(parent_run_id, status)
+        except GandistillError as exc:  # keep the task's error (raised on) as the one reported
+            log.warning("%s", exc)
         new_dirs = sorted(set(pipeline_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
         run_dir = new_dirs[-1] if new_dirs else pipeline_root
         summary = build_summary(params, run_dir, parent_run_id, time.perf_counter() - started, status)

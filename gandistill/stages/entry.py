@@ -14,7 +14,7 @@ from typing import Any
 
 from gandistill.config import Params
 from gandistill.errors import GandistillError
-from gandistill.tracking import Tracker, stage_run
+from gandistill.tracking import Tracker, redact, stage_run
 
 log = logging.getLogger("gandistill")
 
@@ -34,7 +34,7 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
         with stage_run(stage, parent_run_id) as tracker:
             return body(params, tracker)
     except GandistillError as exc:
-        log.error("[%s] %s", stage, exc)
+        log.error("[%s] %s", stage, redact(str(exc)))
         raise SystemExit(exc.exit_code) from None
 
 

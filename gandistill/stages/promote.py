@@ -45,7 +45,7 @@ import torch
 from gandistill.config import Params
 from gandistill.errors import DataError, ExportError, ServiceError
 from gandistill.stages.common import MODEL_FILE, file_digest, load_classifier, read_result
-from gandistill.tracking import NullTracker, Tracker, ensure_experiment, tracking_uri
+from gandistill.tracking import NullTracker, Tracker, ensure_experiment, redact, tracking_uri
 from gandistill.tracking import client as mlflow_client
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,9 @@ def run(params: Params, export_dir: str | Path, evaluation_dir: str | Path, pipe
     except (DataError, ExportError, ServiceError):
         raise
     except Exception as exc:  # registry unreachable, permission, schema...
-        raise ServiceError(f"MLflow registry at {tracking_uri()} failed during promote: {exc}. Check "
+        raise ServiceError(f"MLflow registry at {tracking_uri()} failed during promote: {redact(str(exc))[:800]}. "
+                           "No version was registered if the upload failed (models are logged before they are "
+                           "registered). Check "
                            "MLFLOW_TRACKING_URI / the server, then re-run promote (it is idempotent)"
                            ) from exc
 

@@ -1,0 +1,259 @@
+"""Reliability (issue 4): faulty MLflow endpoints end in ONE clear error (exit 5) within
+seconds, a failed model upload registers nothing, secrets never reach logs / params /
+tags / summaries, and user-supplied names cannot escape their folder.
+
+Servers here are tiny stand-ins on 127.0.0.1 (a closed port, a socket that never answers,
+an HTTP server answering 401); tests/integration/test_faults.py uses a real MLflow server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kfp import dsl
+
+from gandistill import tracking
+from gandistill.config import Params, load_params
+from gandistill.errors import ConfigError, ServiceError
+from gandistill.stages import entry
+
+try:
+    from conftest import smoke_params
+except ImportError:  # tests/ imported as a package
+    from tests.conftest import smoke_params
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTINELS = {"AWS_SECRET_ACCESS_KEY": "sentinel-aws-secret-7f3a", "MLFLOW_TRACKING_PASSWORD": "sentinel-mlflow-pw-91c2",
+             "MLFLOW_TRACKING_TOKEN": "sentinel-mlflow-token-5be8"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def default_http_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exercise gandistill's own bounded defaults (restored after the test)."""
+    for key in tracking.HTTP_DEFAULTS:
+        monkeypatch.setenv(key, "placeholder")
+        monkeypatch.delenv(key)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """Accepts connections and never answers: a hung / very slow server."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+@contextlib.contextmanager
+def rejecting_server(seen: list[str]) -> Iterator[str]:
+    """Answers every request 401, as an MLflow server behind auth does for bad credentials."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _deny(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            body = b'{"error_code": "UNAUTHENTICATED", "message": "bad credentials"}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _deny
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+# -- MLflow faults --------------------------------------------------------------------------
+
+def test_unreachable_mlflow_fails_run_start_fast_with_one_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_http_retries: None) -> None:
+    from pipeline.local import run_local
+
+    uri = f"http://127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    started = time.perf_counter()
+    with pytest.raises(ServiceError) as info:
+        run_local(Params(), runs_root=tmp_path / "runs", run_name="unreachable")
+    elapsed = time.perf_counter() - started
+    message = str(info.value)
+    assert uri in message and "MLFLOW_TRACKING_URI" in message and "unreachable" in message
+    assert info.value.exit_code == 5
+    assert elapsed < 25, f"an unreachable MLflow took {elapsed:.1f} s to report"
+    assert not (tmp_path / "runs" / "unreachable").exists()
+
+
+def test_hung_mlflow_times_out_in_a_stage_with_one_line_and_exit_5(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    ran = []
+    with silent_server() as uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        started = time.perf_counter()
+        with caplog.at_level(logging.ERROR, logger="gandistill"), pytest.raises(SystemExit) as exit_info:
+            entry.run_stage("train_teacher", Params().to_json(), "0123456789abcdef",
+                            lambda params, tracker: ran.append(1) or {})
+        elapsed = time.perf_counter() - started
+    assert exit_info.value.code == 5 and not ran
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and uri in errors[0] and "too slow" in errors[0], errors
+    assert "Traceback" not in errors[0]
+    assert elapsed < 15
+
+
+def test_mlflow_rejecting_credentials_names_the_variables_and_hides_the_secret(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SENTINELS["MLFLOW_TRACKING_PASSWORD"])
+    with rejecting_server(seen) as uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        started = time.perf_counter()
+        with pytest.raises(ServiceError) as info:
+            tracking.start_parent_run("denied")
+        elapsed = time.perf_counter() - started
+    message = str(info.value)
+    assert seen and seen[0].startswith("Basic ")  # the credentials were sent, and refused
+    assert uri in message and "MLFLOW_TRACKING_PASSWORD" in message and "MLFLOW_TRACKING_TOKEN" in message
+    assert SENTINELS["MLFLOW_TRACKING_PASSWORD"] not in message
+    assert elapsed < 10  # 401 is not retried
+
+
+def test_mlflow_failing_mid_stage_fails_the_task_with_the_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The stage's run opens, then every later MLflow call fails: one error line, exit 5."""
+    parent = tracking.start_parent_run("mid")
+
+    def body(params: Params, tracker: tracking.Tracker) -> dict:
+        tracker.client.log_batch = _refused  # the server goes away mid-stage
+        tracker.log_metrics({"loss": 1.0})
+        return {}
+
+    with caplog.at_level(logging.ERROR, logger="gandistill"), pytest.raises(SystemExit) as exit_info:
+        entry.run_stage("distill", Params().to_json(), parent, body)
+    assert exit_info.value.code == 5
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "while logging metrics" in errors[0] and "unreachable" in errors[0], errors
+
+
+def _refused(*args: object, **kwargs: object) -> None:
+    raise ConnectionError("HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded "
+                          "(Caused by NewConnectionError: [Errno 111] Connection refused)")
+
+
+# -- path traversal ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../../etc/x", "/etc/x", "a/b", "..", ".hidden", "latest", "x" * 200, ""])
+def test_run_names_that_would_escape_the_runs_dir_are_refused(name: str, tmp_path: Path) -> None:
+    from pipeline.local import check_run_name, run_local, write_summary
+
+    with pytest.raises(ConfigError, match="--run-name"):
+        check_run_name(name)
+    if name:
+        with pytest.raises(ConfigError):
+            run_local(Params(), runs_root=tmp_path / "runs", run_name=name)
+        with pytest.raises(ConfigError):
+            write_summary({}, tmp_path / "runs", name)
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "runs").exists()
+
+
+def test_cli_refuses_a_traversing_run_name_with_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from gandistill import cli
+
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["run", "--local", "--params", str(ROOT / "params.yaml"), "--runs-dir", "runs",
+                     "--run-name", "../../etc/x"])
+    assert code == 2 and "--run-name" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "etc").exists()
+
+
+def test_good_run_names_pass() -> None:
+    from pipeline.local import check_run_name
+
+    for name in ("e2e", "it-1a2b3c4d", "run-20260101-120000", "v1.2_final"):
+        assert check_run_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["../../etc/x", "a/b", "..\\x", "x y"])
+def test_model_names_cannot_become_paths(name: str) -> None:
+    with pytest.raises(ConfigError, match="promote.model_name"):
+        load_params(None, [f"promote.model_name={name}"])
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+def test_secrets_never_reach_logs_params_tags_or_summary(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_dir: Path, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    from components.prepare_data import prepare_data
+    from pipeline.local import build_summary, write_summary
+
+    for key, value in SENTINELS.items():
+        monkeypatch.setenv(key, value)
+    params = smoke_params(f"data.path={mnist_dir}", "data.limit_train=300", "data.limit_test=100")
+    with caplog.at_level(logging.DEBUG):
+        parent = tracking.start_parent_run("secrets", tags={"gandistill.run_name": "secrets"})
+        tracking.Tracker(parent, tracking.client()).log_params(params.flat())
+        data = dsl.Dataset(name="data", uri=str(tmp_path / "kfp" / "prepare-data" / "data"))
+        data.path = data.uri
+        prepare_data(params.to_json(), parent, data)
+        # a failing stage logs its error too: it must not echo credentials either
+        with pytest.raises(SystemExit):
+            entry.run_stage("train_teacher", params.to_json(), parent,
+                            lambda p, t: _raise(ServiceError(f"denied with {SENTINELS['AWS_SECRET_ACCESS_KEY']}")))
+        tracking.finish_run(parent)
+        summary = build_summary(params, tmp_path / "kfp", parent, 1.0, "FINISHED")
+        path = write_summary(summary, tmp_path / "runs", "secrets")
+
+    out, err = capfd.readouterr()
+    texts = {"stdout": out, "stderr": err, "log records": "\n".join(r.getMessage() for r in caplog.records),
+             "summary.json": path.read_text(), "result.json": (Path(data.path) / "result.json").read_text()}
+    client = tracking.client()
+    runs = client.search_runs([client.get_run(parent).info.experiment_id])
+    assert len(runs) >= 3  # parent + prepare_data + train_teacher
+    texts["mlflow params/tags"] = json.dumps([[r.data.params, r.data.tags] for r in runs])
+    assert "data.limit_train" in texts["mlflow params/tags"]  # the params really were logged
+    for where, text in texts.items():
+        for key, secret in SENTINELS.items():
+            assert secret not in text, f"{key} leaked into {where}"
+
+
+def _raise(exc: Exception) -> dict:
+    raise exc
+
+
+def test_redact_hides_every_credential(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in SENTINELS.items():
+        monkeypatch.setenv(key, value)
+    text = " ".join(SENTINELS.values())
+    assert all(secret not in tracking.redact(text) for secret in SENTINELS.values())
