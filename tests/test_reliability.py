@@ -257,3 +257,35 @@ def test_redact_hides_every_credential(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
     text = " ".join(SENTINELS.values())
     assert all(secret not in tracking.redact(text) for secret in SENTINELS.values())
+
+
+# -- a failed model upload registers nothing -------------------------------------------------------
+
+def test_failed_model_upload_registers_no_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The artifact store refuses the upload (its root lies under a regular file, so even root
+    cannot write there): promote fails with one ServiceError and the registry has no version."""
+    import mlflow
+
+    from gandistill.stages import export, promote
+    from gandistill.stages.common import write_result
+
+    try:
+        from test_evaluation_world import fast_params, make_world
+    except ImportError:
+        from tests.test_evaluation_world import fast_params, make_world
+
+    world = make_world(tmp_path / "world", generator=False)
+    write_result(tmp_path / "eval", {"metrics": {"student_test_acc": 0.97, "teacher_test_acc": 0.99}})
+    export.run(fast_params(), world["data"], world["student"], tmp_path / "eval", tmp_path / "exported", None)
+    (tmp_path / "not-a-dir").write_text("a file where the artifact store should be")
+    client = tracking.client()
+    client.create_experiment("broken-store", artifact_location=str(tmp_path / "not-a-dir" / "artifacts"))
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "broken-store")
+    params = fast_params()
+    params.promote = params.promote.model_copy(update={"model_name": "upload-fails"})
+
+    with pytest.raises(ServiceError) as info:
+        promote.run(params, tmp_path / "exported", tmp_path / "eval", "run-upload-fails", None)
+    assert tracking.tracking_uri() in str(info.value) and "re-run promote" in str(info.value)
+    assert "not-a-dir" in str(info.value) or "Not a directory" in str(info.value), str(info.value)
+    assert mlflow.MlflowClient().search_model_versions("name = 'upload-fails'") == []
