@@ -94,9 +94,10 @@ def test_credentials_are_never_parameters(compiled: Any, tmp_path: Path, monkeyp
     # Credentials in the submitting shell never leak into the package.
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sentinel-s3-secret")
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "sentinel-mlflow-token")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "sentinel-mlflow-password")
     compile_pipeline(load_params(ROOT / "params.yaml", CLUSTER), str(tmp_path / "p.yaml"))
     text = (tmp_path / "p.yaml").read_text()
-    assert "sentinel-s3-secret" not in text and "sentinel-mlflow-token" not in text
+    assert all(s not in text for s in ("sentinel-s3-secret", "sentinel-mlflow-token", "sentinel-mlflow-password"))
 
 
 def test_dag_edges(compiled: Any) -> None:
