@@ -160,11 +160,18 @@ class MLPDiscriminator(nn.Module):
     forward = ConditionalDiscriminator.forward
 
 
+def resolve_gan_arch(arch: str, channels: int, image_size: tuple[int, int]) -> str:
+    """"auto" → mlp for grey images up to 32×32 (cheap and good there), conv otherwise."""
+    if arch != "auto":
+        return arch
+    return "mlp" if channels == 1 and image_size[0] * image_size[1] <= 32 * 32 else "conv"
+
+
 def build_gan(arch: str, nz: int, num_classes: int, channels: int, image_size: tuple[int, int], ngf: int, ndf: int,
-              use_spectral_norm: bool = True) -> tuple[nn.Module, nn.Module]:
-    """(generator, discriminator) by architecture name: "conv" or "mlp"."""
-    if arch == "mlp":
-        return (MLPGenerator(nz, num_classes, channels, image_size, ngf),
-                MLPDiscriminator(num_classes, channels, image_size, ndf, use_spectral_norm))
+              use_spectral_norm: bool = True, hidden: int = 256) -> tuple[nn.Module, nn.Module]:
+    """(generator, discriminator) by architecture name: "conv", "mlp" or "auto"."""
+    if resolve_gan_arch(arch, channels, image_size) == "mlp":
+        return (MLPGenerator(nz, num_classes, channels, image_size, hidden),
+                MLPDiscriminator(num_classes, channels, image_size, hidden, use_spectral_norm))
     return (ConditionalGenerator(nz, num_classes, channels, image_size, ngf),
             ConditionalDiscriminator(num_classes, channels, image_size, ndf, use_spectral_norm))

@@ -107,7 +107,7 @@ def save_generator(generator: nn.Module, out_dir: str | Path, extra: dict[str, A
 def load_generator(folder: str | Path) -> nn.Module:
     blob = load_model_file(folder)
     generator, _ = build_gan(blob.get("arch", "conv"), blob["nz"], blob["num_classes"], blob["out_channels"],
-                             tuple(blob["image_size"]), blob["ngf"], 8)
+                             tuple(blob["image_size"]), blob["ngf"], 8, hidden=blob["ngf"])
     generator.load_state_dict(blob["state_dict"])
     return generator.eval()
 

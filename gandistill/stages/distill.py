@@ -282,7 +282,7 @@ def _new_free_generator(ctx: Context) -> tuple[nn.Module, torch.optim.Optimizer,
     dp = ctx.params.distill
     gp = ctx.params.gan
     generator, _ = build_gan(gp.arch, gp.nz, ctx.meta.num_classes, ctx.meta.channels,
-                             (ctx.meta.height, ctx.meta.width), gp.ngf, gp.ndf)
+                             (ctx.meta.height, ctx.meta.width), gp.ngf, gp.ndf, hidden=gp.hidden)
     generator = generator.to(ctx.device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=dp.generator_lr, betas=(0.5, 0.999))
     # Matched schedules: the generator's lr decays with the student's, or it out-runs a

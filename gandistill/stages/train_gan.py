@@ -62,7 +62,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
 
     size = (meta.height, meta.width)
     generator, disc = build_gan(gp.arch, gp.nz, meta.num_classes, meta.channels, size, gp.ngf, gp.ndf,
-                                gp.spectral_norm)
+                                gp.spectral_norm, hidden=gp.hidden)
     generator, disc = runtime.prepare(generator), runtime.prepare(disc)
     opt_g = torch.optim.Adam(generator.parameters(), lr=gp.lr_g, betas=(gp.beta1, gp.beta2))
     opt_d = torch.optim.Adam(disc.parameters(), lr=gp.lr_d, betas=(gp.beta1, gp.beta2))
