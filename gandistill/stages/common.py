@@ -93,6 +93,14 @@ def load_classifier(folder: str | Path) -> nn.Module:
     return model.eval()
 
 
+def load_frozen_teacher(folder: str | Path, device: torch.device | str) -> nn.Module:
+    """The teacher in eval mode with gradients off: it judges and labels, it never learns."""
+    teacher = load_classifier(folder).to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def save_generator(generator: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
     path = Path(out_dir) / MODEL_FILE
     atomic_torch_save({

@@ -51,7 +51,7 @@ from gandistill.stages.common import (
     checkpoint_dir,
     file_digest,
     fingerprint,
-    load_classifier,
+    load_frozen_teacher,
     load_generator,
     params_sections,
     predict_logits,
@@ -196,34 +196,24 @@ def _scratch(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     return step
 
 
-def _kd(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+def _distill_step(ctx: Context, addons: AddOns, x: torch.Tensor, labels: torch.Tensor | None) -> dict[str, Any]:
+    """One student update on x: Hinton KD against the teacher (with CE on labels when given)."""
     dp = ctx.params.distill
+    with ctx.runtime.autocast():
+        s, t, extra = _forward_pair(ctx, addons, x)
+        kd = losses.kd_objective(s, t, labels, dp.temperature, dp.alpha)
+        loss = kd + sum(extra.values(), torch.zeros(()))
+    _optimise(ctx, loss)
+    return {"loss": loss.detach(), "kd": kd.detach(), **{k: v.detach() for k, v in extra.items()}}
 
-    def step(i: int) -> dict[str, Any]:
-        x, y = ctx.real_batch(i)
-        with ctx.runtime.autocast():
-            s, t, extra = _forward_pair(ctx, addons, x)
-            kd = losses.kd_objective(s, t, y, dp.temperature, dp.alpha)
-            loss = kd + sum(extra.values(), torch.zeros(()))
-        _optimise(ctx, loss)
-        return {"loss": loss.detach(), "kd": kd.detach(), **{k: v.detach() for k, v in extra.items()}}
 
-    return step
+def _kd(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+    return lambda i: _distill_step(ctx, addons, *ctx.real_batch(i))
 
 
 def _gan(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
-    dp = ctx.params.distill
-
-    def step(i: int) -> dict[str, Any]:
-        x, _ = ctx.generated_batch(dp.batch_size)
-        with ctx.runtime.autocast():
-            s, t, extra = _forward_pair(ctx, addons, x)
-            kd = losses.kd_kl(s, t, dp.temperature)
-            loss = kd + sum(extra.values(), torch.zeros(()))
-        _optimise(ctx, loss)
-        return {"loss": loss.detach(), "kd": kd.detach(), **{k: v.detach() for k, v in extra.items()}}
-
-    return step
+    # Soft labels only (labels=None → T²·KL): the conditioning label is not trusted as a hard target.
+    return lambda i: _distill_step(ctx, addons, ctx.generated_batch(ctx.params.distill.batch_size)[0], None)
 
 
 def _gan_real(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
@@ -414,9 +404,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         raise ConfigError(f"distill.method={dp.method} needs the generator from train_gan")
     uses_real = dp.method in REAL_DATA_METHODS
     real = to_tensors(load_split(data_dir, "train"), device) if uses_real else None
-    teacher = load_classifier(teacher_dir).to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = load_frozen_teacher(teacher_dir, device)
     student = runtime.prepare(build_classifier(dp.student_arch, meta.channels, (meta.height, meta.width),
                                                meta.num_classes, mean=meta.mean, std=meta.std))
     addons = AddOns(params, unwrap(student), teacher, meta).to(device)

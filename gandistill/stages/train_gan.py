@@ -33,7 +33,7 @@ from gandistill.stages.common import (
     checkpoint_dir,
     file_digest,
     fingerprint,
-    load_classifier,
+    load_frozen_teacher,
     params_sections,
     save_generator,
     write_result,
@@ -55,9 +55,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     train_x, train_y = to_tensors(load_split(data_dir, "train"), device)
     val_x, val_y = to_tensors(load_split(data_dir, "val"), device)
     val_images, val_labels = as_float(val_x[: max(gp.eval_samples, 500)]), val_y[: max(gp.eval_samples, 500)]
-    teacher = load_classifier(teacher_dir).to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = load_frozen_teacher(teacher_dir, device)
     tracker.log_params({f"gan.{k}": v for k, v in gp.model_dump().items()} | {"seed": params.seed})
 
     size = (meta.height, meta.width)
