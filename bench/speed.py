@@ -1,0 +1,123 @@
+"""Speed benchmark: per-step cost of the pieces whose speed drove design choices.
+
+    python -m bench.speed            (or: make bench-speed)
+
+Measured side by side in one process, interleaved round-robin after warm-up, medians of
+N rounds, with ratios — so machine noise hits every variant alike. Writes
+bench/results/speed.md and speed.json.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench.quality import machine
+from gandistill import losses
+from gandistill.nets import build_classifier, build_gan
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH = 128
+
+
+def gan_step(arch: str, **sizes: int) -> Callable[[], None]:
+    """One discriminator + generator update of train_gan (adversarial + feature matching)."""
+    g, d = build_gan(arch, 64, 10, 1, (28, 28), sizes.get("ngf", 16), sizes.get("ndf", 16), hidden=256)
+    opt_g, opt_d = torch.optim.Adam(g.parameters()), torch.optim.Adam(d.parameters())
+    real, y = torch.rand(BATCH, 1, 28, 28), torch.randint(0, 10, (BATCH,))
+
+    def step() -> None:
+        fake = g(torch.randn(BATCH, 64), y)
+        real_logit, real_feat = d(real, y)
+        fake_logit, _ = d(fake.detach(), y)
+        opt_d.zero_grad()
+        losses.d_loss_bce(real_logit, fake_logit).backward()
+        opt_d.step()
+        fake_logit, fake_feat = d(fake, y)
+        opt_g.zero_grad()
+        (losses.g_loss_bce(fake_logit) + losses.feature_matching(real_feat, fake_feat)).backward()
+        opt_g.step()
+
+    return step
+
+
+def upsample_then_conv() -> Callable[[], None]:
+    """The generator's ×2 stage as nearest-upsample + 3×3 conv (what transposed convs replaced)."""
+    conv = torch.nn.Conv2d(32, 16, 3, padding=1)
+    h = torch.randn(BATCH, 32, 14, 14)
+    return lambda: conv(F.interpolate(h, scale_factor=2.0, mode="nearest")).sum().backward()
+
+
+def transposed_conv() -> Callable[[], None]:
+    conv = torch.nn.ConvTranspose2d(32, 16, 4, 2, 1)
+    h = torch.randn(BATCH, 32, 14, 14)
+    return lambda: conv(h).sum().backward()
+
+
+def student_kd_step() -> Callable[[], None]:
+    teacher, student = build_classifier("lenet5", 1, (28, 28), 10), build_classifier("lenet5_half", 1, (28, 28), 10)
+    opt = torch.optim.AdamW(student.parameters())
+    x = torch.rand(256, 1, 28, 28)
+
+    def step() -> None:
+        with torch.no_grad():
+            t = teacher(x)
+        opt.zero_grad()
+        losses.kd_kl(student(x), t, 4.0).backward()
+        opt.step()
+
+    return step
+
+
+CASES: dict[str, Callable[[], Callable[[], None]]] = {
+    "gan step, conv G/D (ngf=ndf=16)": lambda: gan_step("conv", ngf=16, ndf=16),
+    "gan step, conv G/D (ngf=ndf=32)": lambda: gan_step("conv", ngf=32, ndf=32),
+    "gan step, MLP G/D (hidden 256)": lambda: gan_step("mlp"),
+    "G stage: upsample + conv (fwd+bwd)": upsample_then_conv,
+    "G stage: transposed conv (fwd+bwd)": transposed_conv,
+    "distill step, KD at batch 256": student_kd_step,
+}
+
+
+def main(rounds: int = 15, reps: int = 5) -> None:
+    torch.manual_seed(0)
+    fns = {name: make() for name, make in CASES.items()}
+    for fn in fns.values():  # warm-up
+        for _ in range(3):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):  # interleaved: each round runs every case once
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            times[name].append((time.perf_counter() - start) / reps * 1000)
+    medians = {name: statistics.median(v) for name, v in times.items()}
+    mlp = medians["gan step, MLP G/D (hidden 256)"]
+    rows = ["# Speed benchmark", "", "Command: `python -m bench.speed`", f"Machine: {machine()}",
+            f"Updated: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+            f"Median ms per call over {rounds} interleaved rounds of {reps} (batch {BATCH} unless noted).", "",
+            "| case | median ms | ratio |", "|---|---|---|"]
+    for name, value in medians.items():
+        if name.startswith("gan step"):
+            ratio = f"{value / mlp:.1f}× the MLP step"
+        elif name.startswith("G stage"):
+            ratio = f"{value / medians['G stage: transposed conv (fwd+bwd)']:.1f}× transposed conv"
+        else:
+            ratio = ""
+        rows.append(f"| {name} | {value:.1f} | {ratio} |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speed.md").write_text("\n".join(rows) + "\n")
+    (RESULTS / "speed.json").write_text(json.dumps({"median_ms": medians, "samples_ms": times,
+                                                    "machine": machine()}, indent=2))
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
