@@ -87,4 +87,4 @@ def test_run_local_smoke_end_to_end(repo_root, tmp_path, mnist_dir):
     assert client.get_metric_history(gan_run.info.run_id, "loss_d")  # per-step metrics, not just finals
     versions = client.search_model_versions("name = 'gandistill-student'")
     assert len(versions) == 1
-    assert summary["registry"]["version"] in {v.version for v in versions}
+    assert str(summary["registry"]["version"]) in {str(v.version) for v in versions}
