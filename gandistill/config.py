@@ -66,7 +66,7 @@ class TeacherParams(OptimParams):
 
 class GanParams(Section):
     # conv: transposed-conv G / strided-conv D (any size, colour; width ngf/ndf); mlp: fully
-    # connected pair as in the cGAN paper's MNIST experiment (width `hidden`) — ~6× cheaper per
+    # connected pair as in the cGAN paper's MNIST experiment (width `hidden`) — 2.5–5.7× cheaper per
     # step on CPU. auto: mlp for grey images up to 32×32, conv otherwise.
     arch: Literal["auto", "conv", "mlp"] = "auto"
     hidden: int = Field(256, ge=16, le=4096)
