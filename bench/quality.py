@@ -50,9 +50,10 @@ def run_method(method: str, seed: int, work: Path, overrides: list[str]) -> dict
                                                data_dir))
     teacher_dir = work / f"teacher-seed{seed}"
     teacher = _cached(teacher_dir, lambda: train_teacher.run(params, data_dir, teacher_dir))
-    if method == "teacher":
+    if method == "teacher":  # the teacher trains on the whole train split
+        n_train = read_result(data_dir)["counts"]["train"]
         return {"acc": teacher["test_acc"], "teacher_acc": teacher["test_acc"], "agreement": 1.0,
-                "real_images_seen_by_student": teacher.get("real_images_seen", 54000), "wall_s": teacher["wall_s"]}
+                "real_images_seen_by_student": n_train, "wall_s": teacher["wall_s"]}
     gan_wall = 0.0
     generator_dir = None
     if method in GENERATOR_METHODS:
