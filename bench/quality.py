@@ -57,7 +57,7 @@ def run_method(method: str, seed: int, work: Path, overrides: list[str]) -> dict
     gan_wall = 0.0
     generator_dir = None
     if method in GENERATOR_METHODS:
-        generator_dir = work / f"gan-seed{seed}"
+        generator_dir = work / f"generator-seed{seed}"  # not gan-seed*: that is the gan student
         gan = _cached(generator_dir, lambda: train_gan.run(params, data_dir, teacher_dir, generator_dir))
         gan_wall = gan["wall_s"]
     params.distill.method = method
