@@ -36,12 +36,10 @@ class ImageClassifier(nn.Module):
         self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
         self.register_buffer("std", std_t.view(1, -1, 1, 1))
 
-    def body(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Return intermediate features; the last one is the penultimate vector (N×D)."""
-        raise NotImplementedError
-
-    def head(self, penultimate: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    # Subclasses define the architecture: `body` returns intermediate features (the last is
+    # the penultimate vector, N×D) and `head` maps that vector to logits.
+    body: Callable[[torch.Tensor], list[torch.Tensor]]
+    head: Callable[[torch.Tensor], torch.Tensor]
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         feats = self.body((x - self.mean) / self.std)

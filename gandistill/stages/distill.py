@@ -286,6 +286,13 @@ def _new_free_generator(ctx: Context) -> tuple[nn.Module, torch.optim.Optimizer,
     return generator, opt_g, sched_g
 
 
+def _step_generator(optimizer: torch.optim.Optimizer, scheduler: Any, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+
+
 def _data_free(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     """DFAD (Fang et al. 2019) with the fixes data-free training needs on a small budget:
     a class-conditional generator with teacher CE on the conditioning label and an
@@ -308,10 +315,7 @@ def _data_free(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
                 balance = losses.information_entropy(t)
                 guide = losses.teacher_guidance(t, y)
                 loss_g = -discrepancy + dp.balance_weight * (balance + guide)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            sched_g.step()
+            _step_generator(opt_g, sched_g, loss_g)
             cache["x"] = x.detach()
             terms |= {"loss_g": loss_g.detach(), "g_discrepancy": discrepancy.detach(), "g_guide": guide.detach()}
         x = cache["x"]
@@ -345,10 +349,7 @@ def _dafl(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
                 t_logits, t_feats = ctx.teacher.forward_features(x)
                 loss_g = (losses.dafl_onehot(t_logits) + dp.dafl_activation_weight * losses.dafl_activation(t_feats[-1])
                           + dp.balance_weight * losses.information_entropy(t_logits))
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            sched_g.step()
+            _step_generator(opt_g, sched_g, loss_g)
             cache["x"] = x.detach()
             terms["loss_g"] = loss_g.detach()
         x = cache["x"]
