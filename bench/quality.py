@@ -27,7 +27,7 @@ import torch
 from gandistill.config import load_params
 from gandistill.data.dataset import load_split, to_tensors
 from gandistill.stages import distill, prepare_data, train_gan, train_teacher
-from gandistill.stages.common import load_classifier, predict_logits, read_result
+from gandistill.stages.common import fingerprint, load_classifier, params_sections, predict_logits, read_result
 from gandistill.stages.distill import GENERATOR_METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,9 @@ def run_method(method: str, seed: int, work: Path, overrides: list[str]) -> dict
     _cached(data_dir, lambda: prepare_data.run(load_params(ROOT / "params.yaml", ["runtime.progress=false",
                                                                                   f"data.path={params.data.path}"]),
                                                data_dir))
-    teacher_dir = work / f"teacher-seed{seed}"
+    # Cache folders carry a fingerprint of the params that shaped them: a changed setting
+    # retrains instead of silently reusing a stale teacher or generator.
+    teacher_dir = work / f"teacher-seed{seed}-{fingerprint(params_sections(params, 'teacher', 'data'))[:8]}"
     teacher = _cached(teacher_dir, lambda: train_teacher.run(params, data_dir, teacher_dir))
     if method == "teacher":  # the teacher trains on the whole train split
         n_train = read_result(data_dir)["counts"]["train"]
@@ -57,7 +59,8 @@ def run_method(method: str, seed: int, work: Path, overrides: list[str]) -> dict
     gan_wall = 0.0
     generator_dir = None
     if method in GENERATOR_METHODS:
-        generator_dir = work / f"generator-seed{seed}"  # not gan-seed*: that is the gan student
+        gan_fp = fingerprint(params_sections(params, "gan", "teacher", "data"))[:8]
+        generator_dir = work / f"generator-seed{seed}-{gan_fp}"  # not gan-seed*: that is the gan student
         gan = _cached(generator_dir, lambda: train_gan.run(params, data_dir, teacher_dir, generator_dir))
         gan_wall = gan["wall_s"]
     params.distill.method = method

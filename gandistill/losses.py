@@ -26,6 +26,13 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
     return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * temperature**2
 
 
+def kd_kl_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """`kd_kl` per sample (no batch mean): T² · Σ_k p^T_k (log p^T_k − log p^S_k), shape (N,)."""
+    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1) * temperature**2
+
+
 def kd_objective(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None,
                  temperature: float, alpha: float) -> torch.Tensor:
     """Hinton et al. 2015, eq. of §2: L = α · T²·KL(p^T ‖ p^S) + (1 − α) · CE(s, y).

@@ -25,6 +25,17 @@ def test_kd_kl_matches_the_formula_with_t_squared():
     assert float(losses.kd_kl(torch.tensor([t]), torch.tensor([t]), 3.0)) == pytest.approx(0.0, abs=1e-7)
 
 
+def test_kd_kl_per_sample_gives_each_row_and_averages_to_kd_kl():
+    s = torch.tensor([[1.0, 2.0, 0.5], [0.0, 0.0, 0.0]])
+    t = torch.tensor([[2.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    p_t, p_s = _softmax(t[0], 2.0), _softmax(s[0], 2.0)
+    per = losses.kd_kl_per_sample(s, t, temperature=2.0)
+    assert per.shape == (2,)
+    assert float(per[0]) == pytest.approx(4.0 * float((p_t * (np.log(p_t) - np.log(p_s))).sum()), rel=1e-5)
+    assert float(per[1]) == pytest.approx(0.0, abs=1e-7)  # identical rows: no gap
+    assert float(per.mean()) == pytest.approx(float(losses.kd_kl(s, t, 2.0)), rel=1e-6)
+
+
 def test_kd_objective_mixes_soft_and_hard_terms():
     s, t, y = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
     ce = -math.log(_softmax([1.0, 0.0])[0])

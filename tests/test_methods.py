@@ -4,9 +4,10 @@ real-training check that a student trained only on GAN samples learns MNIST."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from gandistill.stages import distill, prepare_data, train_gan, train_teacher
-from gandistill.stages.distill import METHODS
+from gandistill.stages.distill import METHODS, hard_sample_indices
 
 try:
     from conftest import smoke_params
@@ -35,6 +36,21 @@ def test_every_method_runs_through_the_one_distill_stage(world, method, tmp_path
     no_real = method in ("gan", "data_free", "dafl")
     assert (result["real_images_seen_by_student"] == 0) == no_real
     assert result["selected_on"] == ("synthetic_agreement" if method in ("data_free", "dafl") else "val_acc")
+
+
+def test_hard_sample_mining_keeps_the_hardest_and_fills_the_rest_at_random():
+    gap = torch.tensor([0.1, 5.0, 0.2, 3.0, 0.0, 0.3, 4.0, 0.05])
+    keep = hard_sample_indices(gap, n=5, n_hard=3)
+    assert len(keep) == 5 and len(set(keep.tolist())) == 5
+    assert set(keep[:3].tolist()) == {1, 3, 6}  # the three largest gaps
+    assert not set(keep[3:].tolist()) & {1, 3, 6}
+    assert hard_sample_indices(gap, n=8, n_hard=0).sort().values.tolist() == list(range(8))
+
+
+def test_gan_distillation_with_hard_mining_runs(world, tmp_path):
+    params = smoke_params("distill.method=gan", "distill.steps=6", "distill.eval_every=3", "distill.hard_fraction=0.5")
+    result = distill.run(params, world / "data", world / "teacher", world / "gan", tmp_path / "student")
+    assert result["steps"] == 6 and result["real_images_seen_by_student"] == 0
 
 
 @pytest.mark.slow

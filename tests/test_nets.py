@@ -43,3 +43,21 @@ def test_conditional_gan_shapes(channels, size):
     assert images.min() >= 0 and images.max() <= 1
     logit, phi = disc(images, labels)
     assert logit.shape == (4,) and phi.shape == (4, 16)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_normalised_generator_output_has_the_data_statistics_and_sigmoid_adds_no_state(arch):
+    from gandistill.nets import build_gan
+
+    mean, std = [0.1307], [0.3081]
+    g, _ = build_gan(arch, 16, 10, 1, (28, 28), 8, 8, hidden=32, output="normalised", mean=mean, std=std)
+    x, _ = g.sample(256)
+    assert x.shape == (256, 1, 28, 28)
+    assert float(x.mean()) == pytest.approx(mean[0], abs=1e-3)  # BatchNorm (train mode) then × std + mean
+    assert float(x.std()) == pytest.approx(std[0], rel=1e-2)
+    plain, _ = build_gan(arch, 16, 10, 1, (28, 28), 8, 8, hidden=32)
+    pixels, _ = plain.sample(64)
+    assert 0.0 <= float(pixels.min()) and float(pixels.max()) <= 1.0
+    assert not any("to_pixels" in k for k in plain.state_dict())  # saved GANs load unchanged
+    with pytest.raises(ValueError, match="sigmoid or normalised"):
+        build_gan(arch, 16, 10, 1, (28, 28), 8, 8, hidden=32, output="tanh")

@@ -13,6 +13,7 @@ feature vector — is also what the feature-matching term L_FM compares.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,9 +37,39 @@ class ConditionalBatchNorm2d(nn.Module):
         return out * self.gamma(y)[:, :, None, None] + self.beta(y)[:, :, None, None]
 
 
+class PixelOutput(nn.Module):
+    """The generator's last layer → pixels.
+
+    sigmoid: [0, 1] pixels, for a GAN trained on real images.
+    normalised: tanh, then BatchNorm without affine parameters, mapped back through the data's
+    mean/std — DFAD's generator output (Fang et al. 2019). Every batch then reaches the
+    classifiers (which normalise their inputs) with zero mean and unit variance per channel,
+    so a generator trained against the student cannot inflate the discrepancy by saturating
+    pixels; it has to move where the classifiers disagree.
+    """
+
+    def __init__(self, channels: int, mode: str = "sigmoid", mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
+        super().__init__()
+        if mode not in ("sigmoid", "normalised"):
+            raise ValueError(f"generator output must be sigmoid or normalised, got {mode!r}")
+        self.mode = mode
+        if mode == "normalised":  # sigmoid mode adds no state: saved generators load unchanged
+            self.bn = nn.BatchNorm2d(channels, affine=False)
+            shape = (1, channels, 1, 1)
+            self.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(shape))
+            self.register_buffer("std", torch.tensor(std or [1.0] * channels).view(shape))
+
+    def forward(self, pre_activation: torch.Tensor) -> torch.Tensor:
+        if self.mode == "sigmoid":
+            return torch.sigmoid(pre_activation)
+        return self.bn(torch.tanh(pre_activation)) * self.std + self.mean
+
+
 class ConditionalGenerator(nn.Module):
     def __init__(self, nz: int, num_classes: int, out_channels: int, image_size: tuple[int, int],
-                 ngf: int = 32):
+                 ngf: int = 32, output: str = "sigmoid", mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
         super().__init__()
         self.nz, self.num_classes, self.image_size = nz, num_classes, image_size
         h, w = image_size
@@ -55,6 +86,7 @@ class ConditionalGenerator(nn.Module):
         self.conv2 = nn.ConvTranspose2d(ngf, max(8, ngf // 2), 4, 2, 1)
         self.bn2 = ConditionalBatchNorm2d(max(8, ngf // 2), num_classes)
         self.out = nn.Conv2d(max(8, ngf // 2), out_channels, 3, padding=1)
+        self.to_pixels = PixelOutput(out_channels, output, mean, std)
         self.ngf = ngf
         self.out_channels = out_channels
 
@@ -63,7 +95,7 @@ class ConditionalGenerator(nn.Module):
         h = F.relu(self.bn0(h, y))
         h = F.relu(self.bn1(self.conv1(h), y))
         h = F.relu(self.bn2(self.conv2(h), y))
-        img = torch.sigmoid(self.out(h))
+        img = self.to_pixels(self.out(h))
         if img.shape[-2:] != torch.Size(self.image_size):
             img = F.interpolate(img, size=self.image_size, mode="bilinear", align_corners=False)
         return img
@@ -120,7 +152,8 @@ class MLPGenerator(nn.Module):
     (Mirza & Osindero, 2014, §4.1). On CPU a matmul-only GAN step is 2.5–5.7× cheaper than
     small convolutions, so it affords many more GAN steps for small grey images."""
 
-    def __init__(self, nz: int, num_classes: int, out_channels: int, image_size: tuple[int, int], ngf: int = 256):
+    def __init__(self, nz: int, num_classes: int, out_channels: int, image_size: tuple[int, int], ngf: int = 256,
+                 output: str = "sigmoid", mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         super().__init__()
         self.nz, self.num_classes, self.image_size, self.ngf = nz, num_classes, image_size, ngf
         self.out_channels = out_channels
@@ -130,11 +163,12 @@ class MLPGenerator(nn.Module):
         self.fc2 = nn.Linear(ngf, ngf * 2)
         self.bn2 = nn.BatchNorm1d(ngf * 2)
         self.fc3 = nn.Linear(ngf * 2, out_channels * image_size[0] * image_size[1])
+        self.to_pixels = PixelOutput(out_channels, output, mean, std)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.bn1(self.fc1(torch.cat([z, self.embed(y)], dim=1))))
         h = F.relu(self.bn2(self.fc2(h)))
-        return torch.sigmoid(self.fc3(h)).view(-1, self.out_channels, *self.image_size)
+        return self.to_pixels(self.fc3(h).view(-1, self.out_channels, *self.image_size))
 
     sample = ConditionalGenerator.sample
 
@@ -168,10 +202,12 @@ def resolve_gan_arch(arch: str, channels: int, image_size: tuple[int, int]) -> s
 
 
 def build_gan(arch: str, nz: int, num_classes: int, channels: int, image_size: tuple[int, int], ngf: int, ndf: int,
-              use_spectral_norm: bool = True, hidden: int = 256) -> tuple[nn.Module, nn.Module]:
-    """(generator, discriminator) by architecture name: "conv", "mlp" or "auto"."""
+              use_spectral_norm: bool = True, hidden: int = 256, output: str = "sigmoid",
+              mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> tuple[nn.Module, nn.Module]:
+    """(generator, discriminator) by architecture name: "conv", "mlp" or "auto"; `output` as in
+    `PixelOutput` (mean/std: the data's, for "normalised")."""
     if resolve_gan_arch(arch, channels, image_size) == "mlp":
-        return (MLPGenerator(nz, num_classes, channels, image_size, hidden),
+        return (MLPGenerator(nz, num_classes, channels, image_size, hidden, output, mean, std),
                 MLPDiscriminator(num_classes, channels, image_size, hidden, use_spectral_norm))
-    return (ConditionalGenerator(nz, num_classes, channels, image_size, ngf),
+    return (ConditionalGenerator(nz, num_classes, channels, image_size, ngf, output, mean, std),
             ConditionalDiscriminator(num_classes, channels, image_size, ndf, use_spectral_norm))

@@ -101,12 +101,35 @@ class Context:
     @torch.no_grad()
     def generated_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.generator is not None
-        x, y = self.generator.sample(n, self.device)
+        n_hard = round(n * self.params.distill.hard_fraction)
+        x, y = self.generator.sample(n + n_hard, self.device)
+        if n_hard:
+            x, y = self._keep_hardest(x, y, n, n_hard)
         if self.params.distill.augment:
             x = random_affine(x)
         if self.params.distill.mixup > 0:
             x = _mixup(x, self.params.distill.mixup)
         return x, y
+
+    def _keep_hardest(self, x: torch.Tensor, y: torch.Tensor, n: int, n_hard: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hard-sample mining on the GAN's manifold: of n + n_hard candidates keep the n_hard
+        the student gets most wrong (per-sample T²·KL to the teacher) plus n − n_hard of the
+        rest at random. Easy samples the student already matches teach it little; keeping a
+        random share stops the batch from becoming all ambiguous, off-manifold samples."""
+        was_training = self.student.training
+        self.student.eval()  # scoring must not move BatchNorm statistics
+        with self.runtime.autocast():
+            gap = losses.kd_kl_per_sample(self.student(x), self.teacher(x), self.params.distill.temperature)
+        self.student.train(was_training)
+        keep = hard_sample_indices(gap, n, n_hard)
+        return x[keep], y[keep]
+
+
+def hard_sample_indices(gap: torch.Tensor, n: int, n_hard: int) -> torch.Tensor:
+    """Indices of the n_hard largest gaps plus n − n_hard others drawn at random."""
+    order = gap.float().argsort(descending=True)
+    rest = order[n_hard:]
+    return torch.cat([order[:n_hard], rest[torch.randperm(len(rest), device=rest.device)[: n - n_hard]]])
 
 
 def _mixup(x: torch.Tensor, probability: float) -> torch.Tensor:
@@ -269,10 +292,13 @@ def _adversarial(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]
 
 
 def _new_free_generator(ctx: Context) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
+    """A generator trained inside this stage, never on data, with DFAD's normalised output."""
     dp = ctx.params.distill
     gp = ctx.params.gan
-    generator, _ = build_gan(gp.arch, gp.nz, ctx.meta.num_classes, ctx.meta.channels,
-                             (ctx.meta.height, ctx.meta.width), gp.ngf, gp.ndf, hidden=gp.hidden)
+    meta = ctx.meta
+    width = dp.generator_width
+    generator, _ = build_gan(dp.generator_arch, gp.nz, meta.num_classes, meta.channels, (meta.height, meta.width),
+                             width, width, hidden=width, output="normalised", mean=meta.mean, std=meta.std)
     generator = generator.to(ctx.device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=dp.generator_lr, betas=(0.5, 0.999))
     # Matched schedules: the generator's lr decays with the student's, or it out-runs a
@@ -293,42 +319,62 @@ def _step_generator(optimizer: torch.optim.Optimizer, scheduler: Any, loss: torc
     scheduler.step()
 
 
-def _data_free(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
-    """DFAD (Fang et al. 2019) with the fixes data-free training needs on a small budget:
-    a class-conditional generator with teacher CE on the conditioning label and an
-    information-entropy term (explicit class balance), several student steps per generator
-    step on the same generated batch (sample reuse), and schedules that decay together."""
+GeneratorLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+StudentLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _with_free_generator(ctx: Context, addons: AddOns, generator_loss: GeneratorLoss,
+                         student_loss: StudentLoss) -> Callable[[int], dict[str, Any]]:
+    """The data-free schedule shared by data_free and dafl: every
+    `student_steps_per_generator_step` steps the in-stage generator takes one step on
+    generator_loss(G(z, y), y); the student takes one step on student_loss(s, t) at every
+    step, each on a fresh generated batch (as DFAD and DAFL do)."""
     dp = ctx.params.distill
     generator, opt_g, sched_g = _new_free_generator(ctx)
-    k_steps = dp.student_steps_per_generator_step
-    cache: dict[str, torch.Tensor] = {}
 
     def step(i: int) -> dict[str, Any]:
         terms: dict[str, Any] = {}
-        if i % k_steps == 0:  # generator step: maximise the teacher–student discrepancy
+        if i % dp.student_steps_per_generator_step == 0:
             generator.train()
+            ctx.student.eval()  # a BatchNorm student: the generator's probe must not move its statistics
             x, y = generator.sample(dp.batch_size, ctx.device)
             with ctx.runtime.autocast():
-                t = ctx.teacher(x)
-                s = ctx.student(x)
-                discrepancy = losses.logit_l1(s, t)
-                balance = losses.information_entropy(t)
-                guide = losses.teacher_guidance(t, y)
-                loss_g = -discrepancy + dp.balance_weight * (balance + guide)
+                loss_g, g_terms = generator_loss(x, y)
             _step_generator(opt_g, sched_g, loss_g)
-            cache["x"] = x.detach()
-            terms |= {"loss_g": loss_g.detach(), "g_discrepancy": discrepancy.detach(), "g_guide": guide.detach()}
-        x = cache["x"]
+            ctx.student.train()
+            terms |= {"loss_g": loss_g.detach(), **{k: v.detach() for k, v in g_terms.items()}}
+        with torch.no_grad():
+            x, _ = generator.sample(dp.batch_size, ctx.device)
         if dp.augment:
             x = random_affine(x)
         with ctx.runtime.autocast():
             s, t, extra = _forward_pair(ctx, addons, x)
-            l1 = losses.logit_l1(s, t)
-            loss = l1 + sum(extra.values(), torch.zeros(()))
+            distill_loss = student_loss(s, t)
+            loss = distill_loss + sum(extra.values(), torch.zeros(()))
         _optimise(ctx, loss)
-        return terms | {"loss": loss.detach(), "l1": l1.detach()}
+        return terms | {"loss": loss.detach(), "distill_loss": distill_loss.detach()}
 
     return step
+
+
+def _data_free(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+    """DFAD (Fang et al. 2019): the generator maximises the teacher–student L1 logit gap, the
+    student minimises it. Added: DAFL's information-entropy term γ·L_ie (class balance of the
+    teacher's mean prediction) — without it the generator drifts onto a few classes and the
+    student stays near 20–35% (bench/README.md) — and optional teacher CE on the conditioning
+    label (`generator_guidance_weight`)."""
+    dp = ctx.params.distill
+
+    def generator_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        t = ctx.teacher(x)
+        discrepancy = losses.logit_l1(ctx.student(x), t)
+        balance = losses.information_entropy(t)
+        loss = -discrepancy + dp.balance_weight * balance
+        if dp.generator_guidance_weight:
+            loss = loss + dp.generator_guidance_weight * losses.teacher_guidance(t, y)
+        return loss, {"g_discrepancy": discrepancy, "g_balance": balance}
+
+    return _with_free_generator(ctx, addons, generator_loss, losses.logit_l1)
 
 
 def _dafl(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
@@ -336,33 +382,16 @@ def _dafl(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     L_G = L_oh + β·L_a + γ·L_ie (eq. 5; β = 0.1, γ = 5 in the paper), the student by KD on
     G's samples; the two alternate."""
     dp = ctx.params.distill
-    generator, opt_g, sched_g = _new_free_generator(ctx)
-    k_steps = dp.student_steps_per_generator_step
-    cache: dict[str, torch.Tensor] = {}
 
-    def step(i: int) -> dict[str, Any]:
-        terms: dict[str, Any] = {}
-        if i % k_steps == 0:
-            generator.train()
-            x, _ = generator.sample(dp.batch_size, ctx.device)
-            with ctx.runtime.autocast():
-                t_logits, t_feats = ctx.teacher.forward_features(x)
-                loss_g = (losses.dafl_onehot(t_logits) + dp.dafl_activation_weight * losses.dafl_activation(t_feats[-1])
-                          + dp.balance_weight * losses.information_entropy(t_logits))
-            _step_generator(opt_g, sched_g, loss_g)
-            cache["x"] = x.detach()
-            terms["loss_g"] = loss_g.detach()
-        x = cache["x"]
-        if dp.augment:
-            x = random_affine(x)
-        with ctx.runtime.autocast():
-            s, t, extra = _forward_pair(ctx, addons, x)
-            kd = losses.kd_kl(s, t, dp.temperature)
-            loss = kd + sum(extra.values(), torch.zeros(()))
-        _optimise(ctx, loss)
-        return terms | {"loss": loss.detach(), "kd": kd.detach()}
+    def generator_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        t_logits, t_feats = ctx.teacher.forward_features(x)
+        onehot, activation = losses.dafl_onehot(t_logits), losses.dafl_activation(t_feats[-1])
+        balance = losses.information_entropy(t_logits)
+        loss = onehot + dp.dafl_activation_weight * activation + dp.balance_weight * balance
+        return loss, {"g_onehot": onehot, "g_activation": activation, "g_balance": balance}
 
-    return step
+    return _with_free_generator(ctx, addons, generator_loss,
+                                lambda s, t: losses.kd_kl(s, t, dp.temperature))
 
 
 METHODS: dict[str, StepFactory] = {
