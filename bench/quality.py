@@ -6,13 +6,14 @@
 Runs the library stages directly (no kfp/MLflow overhead: the pipeline adds a constant per
 stage), caches each seed's dataset, teacher and GAN under bench/work/ so parts can run
 separately, and merges results into bench/results/quality.json and quality.md. Accuracy is
-the student's test accuracy at the step selected on validation (or on synthetic agreement
-for data-free methods) — never best-on-test.
+the student's test accuracy at the step selected on validation (data-free methods: the
+final student, as they have no data to select on) — never best-on-test.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -94,22 +95,39 @@ def write_tables(data: dict[str, Any]) -> None:
             "teacher_acc": statistics.mean(r["teacher_acc"] for r in runs.values()),
             "agreement": statistics.mean(r["agreement"] for r in runs.values()),
             "wall_s": statistics.median(r["wall_s"] for r in runs.values()),
+            "settings": sorted({o for r in runs.values() for o in r.get("command", "").split(" --set ")[1:]}),
         }
     (RESULTS / "quality.json").write_text(json.dumps(summary | {"_runs": data["runs"], "_meta": data["meta"]},
                                                      indent=2))
     lines = ["# Quality benchmark", "", f"Command: `{data['meta']['command']}` (parts merged; see quality.json "
              "`_runs` for every seed)", f"Machine: {data['meta']['machine']}", f"Updated: {data['meta']['date']}",
-             "", "Student: test accuracy at the val-selected step (data-free: synthetic-agreement-selected), "
+             "", "Student: test accuracy at the val-selected step (data-free: the final student), "
              "mean ± std over seeds. wall_s: median seconds of teacher + GAN + distill stages.", "",
+             "Settings: params.yaml at the run's commit plus the overrides shown (exact command per run in "
+             "quality.json).", "",
              "| method | test acc (mean ± std) | seeds | real images seen by student | teacher acc | agreement | "
-             "wall s |", "|---|---|---|---|---|---|---|"]
+             "wall s | overrides |", "|---|---|---|---|---|---|---|---|"]
     for method in ALL_METHODS:
         if method in summary:
             s = summary[method]
             lines.append(f"| {method} | {100 * s['acc_mean']:.2f} ± {100 * s['acc_std']:.2f}% | {len(s['accs'])} | "
                          f"{s['real_images_seen_by_student']:,} | {100 * s['teacher_acc']:.2f}% | "
-                         f"{100 * s['agreement']:.2f}% | {s['wall_s']:.0f} |")
+                         f"{100 * s['agreement']:.2f}% | {s['wall_s']:.0f} | {' '.join(s['settings']) or '—'} |")
     (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
+
+
+def merge_result(method: str, seed: int, result: dict[str, Any]) -> None:
+    """Add one run to quality.json under a file lock: parts may run in parallel processes."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / ".quality.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results_file = RESULTS / "quality.json"
+        previous = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        data = {"runs": previous.get("_runs", {}), "meta": {
+            "command": "python -m bench.quality --methods <m> --seeds <s> [--set key=value] (per run: `command`)",
+            "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}}
+        data["runs"].setdefault(method, {})[str(seed)] = result
+        write_tables(data)
 
 
 def main() -> None:
@@ -121,20 +139,15 @@ def main() -> None:
     args = parser.parse_args()
     methods = ALL_METHODS if args.methods == ["all"] else args.methods
     os.environ.setdefault("GANDISTILL_CHECKPOINT_ROOT", str(Path(args.work) / "checkpoints"))
-    results_file = RESULTS / "quality.json"
-    previous = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    data = {"runs": previous.get("_runs", {}), "meta": previous.get("_meta", {})}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     for seed in args.seeds:
         for method in methods:
             started = time.time()
             result = run_method(method, seed, Path(args.work), args.overrides)
             result["git_commit"] = commit
-            data["runs"].setdefault(method, {})[str(seed)] = result
-            data["meta"] = {"command": "python -m bench.quality --methods <m> --seeds <s>" +
-                            "".join(f" --set {o}" for o in args.overrides),
-                            "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-            write_tables(data)
+            result["command"] = (f"python -m bench.quality --methods {method} --seeds {seed}" +
+                                 "".join(f" --set {o}" for o in args.overrides))
+            merge_result(method, seed, result)
             print(f"[bench] {method} seed {seed}: test acc {100 * result['acc']:.2f}% "
                   f"({time.time() - started:.0f} s)", flush=True)
 

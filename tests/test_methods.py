@@ -35,7 +35,7 @@ def test_every_method_runs_through_the_one_distill_stage(world, method, tmp_path
     assert 0.0 <= result["test_acc"] <= 1.0 and (tmp_path / "student" / "model.pt").is_file()
     no_real = method in ("gan", "data_free", "dafl")
     assert (result["real_images_seen_by_student"] == 0) == no_real
-    assert result["selected_on"] == ("synthetic_agreement" if method in ("data_free", "dafl") else "val_acc")
+    assert result["selected_on"] == ("final" if method in ("data_free", "dafl") else "val_acc")
 
 
 def test_hard_sample_mining_keeps_the_hardest_and_fills_the_rest_at_random():

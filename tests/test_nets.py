@@ -57,7 +57,7 @@ def test_normalised_generator_output_has_the_data_statistics_and_sigmoid_adds_no
     assert float(x.std()) == pytest.approx(std[0], rel=1e-2)
     plain, _ = build_gan(arch, 16, 10, 1, (28, 28), 8, 8, hidden=32)
     pixels, _ = plain.sample(64)
-    assert 0.0 <= float(pixels.min()) and float(pixels.max()) <= 1.0
+    assert float(pixels.min()) >= 0.0 and float(pixels.max()) <= 1.0
     assert not any("to_pixels" in k for k in plain.state_dict())  # saved GANs load unchanged
     with pytest.raises(ValueError, match="sigmoid or normalised"):
         build_gan(arch, 16, 10, 1, (28, 28), 8, 8, hidden=32, output="tanh")

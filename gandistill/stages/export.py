@@ -160,7 +160,7 @@ def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], st
         f"Settings: temperature {dp.temperature}, α {dp.alpha}, {dp.steps} steps, batch {dp.batch_size}, "
         f"lr {dp.lr}" + (f"; GAN nz {gp.nz}, ngf {gp.ngf}, {gp.steps} steps" if method in ("gan", "gan_real")
                          else "") + ".",
-        "Model selection used the validation split (or synthetic agreement for data-free methods); the test "
+        "Model selection used the validation split (data-free methods: none, the final student); the test "
         "figures below are reported once, by the evaluate stage.", "",
         f"## Metrics (test split, {m('test_samples', 'int')} images)",
         "| model | test accuracy | 95 % CI |", "|---|---|---|",
