@@ -168,3 +168,21 @@ def test_sigkill_mid_training_then_rerun_gives_identical_weights(tiny_dataset, t
     assert ref.keys() == resumed.keys()
     for key in ref:
         assert torch.equal(ref[key], resumed[key]), key
+
+
+def test_ema_warms_up_then_averages_with_the_configured_decay():
+    from gandistill.loop import EMA
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = EMA(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # first update: decay min(0.999, 2/11)
+    assert float(ema.shadow.weight) == pytest.approx(1 - 2 / 11)
+    ema.resume_at(10_000)  # far past warm-up: the configured decay rules
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    before = float(ema.shadow.weight)
+    ema.update(model)
+    assert float(ema.shadow.weight) == pytest.approx(before + (2.0 - before) * 0.001)

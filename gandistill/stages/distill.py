@@ -499,7 +499,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     test_acc = accuracy(predict_logits(student, test_x), test_y)
     n_train = meta.counts.get("train", 0)
     result = {
-        "method": dp.method, "arch": dp.student_arch, "steps": outcome.steps, "best_step": outcome.best_step,
+        "method": dp.method, "arch": dp.student_arch, "steps": outcome.steps,
+        "best_step": outcome.steps if select_key == "final" else outcome.best_step,
         "selected_on": select_key, "selected_value": outcome.best_value, "retries": outcome.retries,
         "resumed_from": outcome.resumed_from, "val_acc": val_acc, "test_acc": test_acc,
         "params": count_parameters(student),
