@@ -99,10 +99,13 @@ def write_tables(data: dict[str, Any]) -> None:
         }
     (RESULTS / "quality.json").write_text(json.dumps(summary | {"_runs": data["runs"], "_meta": data["meta"]},
                                                      indent=2))
-    lines = ["# Quality benchmark", "", f"Command: `{data['meta']['command']}` (parts merged; see quality.json "
-             "`_runs` for every seed)", f"Machine: {data['meta']['machine']}", f"Updated: {data['meta']['date']}",
+    lines = ["# Quality benchmark", "", f"Command: `{data['meta']['command']}` (parts merged; the exact "
+             "command of every run is in quality.json `_runs`)", f"Machine: {data['meta']['machine']}",
+             f"Updated: {data['meta']['date']}",
              "", "Student: test accuracy at the val-selected step (data-free: the final student), "
-             "mean ± std over seeds. wall_s: median seconds of teacher + GAN + distill stages.", "",
+             "mean ± std over seeds. wall_s: median seconds of teacher + GAN + distill stages as run — parts "
+             "that ran at the same time shared the cores (1 thread each), so these are upper bounds; "
+             "speed lives in speed.md.", "",
              "Settings: params.yaml at the run's commit plus the overrides shown (exact command per run in "
              "quality.json).", "",
              "| method | test acc (mean ± std) | seeds | real images seen by student | teacher acc | agreement | "
@@ -124,7 +127,7 @@ def merge_result(method: str, seed: int, result: dict[str, Any]) -> None:
         results_file = RESULTS / "quality.json"
         previous = json.loads(results_file.read_text()) if results_file.is_file() else {}
         data = {"runs": previous.get("_runs", {}), "meta": {
-            "command": "python -m bench.quality --methods <m> --seeds <s> [--set key=value] (per run: `command`)",
+            "command": "python -m bench.quality --methods <m> --seeds <s> [--set key=value]",
             "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}}
         data["runs"].setdefault(method, {})[str(seed)] = result
         write_tables(data)
