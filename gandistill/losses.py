@@ -21,9 +21,7 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
     L_KD = T² · KL(p^T ‖ p^S) = T² · Σ_k p^T_k (log p^T_k − log p^S_k),  p = softmax(logits / T).
     The T² factor keeps gradient magnitudes comparable across temperatures (§2).
     """
-    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
-    return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * temperature**2
+    return kd_kl_per_sample(student_logits, teacher_logits, temperature).mean()
 
 
 def kd_kl_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
