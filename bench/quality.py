@@ -25,15 +25,15 @@ from typing import Any
 
 import torch
 
+from gandistill import methods
 from gandistill.config import load_params
 from gandistill.data.dataset import load_split, to_tensors
 from gandistill.stages import distill, prepare_data, train_gan, train_teacher
 from gandistill.stages.common import fingerprint, load_classifier, params_sections, predict_logits, read_result
-from gandistill.stages.distill import GENERATOR_METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-ALL_METHODS = ["teacher", "scratch", "kd", "gan", "gan_real", "data_free", "dafl", "adversarial"]
+ALL_METHODS = ["teacher", *methods.METHOD_NAMES]
 
 
 def _cached(folder: Path, build) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def run_method(method: str, seed: int, work: Path, overrides: list[str]) -> dict
                 "real_images_seen_by_student": n_train, "wall_s": teacher["wall_s"]}
     gan_wall = 0.0
     generator_dir = None
-    if method in GENERATOR_METHODS:
+    if methods.get(method).needs_trained_gan:
         gan_fp = fingerprint(params_sections(params, "gan", "teacher", "data"))[:8]
         generator_dir = work / f"generator-seed{seed}-{gan_fp}"  # not gan-seed*: that is the gan student
         gan = _cached(generator_dir, lambda: train_gan.run(params, data_dir, teacher_dir, generator_dir))

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from gandistill_components.distill import distill
+from gandistill_components.evaluate import evaluate
+from gandistill_components.export import export
+from gandistill_components.prepare_data import prepare_data
+from gandistill_components.promote import promote, promote_gate
+from gandistill_components.train_gan import train_gan
+from gandistill_components.train_teacher import train_teacher
 from kfp import dsl
-
-from components.distill import distill
-from components.evaluate import evaluate
-from components.export import export
-from components.prepare_data import prepare_data
-from components.promote import promote, promote_gate
-from components.train_gan import train_gan
-from components.train_teacher import train_teacher
 
 FUNCTIONS = {
     "prepare_data": prepare_data,

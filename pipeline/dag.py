@@ -14,20 +14,20 @@ params.yaml at compile time), so a wrong value fails in the first task on a clus
 from collections.abc import Callable
 from typing import Any
 
+import gandistill_components
+from gandistill_pipeline import kubernetes
 from kfp import dsl
 
-import components
+from gandistill import methods
 from gandistill.config import Params
-from gandistill.stages.distill import GENERATOR_METHODS
-from pipeline import kubernetes
 
 PIPELINE_NAME = "gandistill"
 
 
 def build_pipeline(params: Params) -> Callable[..., Any]:
-    comps = components.build(params.pipeline.image)
+    comps = gandistill_components.build(params.pipeline.image)
     method = params.distill.method
-    needs_gan = method in GENERATOR_METHODS
+    needs_gan = methods.get(method).needs_trained_gan
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Teacher → conditional GAN → distilled student → evaluate → export → promote")

@@ -139,9 +139,8 @@ def write_summary(summary: dict[str, Any], runs_root: Path, name: str) -> Path:
 
 def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | None = None) -> dict[str, Any]:
     """Execute the whole DAG with kfp.local; returns the summary (also written to disk)."""
+    from gandistill_pipeline.dag import build_pipeline
     from kfp import local
-
-    from pipeline.dag import build_pipeline
 
     run_name = check_run_name(run_name or time.strftime("run-%Y%m%d-%H%M%S"))
     runs_root = Path(runs_root).resolve()

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from gandistill_pipeline.dag import PIPELINE_NAME, compile_pipeline
 
 from gandistill.config import Params
 from gandistill.errors import ConfigError, GandistillError, ServiceError
-from pipeline.dag import PIPELINE_NAME, compile_pipeline
 
 CRON_FIELDS = ("second", "minute", "hour", "day-of-month", "month", "day-of-week")
 _CRON_FIELD_RE = re.compile(r"^[0-9A-Za-z*?/,\-LW#]+$")

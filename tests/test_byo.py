@@ -264,7 +264,7 @@ def test_non_gandistill_forward_features_is_hidden(tmp_path: Path, rgb_data: Pat
 def _run_cli(tmp_path: Path, *overrides: str) -> dict:
     env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
                         "GANDISTILL_CHECKPOINT_ROOT": str(tmp_path / "checkpoints")}
-    args = [sys.executable, "-m", "gandistill.cli", "run", "--local", "--profile", "smoke",
+    args = [sys.executable, "-m", "gandistill", "run", "--local", "--profile", "smoke",
             "--runs-dir", str(tmp_path / "runs"), "--run-name", "byo"]
     for item in overrides:
         args += ["--set", item]

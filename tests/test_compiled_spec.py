@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
+from gandistill_pipeline.dag import compile_pipeline
 
 from gandistill.config import load_params
-from pipeline.dag import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "registry.example/gandistill:1.2.3-cuda"

@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+from gandistill_components.distill import distill
+from gandistill_components.prepare_data import prepare_data
+from gandistill_components.train_gan import train_gan
+from gandistill_components.train_teacher import train_teacher
 from kfp import dsl
 
-from components.distill import distill
-from components.prepare_data import prepare_data
-from components.train_gan import train_gan
-from components.train_teacher import train_teacher
 from gandistill.config import Params
 
 try:

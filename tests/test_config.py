@@ -65,8 +65,62 @@ def test_components_revalidate_params_json():
 
 
 def test_cli_exits_2_before_any_stage_runs(repo_root, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "gandistill.cli", "run", "--local", "--runs-dir", str(tmp_path),
+    result = subprocess.run([sys.executable, "-m", "gandistill", "run", "--local", "--runs-dir", str(tmp_path),
                              "--set", "teacher.epochz=3"], cwd=repo_root, capture_output=True, text=True)
     assert result.returncode == 2
     assert "did you mean 'teacher.epochs'" in result.stderr
     assert not (tmp_path / "kfp").exists()  # nothing ran, nothing written
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out: list[str] = []
+    for key in keys:
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: schema {va!r} vs params.yaml {vb!r}")
+    return out
+
+
+def test_params_yaml_equals_the_schema_defaults(repo_root):
+    """One source of truth: the shipped params.yaml holds exactly the built-in defaults, so a
+    partial params file (or none) runs with the same settings as `make run`."""
+    drift = _differences(Params().model_dump(), load_params(repo_root / "params.yaml").model_dump())
+    assert not drift, "params.yaml and gandistill/config.py disagree:\n" + "\n".join(drift)
+
+
+def test_a_partial_params_file_layers_over_the_defaults(tmp_path):
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("distill:\n  steps: 123\n")
+    params = load_params(partial)
+    assert params.distill.steps == 123
+    expected = Params().model_dump()
+    expected["distill"]["steps"] = 123
+    assert params.model_dump() == expected  # EMA, hard mining, … all as in a default run
+
+
+def test_params_command_prints_what_run_would_use(repo_root, tmp_path):
+    import yaml
+
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("gan:\n  steps: 77\n")
+    result = subprocess.run([sys.executable, "-m", "gandistill", "params", "--params", str(partial), "--profile",
+                             "smoke", "--set", "distill.lr=0.01"], cwd=repo_root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed == load_params(partial, ["distill.lr=0.01"], "smoke").model_dump()
+    assert printed["gan"]["steps"] == 30 and printed["distill"]["lr"] == 0.01  # profile beats file, --set beats both
+
+
+def test_setting_a_profile_key_says_how_profiles_work(repo_root):
+    with pytest.raises(ConfigError, match="profiles are chosen with --profile NAME"):
+        load_params(repo_root / "params.yaml", ["profiles.smoke.distill.eval_every=5"])
+
+
+def test_a_params_file_can_add_its_own_profile(tmp_path):
+    file = tmp_path / "p.yaml"
+    file.write_text("profiles:\n  quick:\n    distill.steps: 9\n")
+    assert load_params(file, profile="quick").distill.steps == 9
+    assert load_params(file, profile="smoke").distill.steps == 40  # built-in profiles still there

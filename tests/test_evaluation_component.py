@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from gandistill_components.evaluate import evaluate
+from gandistill_components.export import export
+from gandistill_components.promote import promote_gate
 from kfp import dsl
-
-from components.evaluate import evaluate
-from components.export import export
-from components.promote import promote_gate
 
 try:
     from test_evaluation_world import fast_params, make_world

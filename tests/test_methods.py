@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gandistill.methods import METHODS
 from gandistill.stages import distill, prepare_data, train_gan, train_teacher
-from gandistill.stages.distill import METHODS, hard_sample_indices
+from gandistill.stages.distill import hard_sample_indices
 
 try:
     from conftest import smoke_params

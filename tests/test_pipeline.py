@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from gandistill_pipeline.dag import compile_pipeline
 
 from gandistill.config import load_params
-from pipeline.dag import compile_pipeline
 
 STAGES = ["prepare-data", "train-teacher", "train-gan", "distill", "evaluate", "export", "promote"]
 
@@ -54,7 +54,7 @@ def test_run_local_smoke_end_to_end(repo_root, tmp_path, mnist_dir):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
            "GANDISTILL_CHECKPOINT_ROOT": str(runs / "checkpoints")}
     result = subprocess.run(
-        [sys.executable, "-m", "gandistill.cli", "run", "--local", "--profile", "smoke", "--runs-dir", str(runs),
+        [sys.executable, "-m", "gandistill", "run", "--local", "--profile", "smoke", "--runs-dir", str(runs),
          "--set", f"data.path={mnist_dir}", "--run-name", "e2e"],
         cwd=repo_root, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

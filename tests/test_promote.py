@@ -76,8 +76,11 @@ def evaluation(root, name: str, student: float, teacher: float = 1.0):
 
 
 def params_for(model_name: str, **promote_overrides) -> Params:
+    """The gate thresholds these tests reason about, stated here rather than taken from the
+    (changeable) defaults."""
     params = fast_params()
-    params.promote = params.promote.model_copy(update={"model_name": model_name, **promote_overrides})
+    gate = {"min_accuracy": 0.9, "max_drop_vs_teacher": 0.05, "champion_epsilon": 0.002}
+    params.promote = params.promote.model_copy(update={"model_name": model_name, **gate, **promote_overrides})
     return params
 
 

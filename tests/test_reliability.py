@@ -95,7 +95,7 @@ def rejecting_server(seen: list[str]) -> Iterator[str]:
 
 def test_unreachable_mlflow_fails_run_start_fast_with_one_clear_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_http_retries: None) -> None:
-    from pipeline.local import run_local
+    from gandistill_pipeline.local import run_local
 
     uri = f"http://127.0.0.1:{_free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -174,7 +174,7 @@ def _refused(*args: object, **kwargs: object) -> None:
 
 @pytest.mark.parametrize("name", ["../../etc/x", "/etc/x", "a/b", "..", ".hidden", "latest", "x" * 200, ""])
 def test_run_names_that_would_escape_the_runs_dir_are_refused(name: str, tmp_path: Path) -> None:
-    from pipeline.local import check_run_name, run_local, write_summary
+    from gandistill_pipeline.local import check_run_name, run_local, write_summary
 
     with pytest.raises(ConfigError, match="--run-name"):
         check_run_name(name)
@@ -188,7 +188,7 @@ def test_run_names_that_would_escape_the_runs_dir_are_refused(name: str, tmp_pat
 
 def test_cli_refuses_a_traversing_run_name_with_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from gandistill import cli
+    from gandistill_pipeline import cli
 
     monkeypatch.chdir(tmp_path)
     code = cli.main(["run", "--local", "--params", str(ROOT / "params.yaml"), "--runs-dir", "runs",
@@ -198,7 +198,7 @@ def test_cli_refuses_a_traversing_run_name_with_exit_2(tmp_path: Path, monkeypat
 
 
 def test_good_run_names_pass() -> None:
-    from pipeline.local import check_run_name
+    from gandistill_pipeline.local import check_run_name
 
     for name in ("e2e", "it-1a2b3c4d", "run-20260101-120000", "v1.2_final"):
         assert check_run_name(name) == name
@@ -215,8 +215,8 @@ def test_model_names_cannot_become_paths(name: str) -> None:
 def test_secrets_never_reach_logs_params_tags_or_summary(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_dir: Path, capfd: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:
-    from components.prepare_data import prepare_data
-    from pipeline.local import build_summary, write_summary
+    from gandistill_components.prepare_data import prepare_data
+    from gandistill_pipeline.local import build_summary, write_summary
 
     for key, value in SENTINELS.items():
         monkeypatch.setenv(key, value)

@@ -20,10 +20,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
+from gandistill_pipeline.submit import resolve_data_rev, submit, validate_cron
 
 from gandistill.config import load_params
 from gandistill.errors import ConfigError, ServiceError
-from pipeline.submit import resolve_data_rev, submit, validate_cron
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gandistill import losses
+from gandistill import losses, methods
 from gandistill.augment import random_affine
-from gandistill.config import REAL_DATA_METHODS, Params
+from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
 from gandistill.errors import ConfigError
 from gandistill.loop import TrainingLoop, warmup_cosine
@@ -61,9 +61,6 @@ from gandistill.stages.common import (
 from gandistill.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
-
-GENERATOR_METHODS = {"gan", "gan_real"}  # need the trained cGAN from train_gan
-DATA_FREE = {"data_free", "dafl"}  # no real data anywhere, model selection included
 
 
 @dataclass
@@ -154,8 +151,8 @@ class AddOns(nn.Module):
         needs_features = [k for k, v in (("distill.hint_weight", dp.hint_weight),
                                          ("distill.rkd_distance_weight", dp.rkd_distance_weight),
                                          ("distill.rkd_angle_weight", dp.rkd_angle_weight)) if v > 0]
-        if dp.method == "dafl":
-            needs_features.append("distill.method=dafl")
+        if methods.get(dp.method).needs_teacher_features:
+            needs_features.append(f"distill.method={dp.method}")
         if needs_features and not hasattr(teacher, "forward_features"):
             raise ConfigError(f"{', '.join(needs_features)} need(s) teacher features, but this teacher (an imported "
                               "TorchScript model) provides logits only — turn those settings off")
@@ -392,7 +389,8 @@ def _dafl(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
                                 lambda s, t: losses.kd_kl(s, t, dp.temperature))
 
 
-METHODS: dict[str, StepFactory] = {
+# The math of each method; what a method needs and promises is its record in gandistill.methods.
+STEPS: dict[str, StepFactory] = {
     "scratch": _scratch,
     "kd": _kd,
     "gan": _gan,
@@ -413,9 +411,10 @@ def macro_agreement(student_pred: torch.Tensor, teacher_pred: torch.Tensor, num_
 
 def real_images_seen(method: str, steps: int, batch_size: int, real_fraction: float, n_train: int) -> int:
     """How many distinct real training images the student's updates could have touched."""
-    if method not in REAL_DATA_METHODS:
+    share = methods.get(method).real_images
+    if share == "none":
         return 0
-    per_step = batch_size if method != "gan_real" else max(1, round(batch_size * real_fraction))
+    per_step = batch_size if share == "all" else max(1, round(batch_size * real_fraction))
     return min(n_train, steps * per_step)
 
 
@@ -428,10 +427,10 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     runtime = Runtime.from_params(params.runtime)
     device = runtime.device
     meta = load_meta(data_dir)
-    if dp.method in GENERATOR_METHODS and generator_dir is None:
+    method = methods.get(dp.method)
+    if method.needs_trained_gan and generator_dir is None:
         raise ConfigError(f"distill.method={dp.method} needs the generator from train_gan")
-    uses_real = dp.method in REAL_DATA_METHODS
-    real = to_tensors(load_split(data_dir, "train"), device) if uses_real else None
+    real = to_tensors(load_split(data_dir, "train"), device) if method.real_images != "none" else None
     teacher = load_frozen_teacher(teacher_dir, device)
     student = runtime.prepare(build_classifier(dp.student_arch, meta.channels, (meta.height, meta.width),
                                                meta.num_classes, mean=meta.mean, std=meta.std))
@@ -440,19 +439,19 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
                                   weight_decay=dp.weight_decay)
     scheduler = warmup_cosine(optimizer, dp.steps, warmup_steps=min(200, dp.steps // 10))
     generator = None
-    if dp.method in GENERATOR_METHODS:
+    if method.needs_trained_gan:
         generator = load_generator(generator_dir).to(device).eval()  # type: ignore[arg-type]
     ctx = Context(params, runtime, meta, teacher, student, optimizer, scheduler, real,
                   StepBatches(len(real[1]), dp.batch_size, params.seed) if real is not None else None, generator)
-    step_fn = METHODS[dp.method](ctx, addons)
+    step_fn = STEPS[dp.method](ctx, addons)
     tracker.log_params({f"distill.{k}": v for k, v in dp.model_dump().items()} | {"seed": params.seed})
 
-    if dp.method in DATA_FREE:
+    select_key = method.selection
+    if select_key == "final":
         # No real data, so no validation split: the student at the end of the cosine schedule is
         # the result. Synthetic agreement is logged to watch training, not to select: its bank
         # grows harder with the generator, so values at different steps are not comparable
         # (selecting on it picked step 250 at 30% test accuracy where the end reached 79%).
-        select_key = "final"
         synthetic_bank: list[torch.Tensor] = []
 
         def eval_fn(step: int) -> dict[str, float]:
@@ -467,7 +466,6 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
             return {"synthetic_agreement": macro_agreement(ctx.student(bank).argmax(1), teacher(bank).argmax(1),
                                                            meta.num_classes)}
     else:
-        select_key = "val_acc"
         val_x, val_y = to_tensors(load_split(data_dir, "val"), device)
 
         def eval_fn(step: int) -> dict[str, float]:

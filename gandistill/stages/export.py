@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gandistill import methods
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, as_float, load_meta, load_split
 from gandistill.errors import DataError, ExportError
@@ -99,38 +100,12 @@ def _metric(evaluation: dict[str, Any], key: str, kind: str = "") -> str:
     return f"{value:,.0f}" if kind == "int" else f"{value:.4g}"
 
 
-METHODS = {
-    "scratch": "a baseline: the student trained on real labelled images with cross-entropy, no teacher",
-    "kd": "Hinton et al. 2015 knowledge distillation on real training images (soft teacher labels + labels)",
-    "gan": "the student learns the teacher's soft labels on samples of a conditional GAN trained on the "
-           "train split; it never sees a real training image",
-    "gan_real": "the student learns from a mix of real training images and conditional-GAN samples, both "
-                "labelled softly by the teacher",
-    "data_free": "DFAD (Fang et al. 2019): a generator synthesises samples on which teacher and student "
-                 "disagree; no real data is used at all",
-    "dafl": "DAFL (Chen et al. 2019): a generator trained against the teacher's activations and output "
-            "statistics; no real data is used at all",
-    "adversarial": "knowledge distillation on real images plus an output-space discriminator "
-                   "(Xu et al. 2017)",
-}
-
-LIMITATIONS = {
-    "gan": "The student learned only from GAN samples labelled by the teacher, so it inherits the teacher's "
-           "errors and any blind spot of the generator (classes or styles the GAN under-represents).",
-    "gan_real": "Trained on a mix of real images and GAN samples labelled by the teacher; inherits the "
-                "teacher's errors.",
-    "data_free": "Trained without any real data: accuracy on inputs far from what the generator explored "
-                 "can be markedly lower than the test figure suggests.",
-    "dafl": "Trained without any real data: accuracy on inputs far from what the generator explored "
-            "can be markedly lower than the test figure suggests.",
-}
-
-
 def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], student: torch.nn.Module,
                info: dict[str, Any], parity: dict[str, float], files: dict[str, dict[str, Any]],
                commit: str | None) -> str:
     """Markdown model card (after Mitchell et al., "Model Cards for Model Reporting", FAT* 2019)."""
     method = info.get("method") or evaluation.get("student", {}).get("method", "unknown")
+    record = methods.METHODS.get(method)
     dp, gp = params.distill, params.gan
     c, h, w = meta.input_shape
     k = meta.num_classes
@@ -156,9 +131,10 @@ def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], st
         f"- teacher: `{evaluation.get('teacher', {}).get('arch', 'unknown')}`",
         f"- seed: {params.seed}", "",
         "## Method",
-        f"Knowledge distillation, method `{method}`: {METHODS.get(method, 'see distill.method')}.",
+        f"Knowledge distillation, method `{method}`: "
+        f"{record.description if record else 'see distill.method'}.",
         f"Settings: temperature {dp.temperature}, α {dp.alpha}, {dp.steps} steps, batch {dp.batch_size}, "
-        f"lr {dp.lr}" + (f"; GAN nz {gp.nz}, ngf {gp.ngf}, {gp.steps} steps" if method in ("gan", "gan_real")
+        f"lr {dp.lr}" + (f"; GAN nz {gp.nz}, ngf {gp.ngf}, {gp.steps} steps" if record and record.needs_trained_gan
                          else "") + ".",
         "Model selection used the validation split (data-free methods: none, the final student); the test "
         "figures below are reported once, by the evaluate stage.", "",
@@ -184,7 +160,7 @@ def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], st
         f"{parity['torchscript_argmax_agreement'] * 100:.2f} % |", "",
         f"Tolerance: export.parity_atol = {params.export.parity_atol:g}.", "",
         "## Limitations",
-        "- " + LIMITATIONS.get(method, "Inherits the errors and biases of the teacher and its data."),
+        "- " + ((record.limitation if record else "") or "Inherits the errors and biases of the teacher and its data."),
         f"- Accuracy is measured on one test split of {meta.source}; expect lower accuracy under "
         "distribution shift (other devices, rotations, noise). Inputs from unseen classes are still "
         "assigned a known class.",

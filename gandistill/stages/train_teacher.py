@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandistill import methods
 from gandistill.augment import random_affine
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 FEATURE_NEEDS = {  # distill settings that read teacher.forward_features (not just logits)
-    "distill.method=dafl": lambda p: p.distill.method == "dafl",
+    "distill.method": lambda p: methods.get(p.distill.method).needs_teacher_features,
     "distill.hint_weight": lambda p: p.distill.hint_weight > 0,
     "distill.rkd_distance_weight": lambda p: p.distill.rkd_distance_weight > 0,
     "distill.rkd_angle_weight": lambda p: p.distill.rkd_angle_weight > 0,

@@ -14,10 +14,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gandistill.config import DEFAULT_PARAMS_FILE, Params, load_params, schema_text
+from gandistill.config import DEFAULT_PARAMS_FILE, Params, load_params, params_yaml
 from gandistill.errors import GandistillError
 
 log = logging.getLogger("gandistill")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gandistill")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _add_params_args(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("gandistill run: only --local is supported here; use `gandistill submit --host URL` for a cluster",
               file=sys.stderr)
         return 2
-    from pipeline.local import check_run_name, run_local
+    from gandistill_pipeline.local import check_run_name, run_local
 
     if args.run_name is not None:
         check_run_name(args.run_name)  # it names a folder: refuse traversal before anything runs
@@ -103,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     params = _params(args)
-    from pipeline.dag import compile_pipeline
+    from gandistill_pipeline.dag import compile_pipeline
 
     compile_pipeline(params, args.output)
     print(f"compiled pipeline written to {args.output}")
@@ -112,7 +121,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     params = _params(args)
-    from pipeline.submit import submit
+    from gandistill_pipeline.submit import submit
 
     result = submit(params, host=args.host, experiment=args.experiment, schedule=args.schedule,
                     run_name=args.run_name, pipeline_root=args.pipeline_root, data_rev=args.data_rev)
@@ -128,10 +137,15 @@ def cmd_fetch_data(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    if args.resolved:
-        print(json.dumps(_params(args).model_dump(), indent=2))
-    else:
-        print(schema_text(), end="")
+    params = _params(args)
+    print(json.dumps(params.model_dump(), indent=2) if args.json else params_yaml(params).rstrip())
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from gandistill import methods
+
+    print(methods.markdown_table())
     return 0
 
 
@@ -143,6 +157,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gandistill", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"gandistill {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -175,10 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", default="data/mnist")
     p.set_defaults(func=cmd_fetch_data)
 
-    p = sub.add_parser("params", help="print the params schema with defaults (or --resolved values)")
+    p = sub.add_parser("params", help="print the params a run would use (defaults < file < profile < --set)")
     _add_params_args(p)
-    p.add_argument("--resolved", action="store_true", help="print params after file, profile and --set")
+    p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("methods", help="the distillation methods (a Markdown table, as in the README)")
+    p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("validate", help="validate params and exit")
     _add_params_args(p)

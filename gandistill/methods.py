@@ -1,0 +1,110 @@
+"""One record per distillation method: what it needs, what it promises, where it comes from.
+
+Torch-free on purpose: the params schema, the DAG compiler, the export's model card, the
+benchmark and the README's method table all read these records, and compiling the pipeline
+must not import torch. A method's *math* lives in `gandistill.stages.distill.STEPS`; adding a
+method means adding its record here and its step function there (a test checks the two agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+RealImages = Literal["none", "all", "fraction"]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    sees: str  # what the student's updates are computed on
+    loss: str  # the student's objective, as a formula
+    citation: str
+    description: str  # one sentence for the model card: how the student was made
+    limitation: str = ""  # what the model card warns about ("" = nothing beyond the generic)
+    needs_trained_gan: bool = False  # train_gan runs in the DAG and its generator feeds distill
+    real_images: RealImages = "none"  # real training images in the student's batches
+    real_data_anywhere: bool = True  # False: no real image anywhere, model selection included
+    needs_teacher_features: bool = False  # reads teacher.forward_features, not only logits
+
+    @property
+    def selection(self) -> Literal["val_acc", "final"]:
+        """Methods that may touch real data select the step on the real validation split; the
+        data-free ones have nothing real to select on and return the final student."""
+        return "val_acc" if self.real_data_anywhere else "final"
+
+    @property
+    def in_pipeline_stages(self) -> tuple[str, ...]:
+        return ("train_gan",) if self.needs_trained_gan else ()
+
+
+_DATA_FREE_LIMITATION = ("Trained without any real data: accuracy on inputs far from what the generator explored "
+                         "can be markedly lower than the test figure suggests.")
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method(
+        name="scratch", sees="real (x, y)", loss="CE(s, y)", citation="baseline",
+        description="a baseline: the student trained on real labelled images with cross-entropy, no teacher",
+        real_images="all",
+    ),
+    Method(
+        name="kd", sees="real (x, y)", loss="α·T²·KL(p_T‖p_S) + (1−α)·CE", citation="Hinton, Vinyals, Dean 2015",
+        description="Hinton et al. 2015 knowledge distillation on real training images (soft teacher labels + "
+                    "labels)",
+        real_images="all",
+    ),
+    Method(
+        name="gan", sees="only G(z, y) from the trained cGAN", loss="T²·KL(p_T‖p_S)",
+        citation="Mirza & Osindero 2014 (cGAN), Salimans et al. 2016 (feature matching)",
+        description="the student learns the teacher's soft labels on samples of a conditional GAN trained on the "
+                    "train split; it never sees a real training image",
+        limitation="The student learned only from GAN samples labelled by the teacher, so it inherits the "
+                   "teacher's errors and any blind spot of the generator (classes or styles the GAN "
+                   "under-represents).",
+        needs_trained_gan=True,
+    ),
+    Method(
+        name="gan_real", sees="real and G(z, y), mixed per batch (`real_fraction`)", loss="KD on both",
+        citation="",
+        description="the student learns from a mix of real training images and conditional-GAN samples, both "
+                    "labelled softly by the teacher",
+        limitation="Trained on a mix of real images and GAN samples labelled by the teacher; inherits the "
+                   "teacher's errors.",
+        needs_trained_gan=True, real_images="fraction",
+    ),
+    Method(
+        name="data_free", sees="G(z, y) trained against the student — no real data anywhere",
+        loss="L1(t, s); G maximises it + γ·information entropy (class balance)",
+        citation="Fang et al. 2019 (DFAD), balance term from Chen et al. 2019",
+        description="DFAD (Fang et al. 2019): a generator synthesises samples on which teacher and student "
+                    "disagree; no real data is used at all",
+        limitation=_DATA_FREE_LIMITATION, real_data_anywhere=False,
+    ),
+    Method(
+        name="dafl", sees="G trained by the teacher alone", loss="one-hot + activation + information entropy",
+        citation="Chen et al. 2019 (DAFL)",
+        description="DAFL (Chen et al. 2019): a generator trained against the teacher's activations and output "
+                    "statistics; no real data is used at all",
+        limitation=_DATA_FREE_LIMITATION, real_data_anywhere=False, needs_teacher_features=True,
+    ),
+    Method(
+        name="adversarial", sees="real (x, y)", loss="KD + output discriminator on (logits, y)",
+        citation="Xu et al. 2017",
+        description="knowledge distillation on real images plus an output-space discriminator (Xu et al. 2017)",
+        real_images="all",
+    ),
+)}
+
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+
+
+def get(name: str) -> Method:
+    return METHODS[name]
+
+
+def markdown_table() -> str:
+    """The README's method table, generated from the records (a test keeps the README in sync)."""
+    rows = ["| method | the student sees | loss | reference |", "|---|---|---|---|"]
+    for m in METHODS.values():
+        rows.append(f"| `{m.name}` | {m.sees} | {m.loss} | {m.citation} |")
+    return "\n".join(rows)

@@ -1,0 +1,51 @@
+"""One record per distillation method (gandistill.methods): the schema, the distill stage's
+step functions, the DAG, the model card and the README read the same records."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import typing
+
+from gandistill import methods
+from gandistill.config import DistillParams
+
+
+def test_schema_step_functions_and_records_name_the_same_methods():
+    from gandistill.stages.distill import STEPS
+
+    assert set(typing.get_args(DistillParams.model_fields["method"].annotation)) == set(methods.METHODS)
+    assert set(STEPS) == set(methods.METHODS)
+
+
+def test_readme_method_table_is_generated_from_the_records(repo_root):
+    assert methods.markdown_table() in (repo_root / "README.md").read_text(), (
+        "README's method table is stale: paste the output of `gandistill methods`")
+
+
+def test_compiling_the_pipeline_does_not_import_torch(repo_root, tmp_path):
+    code = ("import sys\nfrom gandistill.config import load_params\nfrom gandistill_pipeline.dag import "
+            f"compile_pipeline\ncompile_pipeline(load_params(), {str(tmp_path / 'p.yaml')!r})\n"
+            "assert 'torch' not in sys.modules, 'compiling imported torch'\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_dag_follows_the_record(repo_root, tmp_path):
+    import yaml
+    from gandistill_pipeline.dag import compile_pipeline
+
+    from gandistill.config import load_params
+
+    for name, record in methods.METHODS.items():
+        out = tmp_path / f"{name}.yaml"
+        compile_pipeline(load_params(repo_root / "params.yaml", [f"distill.method={name}"]), str(out))
+        tasks = set(yaml.safe_load(out.read_text())["root"]["dag"]["tasks"])
+        assert ("train-gan" in tasks) == record.needs_trained_gan, name
+
+
+def test_data_free_records_select_on_nothing_real():
+    for record in methods.METHODS.values():
+        assert record.selection == ("final" if not record.real_data_anywhere else "val_acc")
+        if not record.real_data_anywhere:
+            assert record.real_images == "none" and not record.needs_trained_gan
