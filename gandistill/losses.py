@@ -219,24 +219,3 @@ def output_discriminator_loss(teacher_score: torch.Tensor, student_score: torch.
     L_Do = −E[log D_o(t, y)] − E[log(1 − D_o(s, y))]; the student adds −E[log D_o(s, y)].
     """
     return d_loss_bce(teacher_score, student_score)
-
-
-LOSSES = {
-    "kd_kl": kd_kl,
-    "kd": kd_objective,
-    "logit_l1": logit_l1,
-    "fitnet_hint": fitnet_hint,
-    "rkd_distance": rkd_distance,
-    "rkd_angle": rkd_angle,
-    "d_bce": d_loss_bce,
-    "g_bce": g_loss_bce,
-    "d_hinge": d_loss_hinge,
-    "g_hinge": g_loss_hinge,
-    "feature_matching": feature_matching,
-    "teacher_guidance": teacher_guidance,
-    "mode_seeking": mode_seeking,
-    "dafl_onehot": dafl_onehot,
-    "dafl_activation": dafl_activation,
-    "information_entropy": information_entropy,
-    "output_discriminator": output_discriminator_loss,
-}

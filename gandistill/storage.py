@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from gandistill.errors import ServiceError
+from gandistill.files import file_hash, staged_dir
 
 MANIFEST = "_MANIFEST.json"
 MD5_META = "gandistill-md5"  # x-amz-meta-*: the whole-object md5, survives server-side copy
@@ -150,20 +151,12 @@ def _call(action: str, uri: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
 # Checksums
 
 
-def md5_file(path: str | Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def expected_etag(path: str | Path, part_size: int | None = None) -> str:
     """The ETag S3 computes: md5 for a single PUT, md5(concat(part md5s))-N for multipart."""
     part_size = part_size or PART_SIZE
     size = Path(path).stat().st_size
     if size <= part_size:
-        return md5_file(path)
+        return file_hash(path)
     parts = []
     with open(path, "rb") as handle:
         while block := handle.read(part_size):
@@ -191,7 +184,7 @@ def upload_file(src: str | Path, dst: str) -> str:
     src = Path(src)
     if not src.is_file():
         raise FileNotFoundError(f"{src}: not a file")
-    md5 = md5_file(src)
+    md5 = file_hash(src)
     if not is_s3(dst):
         _local_put(src, Path(dst))
         return md5
@@ -232,7 +225,7 @@ def download_file(src: str, dst: str | Path, md5: str | None = None) -> Path:
         if not Path(src).is_file():
             raise ServiceError(f"download {src}: no such file")
         _local_put(Path(src), dst)
-        actual = md5_file(dst)
+        actual = file_hash(dst)
         if md5 and actual != md5:
             dst.unlink()
             raise ServiceError(f"download {src}: md5 {actual} != expected {md5}; the source is corrupt")
@@ -247,7 +240,7 @@ def download_file(src: str, dst: str | Path, md5: str | None = None) -> Path:
     tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         _call("download", src, s3.download_file, source.bucket, source.key, str(tmp))
-        actual = md5_file(tmp)
+        actual = file_hash(tmp)
         if expected and actual != expected:
             raise ServiceError(f"download {src}: md5 {actual} != recorded {expected} at {endpoint()}; "
                                "the object is corrupt or changed mid-download: retry")
@@ -274,22 +267,13 @@ def upload_dir(src: str | Path, dst: str) -> dict[str, dict[str, Any]]:
     manifest: dict[str, dict[str, Any]] = {}
     if not is_s3(dst):
         # Local: stage the whole copy beside dst and rename it into place.
-        target = Path(dst)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-        try:
+        with staged_dir(dst) as staging:
             for path in files:
                 rel = path.relative_to(src).as_posix()
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, staging / rel)
-                manifest[rel] = {"md5": md5_file(staging / rel), "size": path.stat().st_size}
+                manifest[rel] = {"md5": file_hash(staging / rel), "size": path.stat().st_size}
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return manifest
     base = parse_s3(dst)
     s3 = client()
@@ -326,21 +310,12 @@ def download_dir(src: str, dst: str | Path) -> Path:
     """Download a committed folder (see upload_dir) to `dst`, verifying every file's md5.
     `dst` appears complete or not at all."""
     manifest = read_manifest(src)
-    target = Path(dst)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with staged_dir(dst) as staging:
         for rel, entry in manifest.items():
             source = str(parse_s3(src).child(rel)) if is_s3(src) else str(Path(src) / rel)
             download_file(source, staging / rel, md5=entry["md5"])
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+    return Path(dst)
 
 
 # ---------------------------------------------------------------------------------------

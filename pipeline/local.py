@@ -20,6 +20,7 @@ from typing import Any
 from gandistill import tracking
 from gandistill.config import Params
 from gandistill.errors import ConfigError, GandistillError, ServiceError
+from gandistill.files import atomic_write_text
 from gandistill.stages.common import CHECKPOINT_ROOT_ENV, RESULT_FILE
 
 log = logging.getLogger("gandistill")
@@ -124,10 +125,7 @@ def build_summary(params: Params, run_dir: Path, parent_run_id: str, wall_s: flo
 def write_summary(summary: dict[str, Any], runs_root: Path, name: str) -> Path:
     folder = runs_root / check_run_name(name)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "summary.json"
-    tmp = folder / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(tmp, path)
+    path = atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2, default=str))
     latest = runs_root / "latest"
     link = runs_root / ".latest.tmp"
     if link.is_symlink() or link.exists():

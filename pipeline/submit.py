@@ -17,7 +17,6 @@ data.dvc), caching is turned off for that run rather than risk serving stale dat
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from gandistill_pipeline.dag import PIPELINE_NAME, compile_pipeline
 
 from gandistill.config import Params
 from gandistill.errors import ConfigError, GandistillError, ServiceError
+from gandistill.files import file_hash
 
 CRON_FIELDS = ("second", "minute", "hour", "day-of-month", "month", "day-of-week")
 _CRON_FIELD_RE = re.compile(r"^[0-9A-Za-z*?/,\-LW#]+$")
@@ -123,7 +123,7 @@ def submit(params: Params, host: str, experiment: str = "gandistill", schedule: 
     with tempfile.TemporaryDirectory(prefix="gandistill-submit-") as tmp:
         package = Path(tmp) / f"{PIPELINE_NAME}.yaml"
         compile_pipeline(params, str(package))
-        digest = hashlib.sha256(package.read_bytes()).hexdigest()[:12]
+        digest = file_hash(package, "sha256")[:12]
         action = "create run"
         try:
             if cron is None:

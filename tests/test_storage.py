@@ -15,6 +15,7 @@ import pytest
 
 from gandistill import storage
 from gandistill.errors import ServiceError
+from gandistill.files import file_hash
 
 BUCKET = "unit"
 
@@ -69,7 +70,7 @@ def test_file_roundtrip_verified_and_committed(s3: object, tmp_path: Path) -> No
     src = tmp_path / "model.pt"
     src.write_bytes(os.urandom(10_000))
     md5 = storage.upload_file(src, f"s3://{BUCKET}/m/model.pt")
-    assert md5 == storage.md5_file(src)
+    assert md5 == file_hash(src)
     assert _keys(s3) == ["m/model.pt"]  # the staging key is gone
     head = s3.head_object(Bucket=BUCKET, Key="m/model.pt")  # type: ignore[attr-defined]
     assert head["Metadata"][storage.MD5_META] == md5
@@ -104,7 +105,7 @@ def test_corrupt_object_is_refused_on_download(s3: object, tmp_path: Path) -> No
     storage.upload_file(src, f"s3://{BUCKET}/x")
     # Someone overwrites the bytes but keeps the recorded md5.
     s3.put_object(Bucket=BUCKET, Key="x", Body=b"tampered",  # type: ignore[attr-defined]
-                  Metadata={storage.MD5_META: storage.md5_file(src)})
+                  Metadata={storage.MD5_META: file_hash(src)})
     with pytest.raises(ServiceError, match="md5"):
         storage.download_file(f"s3://{BUCKET}/x", tmp_path / "y")
     assert not (tmp_path / "y").exists() and not list(tmp_path.glob(".y.*"))

@@ -17,7 +17,7 @@ import torch
 
 from gandistill.errors import DataError
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # every prepared dataset has exactly these (test only for reporting)
 
 
 @dataclass
@@ -67,6 +67,8 @@ def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
 
 
 def save_dataset(folder: str | Path, splits: dict[str, Split], meta: DatasetMeta) -> None:
+    if sorted(splits) != sorted(SPLITS):  # every later stage loads all three by these names
+        raise ValueError(f"a prepared dataset has the splits {', '.join(SPLITS)}; got {', '.join(splits)}")
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     for name, split in splits.items():
@@ -83,6 +85,8 @@ def load_meta(folder: str | Path) -> DatasetMeta:
 
 
 def load_split(folder: str | Path, name: str) -> Split:
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {name!r}; a prepared dataset has {', '.join(SPLITS)}")
     file = Path(folder) / f"{name}.npz"
     if not file.is_file():
         raise DataError(f"{file} not found: {folder} is not a prepared dataset (run the prepare_data stage)")

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from gandistill.data.fetch import md5sum
+from gandistill.files import file_hash
 from gandistill.errors import DataError
 
 DVC_FILE = Path("data.dvc")
 
 
 def dir_md5(folder: Path) -> str:
-    entries = [{"md5": md5sum(p), "relpath": p.relative_to(folder).as_posix()}
+    entries = [{"md5": file_hash(p), "relpath": p.relative_to(folder).as_posix()}
                for p in sorted(folder.rglob("*")) if p.is_file()]
     entries.sort(key=lambda e: e["relpath"])
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"

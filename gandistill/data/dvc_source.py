@@ -17,14 +17,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gandistill.config import DataParams
-from gandistill.data.fetch import md5sum
+from gandistill.data.idx import load_idx_folder
+from gandistill.data.raw import RawData
+from gandistill.files import file_hash
 from gandistill.errors import DataError, ServiceError
-
-if TYPE_CHECKING:  # sources.py imports this module to register it: import it lazily here
-    from gandistill.data.sources import RawData
 
 
 def _open_fs(repo: str, rev: str | None) -> Any:
@@ -81,8 +80,8 @@ def materialise(repo: str, rev: str | None, path: str, dest: Path) -> dict[str, 
         for name, info in files.items():
             expected = (info.get("dvc_info") or {}).get("md5")
             local = dest / PurePosixPath(name).relative_to(root)
-            if expected and md5sum(local) != expected:
-                raise DataError(f"{name}: fetched content md5 {md5sum(local)} != {expected} recorded by DVC at "
+            if expected and file_hash(local) != expected:
+                raise DataError(f"{name}: fetched content md5 {file_hash(local)} != {expected} recorded by DVC at "
                                 f"{rev}; the remote object is corrupt — re-push it from a good copy")
         resolved = fs.repo.scm.get_rev() if getattr(fs.repo, "scm", None) is not None else ""
         return {"dvc_repo": repo, "dvc_rev": rev or "", "dvc_commit": str(resolved),
@@ -94,8 +93,6 @@ def materialise(repo: str, rev: str | None, path: str, dest: Path) -> dict[str, 
 
 
 def load_dvc(params: DataParams) -> RawData:
-    from gandistill.data.sources import load_idx_folder
-
     repo = params.dvc_repo or "."
     with tempfile.TemporaryDirectory(prefix="gandistill-dvc-") as tmp:
         folder = Path(tmp) / "data"

@@ -7,7 +7,6 @@ their md5 against the published values before anything else reads them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from gandistill.errors import DataError
+from gandistill.files import file_hash
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +29,13 @@ MNIST_MD5 = {
 }
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_mnist(folder: Path) -> None:
     """Raise DataError naming the first missing or mismatching file."""
     for name, expected in MNIST_MD5.items():
         file = folder / name
         if not file.is_file():
             raise DataError(f"{file} is missing; run `make data` (or `gandistill fetch-data`) to fetch MNIST")
-        actual = md5sum(file)
+        actual = file_hash(file)
         if actual != expected:
             raise DataError(
                 f"{file}: md5 {actual} does not match the published {expected}; the file is corrupt — "

@@ -2,7 +2,8 @@
 
 Layout: a 4-byte magic `0x00 0x00 <dtype code> <ndim>`, then `ndim` big-endian uint32
 dimension sizes, then the data in C order, big-endian. Reference: LeCun et al., the MNIST
-database page. Any dtype code and any number of dimensions are accepted.
+database page. Any dtype code and any number of dimensions are accepted. `load_idx_folder` reads a folder
+of the four MNIST-layout files (test optional, .gz allowed) as a source's RawData.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gandistill.data.images import as_uint8, to_nchw
+from gandistill.data.raw import RawData
 from gandistill.errors import DataError
+from gandistill.files import file_hash
 
 _DTYPES = {
     0x08: np.dtype(np.uint8),
@@ -57,3 +61,43 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     header = bytes([0, 0, codes[native], array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     big = array.astype(_DTYPES[codes[native]])
     Path(path).write_bytes(header + big.tobytes())
+
+
+# -- a folder of IDX files (the mnist, idx and dvc sources) -------------------------------
+
+def _images_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    return to_nchw(as_uint8(x, where), where)
+
+
+IDX_NAMES = {
+    "train_x": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+    "train_y": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    "test_x": ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+    "test_y": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+}
+
+
+def _find_idx(folder: Path, role: str, required: bool) -> Path | None:
+    for stem in IDX_NAMES[role]:
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                return candidate
+    if required:
+        raise DataError(f"{folder}: no {IDX_NAMES[role][0]} (or .gz) found; data.path must be a folder "
+                        "holding MNIST-format IDX files")
+    return None
+
+
+def load_idx_folder(folder: Path) -> RawData:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: data folder not found; set data.path to a folder of IDX files")
+    files = {role: _find_idx(folder, role, required=role.startswith("train")) for role in IDX_NAMES}
+    arrays = {role: read_idx(path) if path else None for role, path in files.items()}
+    train_x = _images_nchw(arrays["train_x"], str(files["train_x"]))
+    test_x = _images_nchw(arrays["test_x"], str(files["test_x"])) if arrays["test_x"] is not None else None
+    labels = [a for a in (arrays["train_y"], arrays["test_y"]) if a is not None]
+    num_classes = int(max(int(a.max()) for a in labels)) + 1
+    version = {path.name: file_hash(path) for path in files.values() if path is not None}
+    return RawData(train_x, arrays["train_y"].astype(np.int64), test_x,
+                   None if arrays["test_y"] is None else arrays["test_y"].astype(np.int64),
+                   [str(i) for i in range(num_classes)], version)

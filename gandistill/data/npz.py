@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gandistill.data.fetch import md5sum
 from gandistill.data.images import as_labels, as_uint8, to_nchw
+from gandistill.files import file_hash
 from gandistill.errors import DataError
 
 KNOWN_KEYS = {"x", "y", "x_test", "y_test", "class_names"}
@@ -72,5 +72,5 @@ def load_npz_file(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
     else:
         class_names = [str(i) for i in range(int(labels.max()) + 1 if labels.size else 0)]
     ignored = sorted(set(arrays) - KNOWN_KEYS)
-    version = {path.name: md5sum(path)} | ({"ignored_arrays": ",".join(ignored)} if ignored else {})
+    version = {path.name: file_hash(path)} | ({"ignored_arrays": ",".join(ignored)} if ignored else {})
     return train_x, train_y, test_x, test_y, class_names, version

@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, as_float
 from gandistill.errors import DataError
+from gandistill.files import atomic_write_text, file_hash
 from gandistill.loop import atomic_torch_save
 from gandistill.nets import build_classifier, build_gan
 from gandistill.nets.gan import MLPGenerator
@@ -32,11 +32,8 @@ def fingerprint(*parts: Any) -> str:
 
 
 def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    """A short content identity of a model file (the first 16 hex digits of its sha256)."""
+    return file_hash(path, "sha256")[:16]
 
 
 def checkpoint_dir(stage: str, fp: str) -> Path:
@@ -47,11 +44,7 @@ def checkpoint_dir(stage: str, fp: str) -> Path:
 
 
 def write_result(out_dir: str | Path, result: dict[str, Any]) -> None:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{RESULT_FILE}.tmp"
-    tmp.write_text(json.dumps(result, indent=2, default=float))
-    os.replace(tmp, out / RESULT_FILE)
+    atomic_write_text(Path(out_dir) / RESULT_FILE, json.dumps(result, indent=2, default=float))
 
 
 def read_result(folder: str | Path) -> dict[str, Any]:
@@ -134,10 +127,6 @@ def predict_logits(model: nn.Module, x_uint8: torch.Tensor, batch_size: int = 10
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
-
-
-def to_numpy_labels(t: torch.Tensor) -> np.ndarray:
-    return t.cpu().numpy().astype(np.int64)
 
 
 def params_sections(params: Params, *names: str) -> dict[str, Any]:

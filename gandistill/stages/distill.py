@@ -20,9 +20,11 @@ RKD distance / angle on penultimate features (`rkd_*_weight`).
 Model selection: methods that may use real data select the step with the best accuracy on
 the real validation split (never test). `gan` uses the validation split only for this
 selection — the student never trains on a real image. `data_free` and `dafl` use no real
-data at all and so cannot select: their result is the student at the end of the schedule;
-teacher–student agreement on generator samples is logged to watch training, and the real
-val/test splits are touched only by the final report.
+data during training and so cannot select: their result is the student at the end of the
+schedule, and teacher–student agreement on generator samples is logged to watch training.
+After training, every method's result is scored once on the real val and test splits
+(`val_acc`, `test_acc` in result.json and MLflow); those numbers are reported, never fed
+back into training or selection.
 """
 
 from __future__ import annotations

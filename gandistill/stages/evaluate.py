@@ -1,7 +1,8 @@
 """evaluate: everything a reviewer needs to trust (or reject) the student, in one report.
 
-On the real test split — touched here for the first and only time for selection-free
-reporting — teacher, student and any baseline students are compared on:
+On the real test split — which no stage trains or selects on (train_teacher and distill
+also score their final model on it, for their own result.json; nothing reads that back) —
+teacher, student and any baseline students are compared on:
 
 - accuracy with a 95 % Wilson interval, McNemar's paired test student vs teacher,
   per-class accuracy and the confusion matrix;

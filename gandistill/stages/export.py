@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, as_float, load_meta, load_split
 from gandistill.errors import DataError, ExportError
 from gandistill.evaluation import backends
+from gandistill.files import new_staging_dir, publish_dir
 from gandistill.nets import count_parameters
 from gandistill.stages.common import MODEL_FILE, file_digest, load_classifier, read_result, write_result
 from gandistill.tracking import NullTracker, Tracker
@@ -171,19 +171,6 @@ def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], st
     return "\n".join(lines)
 
 
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Move the finished temporary folder into place; replace an existing output as a whole."""
-    if out_dir.is_dir() and not any(out_dir.iterdir()):
-        out_dir.rmdir()
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
-
-
 def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluation_dir: str | Path,
         out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
     """Export the student in `student_dir` into `out_dir`; returns (and writes) result.json."""
@@ -206,9 +193,7 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
     info = {k: info[k] for k in ("arch", "method") if k in info}
     batch = as_float(torch.from_numpy(test.x[:PARITY_BATCH]))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    tmp = new_staging_dir(out_dir)
     try:
         shutil.copyfile(student_dir / MODEL_FILE, tmp / MODEL_FILE)
         # ≥ 2 rows: a batch of one would let tracing/pt2 specialise the batch dimension
@@ -237,7 +222,7 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
             "wall_s": time.perf_counter() - started,
         }
         write_result(tmp, result)
-        _publish(tmp, out_dir)
+        publish_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -9,8 +9,6 @@ failed run leaves no half-written dataset.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +17,10 @@ import numpy as np
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, Split, channel_stats, save_dataset, stratified_split
 from gandistill.data.dvc_hash import verify_against_dvc_file
-from gandistill.data.sources import RawData, load_source
+from gandistill.data.raw import RawData
+from gandistill.data.sources import load_source
 from gandistill.errors import DataError
+from gandistill.files import staged_dir
 from gandistill.stages.common import write_result
 from gandistill.tracking import NullTracker, Tracker
 
@@ -96,21 +96,12 @@ def run(params: Params, out_dir: str | Path, tracker: Tracker | None = None) -> 
     _, c, h, w = splits["train"].x.shape
     meta = DatasetMeta(class_names=raw.class_names, channels=c, height=h, width=w, mean=mean, std=std,
                        source=data.source, version=raw.version)
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with staged_dir(out_dir) as staging:
         save_dataset(staging, splits, meta)
         result = {"counts": {k: len(v) for k, v in splits.items()}, "num_classes": meta.num_classes,
                   "input_shape": list(meta.input_shape), "class_names": meta.class_names,
                   "version": meta.version, "mean": mean, "std": std}
         write_result(staging, result)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     tracker.log_params({f"data.{k}": v for k, v in data.model_dump().items()})
     tracker.log_metrics({f"n_{k}": float(v) for k, v in result["counts"].items()})
     tracker.set_tags({"data.version." + k: v for k, v in meta.version.items()})

@@ -11,6 +11,7 @@ import pytest
 
 from gandistill import storage
 from gandistill.errors import ServiceError
+from gandistill.files import file_hash
 
 BUCKET = "gandistill"
 
@@ -32,7 +33,7 @@ def test_file_and_folder_roundtrip(s3_env: dict[str, str], tmp_path: Path, monke
     (src / "weights.bin").write_bytes(os.urandom(11 * 1024 * 1024))  # multipart: 3 parts
     (src / "nested" / "card.md").write_text("# model card\n")
     manifest = storage.upload_dir(src, f"s3://{BUCKET}/it/run1")
-    assert manifest["weights.bin"]["md5"] == storage.md5_file(src / "weights.bin")
+    assert manifest["weights.bin"]["md5"] == file_hash(src / "weights.bin")
     keys = {o["Key"] for o in storage.client().list_objects_v2(Bucket=BUCKET, Prefix="it/run1/")["Contents"]}
     assert keys == {"it/run1/weights.bin", "it/run1/nested/card.md", "it/run1/_MANIFEST.json"}  # no staging
     out = storage.download_dir(f"s3://{BUCKET}/it/run1", tmp_path / "out")
