@@ -1,11 +1,11 @@
-"""Shared fixtures: the repo root, smoke params, a tiny learnable image dataset on disk."""
+"""Shared fixtures: the repo root, isolated state, a tiny learnable image dataset on disk.
+Helper functions live in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,22 +25,11 @@ def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MPLBACKEND", "Agg")
 
 
-def make_pattern_images(n: int, num_classes: int, size: int = 16, channels: int = 1,
-                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Class k = a bright bar at a class-specific position + noise: learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % num_classes
-    rng.shuffle(y)
-    x = rng.integers(0, 60, size=(n, channels, size, size)).astype(np.uint8)
-    for i, label in enumerate(y):
-        row = (label * size) // num_classes
-        x[i, :, row : row + max(1, size // num_classes), :] = 230
-    return x, y.astype(np.int64)
-
-
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     """A prepared dataset folder (train/val/test + meta.json), 16×16 grey, 4 classes."""
+    from helpers import make_pattern_images
+
     from gandistill.data.dataset import DatasetMeta, Split, channel_stats, save_dataset
 
     x, y = make_pattern_images(600, 4, size=16)
@@ -63,12 +52,6 @@ def mnist_dir() -> Path:
 
         fetch_mnist(folder)
     return folder
-
-
-def smoke_params(*overrides: str):
-    from gandistill.config import load_params
-
-    return load_params(ROOT / "params.yaml", list(overrides), "smoke")
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -12,20 +12,12 @@ from gandistill_components.distill import distill
 from gandistill_components.prepare_data import prepare_data
 from gandistill_components.train_gan import train_gan
 from gandistill_components.train_teacher import train_teacher
+from helpers import artifact, smoke_params
 from kfp import dsl
 
 from gandistill.config import Params
-
-try:
-    from conftest import smoke_params
-except ImportError:  # tests/ imported as a package
-    from tests.conftest import smoke_params
-
-
-def artifact(cls, path: Path):
-    a = cls(name=path.name, uri=str(path))
-    a.path = str(path)  # kfp maps uri → path at run time; here the path is given directly
-    return a
+from gandistill.nets import count_parameters
+from gandistill.stages.common import load_generator
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +52,21 @@ def test_train_teacher_publishes_model_and_accuracy(chain):
 
 def test_train_gan_publishes_generator_with_quality_metrics(chain):
     generator = chain["generator"]
-    assert (Path(generator.path) / "model.pt").is_file()
-    for key in ("selected_fid", "selected_coverage", "selected_agreement"):
-        assert key in generator.metadata
+    result = json.loads((Path(generator.path) / "result.json").read_text())
+    selected = next(h for h in result["history"] if h["step"] == result["best_step"])
+    # the metadata are the quality of the checkpoint the stage selected (lowest FID), as measured
+    assert selected["fid"] == min(h["fid"] for h in result["history"])
+    for key in ("fid", "coverage", "agreement"):
+        assert generator.metadata[f"selected_{key}"] == pytest.approx(selected[key])
+    assert 0.0 < generator.metadata["selected_fid"] < float("inf")
+    assert 0.0 <= generator.metadata["selected_coverage"] <= 1.0
+    assert 0.0 <= generator.metadata["selected_agreement"] <= 1.0
+    assert generator.metadata["steps"] == 20 and generator.metadata["best_step"] <= 20
+    # and the published model is that generator: it loads and draws images of the data's shape
+    model = load_generator(generator.path)
+    assert count_parameters(model) == generator.metadata["generator_params"]
+    images, labels = model.sample(4)
+    assert images.shape == (4, 1, 28, 28) and labels.shape == (4,)
 
 
 @pytest.mark.parametrize("method", ["gan", "kd"])

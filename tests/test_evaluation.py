@@ -13,15 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import fast_params, make_world
 
 from gandistill.evaluation import cost, privacy
 from gandistill.evaluation import metrics as M
 from gandistill.evaluation.gan_quality import frechet_distance, inception_score
-
-try:
-    from test_evaluation_world import fast_params, make_world
-except ImportError:  # tests/ imported as a package
-    from tests.test_evaluation_world import fast_params, make_world
 
 
 def probs_to_logits(probs: list[list[float]]) -> torch.Tensor:

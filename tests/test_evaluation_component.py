@@ -5,18 +5,8 @@ from __future__ import annotations
 from gandistill_components.evaluate import evaluate
 from gandistill_components.export import export
 from gandistill_components.promote import promote_gate
+from helpers import artifact, fast_params, make_world
 from kfp import dsl
-
-try:
-    from test_evaluation_world import fast_params, make_world
-except ImportError:  # tests/ imported as a package
-    from tests.test_evaluation_world import fast_params, make_world
-
-
-def artifact(cls, path):
-    a = cls(name=path.name, uri=str(path))
-    a.path = str(path)  # kfp.local maps uri→path; here the path is given directly
-    return a
 
 
 def test_components_chain_evaluate_export_promote(tmp_path):

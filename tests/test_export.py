@@ -6,17 +6,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import fast_params, make_world
 from onnx import numpy_helper
 
 from gandistill.errors import ExportError
 from gandistill.evaluation import backends
 from gandistill.stages import export
 from gandistill.stages.common import load_classifier, write_result
-
-try:
-    from test_evaluation_world import fast_params, make_world
-except ImportError:  # tests/ imported as a package
-    from tests.test_evaluation_world import fast_params, make_world
 
 
 @pytest.fixture(scope="module")

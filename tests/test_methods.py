@@ -3,17 +3,22 @@ real-training check that a student trained only on GAN samples learns MNIST."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from helpers import smoke_params
 
+from gandistill import methods
+from gandistill.data.dataset import load_meta, load_split, to_tensors
+from gandistill.losses import kd_kl_per_sample
 from gandistill.methods import METHODS
+from gandistill.nets import build_classifier
+from gandistill.runtime import Runtime
 from gandistill.stages import distill, prepare_data, train_gan, train_teacher
+from gandistill.stages.common import accuracy, load_classifier, load_frozen_teacher, load_generator, predict_logits
 from gandistill.stages.distill import hard_sample_indices
-
-try:
-    from conftest import smoke_params
-except ImportError:  # tests/ imported as a package
-    from tests.conftest import smoke_params
+from gandistill.tracking import NullTracker
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +31,61 @@ def world(tmp_path_factory, mnist_dir):
     return root
 
 
+# The loss terms only each method's own step function logs (add-on terms come on top).
+OWN_TERMS = {
+    "scratch": {"loss"}, "kd": {"kd", "hint", "rkd_distance", "rkd_angle"},
+    "gan": {"kd", "hint", "rkd_distance", "rkd_angle"}, "gan_real": {"kd_real", "kd_gen"},
+    "data_free": {"loss_g", "g_discrepancy", "g_balance", "distill_loss"},
+    "dafl": {"loss_g", "g_onehot", "g_activation", "g_balance", "distill_loss"},
+    "adversarial": {"loss_d", "fool", "kd"},
+}
+
+
+class RecordingTracker(NullTracker):
+    """Keeps what the stage logs, in memory (the MLflow tracker's interface, nothing faked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: dict[str, list[float]] = {}
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            self.metrics.setdefault(key, []).append(float(value))
+
+
+def test_every_method_has_a_step_and_a_check_here():
+    assert set(OWN_TERMS) == set(METHODS) == set(distill.STEPS)
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_runs_through_the_one_distill_stage(world, method, tmp_path):
     params = smoke_params(f"distill.method={method}", "distill.steps=12", "distill.eval_every=6",
                           "distill.hint_weight=0.5", "distill.rkd_distance_weight=0.5", "distill.rkd_angle_weight=0.5")
-    generator = world / "gan" if method in ("gan", "gan_real") else None
-    result = distill.run(params, world / "data", world / "teacher", generator, tmp_path / "student")
+    generator = world / "gan" if methods.get(method).needs_trained_gan else None
+    tracker = RecordingTracker()
+    result = distill.run(params, world / "data", world / "teacher", generator, tmp_path / "student", tracker)
     assert result["method"] == method and result["steps"] == 12
-    assert 0.0 <= result["test_acc"] <= 1.0 and (tmp_path / "student" / "model.pt").is_file()
-    no_real = method in ("gan", "data_free", "dafl")
-    assert (result["real_images_seen_by_student"] == 0) == no_real
-    assert result["selected_on"] == ("final" if method in ("data_free", "dafl") else "val_acc")
+    # the method's own step ran: its loss terms were logged, finite
+    logged = set(tracker.metrics)
+    assert OWN_TERMS[method] <= logged, f"{method} logged {sorted(logged)}"
+    assert all(math.isfinite(v) for key in OWN_TERMS[method] for v in tracker.metrics[key])
+    if method == "scratch":
+        assert "kd" not in logged  # no teacher term in the baseline
+    # the reported accuracies are those of the saved student
+    student = load_classifier(tmp_path / "student")
+    for split in ("val", "test"):
+        x, y = to_tensors(load_split(world / "data", split))
+        assert result[f"{split}_acc"] == pytest.approx(accuracy(predict_logits(student, x), y), abs=1e-6)
+    # selection: on the real val split when the method may touch real data, else the final step
+    record = methods.get(method)
+    assert (result["real_images_seen_by_student"] == 0) == (record.real_images == "none")
+    if record.selection == "val_acc":
+        best = max(result["history"], key=lambda h: h["val_acc"])
+        assert result["selected_on"] == "val_acc" and result["best_step"] == best["step"]
+        assert result["val_acc"] == pytest.approx(best["val_acc"], abs=1e-6)
+    else:
+        assert result["selected_on"] == "final" and result["best_step"] == 12
+        assert all("val_acc" not in h for h in result["history"])  # nothing real seen while training
 
 
 def test_hard_sample_mining_keeps_the_hardest_and_fills_the_rest_at_random():
@@ -48,10 +97,47 @@ def test_hard_sample_mining_keeps_the_hardest_and_fills_the_rest_at_random():
     assert hard_sample_indices(gap, n=8, n_hard=0).sort().values.tolist() == list(range(8))
 
 
-def test_gan_distillation_with_hard_mining_runs(world, tmp_path):
-    params = smoke_params("distill.method=gan", "distill.steps=6", "distill.eval_every=3", "distill.hard_fraction=0.5")
-    result = distill.run(params, world / "data", world / "teacher", world / "gan", tmp_path / "student")
-    assert result["steps"] == 6 and result["real_images_seen_by_student"] == 0
+def _gan_context(world, hard_fraction: float) -> distill.Context:
+    params = smoke_params(f"distill.hard_fraction={hard_fraction}", "distill.augment=false")
+    meta = load_meta(world / "data")
+    teacher = load_frozen_teacher(world / "teacher", "cpu")
+    student = build_classifier(params.distill.student_arch, meta.channels, (meta.height, meta.width),
+                               meta.num_classes, mean=meta.mean, std=meta.std)
+    return distill.Context(params, Runtime.from_params(params.runtime), meta, teacher, student, None, None, None,
+                           None, load_generator(world / "gan"))
+
+
+def test_gan_batches_mine_the_samples_the_student_gets_most_wrong(world):
+    n, ctx = 64, _gan_context(world, 0.5)
+    n_hard = round(n * 0.5)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        candidates, _ = ctx.generator.sample(n + n_hard)  # what the stage draws first, same seed
+        gap = kd_kl_per_sample(ctx.student.eval()(candidates), ctx.teacher(candidates), ctx.params.distill.temperature)
+    torch.manual_seed(7)
+    x, y = ctx.generated_batch(n)
+    assert x.shape[0] == y.shape[0] == n
+    kept = {tuple(row.flatten()[:16].tolist()) for row in x}
+    hardest = gap.argsort(descending=True)[:n_hard]
+    assert all(tuple(candidates[i].flatten()[:16].tolist()) in kept for i in hardest.tolist())
+    with torch.no_grad():
+        kept_gap = kd_kl_per_sample(ctx.student(x), ctx.teacher(x), ctx.params.distill.temperature)
+    assert kept_gap.mean() > gap.mean()  # the batch is harder than plain sampling's expectation
+    plain = _gan_context(world, 0.0)
+    torch.manual_seed(7)
+    assert plain.generated_batch(n)[0].shape[0] == n
+
+
+def test_gan_distillation_with_hard_mining_trains_a_different_student(world, tmp_path):
+    """distill.hard_fraction reaches the stage: same seed, same budget, different batches."""
+    students = {}
+    for fraction in (0.0, 0.5):
+        params = smoke_params("distill.method=gan", "distill.steps=6", "distill.eval_every=3",
+                              f"distill.hard_fraction={fraction}")
+        result = distill.run(params, world / "data", world / "teacher", world / "gan", tmp_path / f"s{fraction}")
+        assert result["steps"] == 6 and result["real_images_seen_by_student"] == 0
+        students[fraction] = load_classifier(tmp_path / f"s{fraction}").state_dict()
+    assert any(not torch.equal(students[0.0][k], students[0.5][k]) for k in students[0.0])
 
 
 @pytest.mark.slow

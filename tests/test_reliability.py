@@ -19,17 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import smoke_params
 from kfp import dsl
 
 from gandistill import tracking
 from gandistill.config import Params, load_params
 from gandistill.errors import ConfigError, ServiceError
 from gandistill.stages import entry
-
-try:
-    from conftest import smoke_params
-except ImportError:  # tests/ imported as a package
-    from tests.conftest import smoke_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTINELS = {"AWS_SECRET_ACCESS_KEY": "sentinel-aws-secret-7f3a", "MLFLOW_TRACKING_PASSWORD": "sentinel-mlflow-pw-91c2",
@@ -265,14 +261,10 @@ def test_failed_model_upload_registers_no_version(tmp_path: Path, monkeypatch: p
     """The artifact store refuses the upload (its root lies under a regular file, so even root
     cannot write there): promote fails with one ServiceError and the registry has no version."""
     import mlflow
+    from helpers import fast_params, make_world
 
     from gandistill.stages import export, promote
     from gandistill.stages.common import write_result
-
-    try:
-        from test_evaluation_world import fast_params, make_world
-    except ImportError:
-        from tests.test_evaluation_world import fast_params, make_world
 
     world = make_world(tmp_path / "world", generator=False)
     write_result(tmp_path / "eval", {"metrics": {"student_test_acc": 0.97, "teacher_test_acc": 0.99}})

@@ -1,7 +1,11 @@
-"""A tiny, learnable world shared by the evaluation/export/promote tests (no test functions here).
+"""Helpers the tests share (imported as `from helpers import ...`; fixtures stay in conftest.py).
 
-3 classes of 16×16 grey images: dim noise plus a bright square whose position encodes the
-class, so a LeNet learns it in a few dozen steps and accuracies are real, not chance.
+- `smoke_params`: the shipped params.yaml with the smoke profile and overrides;
+- `make_pattern_images`: a learnable image set of any size / channels / classes;
+- `artifact`: a kfp artifact pointing at a local folder, to call a component's function;
+- `make_world` / `fast_params`: a tiny learnable world for the evaluation/export/promote tests —
+  3 classes of 16×16 grey images: dim noise plus a bright square whose position encodes the
+  class, so a LeNet learns it in a few dozen steps and accuracies are real, not chance.
 """
 
 from __future__ import annotations
@@ -16,6 +20,37 @@ from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, Split, channel_stats, save_dataset
 from gandistill.nets import ConditionalGenerator, build_classifier
 from gandistill.stages.common import save_classifier, save_generator, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def smoke_params(*overrides: str) -> Params:
+    from gandistill.config import load_params
+
+    return load_params(ROOT / "params.yaml", list(overrides), "smoke")
+
+
+def make_pattern_images(n: int, num_classes: int, size: int = 16, channels: int = 1,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Class k = a bright bar at a class-specific position + noise: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % num_classes
+    rng.shuffle(y)
+    x = rng.integers(0, 60, size=(n, channels, size, size)).astype(np.uint8)
+    for i, label in enumerate(y):
+        row = (label * size) // num_classes
+        x[i, :, row : row + max(1, size // num_classes), :] = 230
+    return x, y.astype(np.int64)
+
+
+def artifact(cls: type, path: Path) -> object:
+    """A kfp artifact of type `cls` at `path` (kfp maps uri → path at run time; here it is given)."""
+    a = cls(name=Path(path).name, uri=str(path))
+    a.path = str(path)
+    return a
+
+
+# -- the evaluation world ----------------------------------------------------------------------
 
 CLASSES = ["left", "middle", "right"]
 SIZE = 16
