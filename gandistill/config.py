@@ -109,6 +109,11 @@ class DistillParams(OptimParams):
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(256, ge=2, le=65536)
     lr: float = Field(3e-3, gt=0.0, le=10.0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd: momentum 0.9 (DFAD's student optimiser)
+    schedule: Literal["cosine", "constant"] = "cosine"  # cosine: warm-up then decay to 0 over `steps`
+    # Polyak average of the student's weights (decay per step; null = off): the averaged student
+    # is what is validated, selected and returned — it damps the oscillation of adversarial games.
+    student_ema: float | None = Field(None, ge=0.0, lt=1.0)
     temperature: float = Field(4.0, gt=0.0, le=100.0)
     # KD weight α: loss = α·KL·T² + (1-α)·CE(labels). Generated samples use the conditioning label.
     alpha: float = Field(0.9, ge=0.0, le=1.0)
@@ -136,6 +141,12 @@ class DistillParams(OptimParams):
     # data_free: teacher CE of G(z, y) against the conditioning label y (0 = off).
     generator_guidance_weight: float = Field(0.0, ge=0.0)
     dafl_activation_weight: float = Field(0.1, ge=0.0)
+    # data_free / dafl: a pool of the last `replay_size` generated samples with their teacher
+    # logits (0 = off); `replay_fraction` of every student batch is drawn from it, the rest is
+    # freshly generated. Past samples keep the student from forgetting what the generator moved
+    # away from, and a replayed sample costs no generator or teacher pass.
+    replay_size: int = Field(0, ge=0, le=1_000_000)
+    replay_fraction: float = Field(0.5, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _method_consistency(self) -> DistillParams:

@@ -13,7 +13,11 @@ A stage states only its math — a `step_fn(step) -> {name: loss}` and an option
   scaled down and retries, up to `max_retries`, then raises TrainingError naming the symptom
   and the knobs;
 - model selection on a validation metric (best weights kept, never test);
-- metric logging (averaged every `log_every` steps) and a tqdm progress bar.
+- metric logging (averaged every `log_every` steps) and a tqdm progress bar;
+- an accuracy-against-compute record: every eval entry of the history carries the training
+  wall time so far and the samples processed so far. An optional `observer` (the benchmark's
+  test-accuracy probe) runs after each eval; its metrics join the history but never the
+  selection, and its time is not counted as training time.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import copy
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 
 StepFn = Callable[[int], dict[str, Any]]
 EvalFn = Callable[[int], dict[str, float]]
+ObserverFn = Callable[[int], dict[str, float]]
 HealthFn = Callable[[dict[str, float]], str | None]
 LogFn = Callable[[dict[str, float], int], None]
 
@@ -139,7 +145,7 @@ class TrainingLoop:
                  fingerprint: str = "", checkpoint_every: int = 500, eval_every: int = 250,
                  select: tuple[str, str] | None = None, patience: int = 1, max_retries: int = 2,
                  retry_lr_factor: float = 0.5, log_fn: LogFn | None = None, log_every: int = 50,
-                 progress: bool = True):
+                 progress: bool = True, samples_per_step: int = 0, observer: ObserverFn | None = None):
         self.name = name
         self.total_steps = total_steps
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -153,6 +159,8 @@ class TrainingLoop:
         self.log_fn = log_fn
         self.log_every = log_every
         self.progress = progress
+        self.samples_per_step = samples_per_step
+        self.observer = observer
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, LambdaLR] = {}
@@ -166,6 +174,8 @@ class TrainingLoop:
         self.lr_scale = 1.0
         self.unhealthy = 0
         self.history: list[dict[str, float]] = []
+        self.train_seconds = 0.0  # wall time spent training so far (observer excluded), across resumes
+        self._clock_start = 0.0
 
     # -- registration ---------------------------------------------------------------
     def track(self, name: str, module: nn.Module, optimizer: torch.optim.Optimizer | None = None,
@@ -193,7 +203,7 @@ class TrainingLoop:
             "emas": {k: e.state_dict() for k, e in self.emas.items()},
             "rng": _rng_state(),
             "loop": {"best_value": self.best_value, "best_step": self.best_step, "retries": self.retries,
-                     "lr_scale": self.lr_scale, "unhealthy": self.unhealthy},
+                     "lr_scale": self.lr_scale, "unhealthy": self.unhealthy, "train_seconds": self._elapsed()},
             "best_state": self.best_state,
             "history": self.history,
         }
@@ -213,6 +223,7 @@ class TrainingLoop:
         self.step = snap["step"]
         self.best_value, self.best_step = loop["best_value"], loop["best_step"]
         self.retries, self.lr_scale, self.unhealthy = loop["retries"], loop["lr_scale"], loop["unhealthy"]
+        self.train_seconds, self._clock_start = loop.get("train_seconds", 0.0), time.perf_counter()
         self.best_state = snap["best_state"]
         self.history = list(snap["history"])
 
@@ -257,14 +268,20 @@ class TrainingLoop:
                    if "coverage" in symptom else "")
             )
         retries, scale = self.retries + 1, self.lr_scale * self.retry_lr_factor
+        elapsed = self._elapsed()  # time spent on the failed attempt is still time spent
         self._restore(good)
+        self.train_seconds, self._clock_start = elapsed, time.perf_counter()
         self.retries, self.lr_scale, self.unhealthy = retries, scale, 0
         self._scale_learning_rates(scale / good["loop"]["lr_scale"])
         log.warning("[%s] %s — restored step %d, retry %d/%d with learning rates × %g",
                     self.name, symptom, self.step, retries, self.max_retries, scale)
 
     # -- main -------------------------------------------------------------------------
+    def _elapsed(self) -> float:
+        return self.train_seconds + (time.perf_counter() - self._clock_start if self._clock_start else 0.0)
+
     def run(self, step_fn: StepFn, eval_fn: EvalFn | None = None, health_fn: HealthFn | None = None) -> LoopResult:
+        self._clock_start = time.perf_counter()
         resumed = self._try_resume()
         good = copy.deepcopy(self._snapshot())  # the state to return to on divergence (a copy, not views)
         if resumed is None:
@@ -318,7 +335,9 @@ class TrainingLoop:
             m.eval()
         with torch.no_grad():
             metrics = eval_fn(self.step)
-        self.history.append({"step": float(self.step), **metrics})
+        entry = {"step": float(self.step), "wall_s": self._elapsed(),
+                 "samples": float(self.step * self.samples_per_step), **metrics}
+        self.history.append(entry)
         self._log(metrics)
         symptom = health_fn(metrics) if health_fn else None
         if symptom:
@@ -338,7 +357,18 @@ class TrainingLoop:
                 self.best_state = {k: copy.deepcopy(unwrap(m).state_dict()) for k, m in self.modules.items()}
                 for k, e in self.emas.items():
                     self.best_state[f"{k}_ema"] = copy.deepcopy(e.state_dict())
+        self._observe(entry)
         return True
+
+    def _observe(self, entry: dict[str, float]) -> None:
+        """Run the observer (e.g. the benchmark's test-accuracy probe) off the clock: its
+        numbers join the history entry, never the selection."""
+        if self.observer is None:
+            return
+        started = time.perf_counter()
+        with torch.no_grad():
+            entry.update(self.observer(self.step))
+        self._clock_start += time.perf_counter() - started  # not training time
 
     def _log(self, metrics: dict[str, float]) -> None:
         if self.log_fn is not None:

@@ -88,6 +88,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         limitation=_DATA_FREE_LIMITATION, real_data_anywhere=False, needs_teacher_features=True,
     ),
     Method(
+        name="noise", sees="random images (Gaussian with the data's per-channel mean and std) — no generator",
+        loss="T²·KL(p_T‖p_S)", citation="baseline (Chen et al. 2019, Table 1: KD on Gaussian noise)",
+        description="a baseline: the student learns the teacher's soft labels on random noise images, which shows "
+                    "what a generator adds; no real image is used (only the train split's pixel mean and std)",
+        limitation="A baseline, not a product: a student distilled on noise is far below the teacher.",
+        real_data_anywhere=False,
+    ),
+    Method(
         name="adversarial", sees="real (x, y)", loss="KD + output discriminator on (logits, y)",
         citation="Xu et al. 2017",
         description="knowledge distillation on real images plus an output-space discriminator (Xu et al. 2017)",

@@ -37,6 +37,7 @@ OWN_TERMS = {
     "gan": {"kd", "hint", "rkd_distance", "rkd_angle"}, "gan_real": {"kd_real", "kd_gen"},
     "data_free": {"loss_g", "g_discrepancy", "g_balance", "distill_loss"},
     "dafl": {"loss_g", "g_onehot", "g_activation", "g_balance", "distill_loss"},
+    "noise": {"kd", "hint", "rkd_distance", "rkd_angle"},
     "adversarial": {"loss_d", "fool", "kd"},
 }
 
@@ -115,8 +116,10 @@ def test_gan_batches_mine_the_samples_the_student_gets_most_wrong(world):
         candidates, _ = ctx.generator.sample(n + n_hard)  # what the stage draws first, same seed
         gap = kd_kl_per_sample(ctx.student.eval()(candidates), ctx.teacher(candidates), ctx.params.distill.temperature)
     torch.manual_seed(7)
-    x, y = ctx.generated_batch(n)
+    x, y, t = ctx.generated_batch(n)
     assert x.shape[0] == y.shape[0] == n
+    with torch.no_grad():
+        assert torch.allclose(t, ctx.teacher(x), atol=1e-5)  # the mining pass's teacher logits, reused
     kept = {tuple(row.flatten()[:16].tolist()) for row in x}
     hardest = gap.argsort(descending=True)[:n_hard]
     assert all(tuple(candidates[i].flatten()[:16].tolist()) in kept for i in hardest.tolist())
@@ -154,3 +157,53 @@ def test_student_trained_only_on_gan_samples_beats_chance_by_far(tmp_path, mnist
     assert gan["selected_coverage"] > 0.8
     assert student["real_images_seen_by_student"] == 0
     assert student["test_acc"] > 0.6  # chance is 0.1
+
+
+def test_noise_baseline_sees_only_random_images_with_the_data_statistics(world, tmp_path):
+    params = smoke_params("distill.method=noise", "distill.steps=6", "distill.eval_every=3")
+    result = distill.run(params, world / "data", world / "teacher", None, tmp_path / "student")
+    assert result["selected_on"] == "final" and result["real_images_seen_by_student"] == 0
+    from gandistill.data.dataset import load_meta
+    from gandistill.stages.distill import Context
+
+    meta = load_meta(world / "data")
+    ctx = Context.__new__(Context)
+    ctx.meta, ctx.runtime = meta, type("R", (), {"device": torch.device("cpu")})()
+    torch.manual_seed(0)
+    x = ctx.noise_batch(3)
+    torch.manual_seed(0)
+    expected = (meta.mean[0] + meta.std[0] * torch.randn(3, *meta.input_shape)).clamp(0, 1)
+    assert torch.allclose(x, expected)  # N(train mean, train std) per pixel, clipped to the pixel range
+
+
+@pytest.mark.parametrize("method", ["data_free", "dafl"])
+def test_replay_pool_and_student_ema_resume_exactly_after_a_crash(world, method, tmp_path, monkeypatch):
+    """The replay pool and the student's EMA are checkpointed state: a run that crashes after a
+    checkpoint and is re-run ends with the same student as an uninterrupted run."""
+    from gandistill.stages import distill as stage
+
+    params = smoke_params(f"distill.method={method}", "distill.steps=16", "distill.eval_every=8",
+                          "distill.batch_size=32", "distill.replay_size=64", "distill.replay_fraction=0.5",
+                          "distill.student_ema=0.9", "runtime.checkpoint_every=8")
+    monkeypatch.setenv("GANDISTILL_CHECKPOINT_ROOT", str(tmp_path / "ck-whole"))
+    stage.run(params, world / "data", world / "teacher", None, tmp_path / "whole")
+
+    monkeypatch.setenv("GANDISTILL_CHECKPOINT_ROOT", str(tmp_path / "ck-crash"))
+    real_free_batch, calls = stage._free_batch, {"n": 0}
+
+    def crash_at_step_12(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise KeyboardInterrupt("simulated crash")
+        return real_free_batch(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "_free_batch", crash_at_step_12)
+    with pytest.raises(KeyboardInterrupt):
+        stage.run(params, world / "data", world / "teacher", None, tmp_path / "crashed")
+    monkeypatch.setattr(stage, "_free_batch", real_free_batch)
+    resumed = stage.run(params, world / "data", world / "teacher", None, tmp_path / "resumed")
+    assert resumed["resumed_from"] == 8
+    whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state_dict"]
+    again = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
+

@@ -39,13 +39,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from gandistill import losses, methods
 from gandistill.augment import random_affine
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
 from gandistill.errors import ConfigError
-from gandistill.loop import TrainingLoop, warmup_cosine
+from gandistill.loop import EMA, TrainingLoop, warmup_cosine
 from gandistill.nets import build_classifier, build_gan, count_parameters
 from gandistill.runtime import Runtime, seed_everything, unwrap
 from gandistill.stages.common import (
@@ -82,10 +83,16 @@ class Context:
     extra_modules: dict[str, nn.Module] = field(default_factory=dict)
     extra_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     extra_schedulers: dict[str, Any] = field(default_factory=dict)
+    student_ema: EMA | None = None
 
     @property
     def device(self) -> torch.device:
         return self.runtime.device
+
+    @property
+    def scored_student(self) -> nn.Module:
+        """The student that is validated, selected and returned: its EMA when enabled."""
+        return self.student_ema.shadow if self.student_ema is not None else self.student
 
     def real_batch(self, step: int, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.real is not None and self.batches is not None
@@ -97,20 +104,32 @@ class Context:
             x = random_affine(x)
         return x, self.real[1][idx]
 
-    @torch.no_grad()
-    def generated_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self.generator is not None
-        n_hard = round(n * self.params.distill.hard_fraction)
-        x, y = self.generator.sample(n + n_hard, self.device)
-        if n_hard:
-            x, y = self._keep_hardest(x, y, n, n_hard)
-        if self.params.distill.augment:
-            x = random_affine(x)
-        if self.params.distill.mixup > 0:
-            x = _mixup(x, self.params.distill.mixup)
-        return x, y
+    def noise_batch(self, n: int) -> torch.Tensor:
+        """Gaussian images with the data's per-channel pixel mean and std, clipped to [0, 1]."""
+        shape = (1, self.meta.channels, 1, 1)
+        mean = torch.tensor(self.meta.mean, device=self.device).view(shape)
+        std = torch.tensor(self.meta.std, device=self.device).view(shape)
+        return (mean + std * torch.randn(n, *self.meta.input_shape, device=self.device)).clamp_(0, 1)
 
-    def _keep_hardest(self, x: torch.Tensor, y: torch.Tensor, n: int, n_hard: int) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def generated_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """n samples of the trained cGAN, augmented, optionally mined for hard ones; returns
+        (x, y, teacher logits on x — or None when mixup changed x after they were computed)."""
+        dp = self.params.distill
+        n_hard = round(n * dp.hard_fraction)
+        x, y = self.generator.sample(n + n_hard, self.device)  # type: ignore[union-attr]
+        if dp.augment:  # before mining: the student is scored on exactly what it will learn from
+            x = random_affine(x)
+        with self.runtime.autocast():
+            t = self.teacher(x)
+        if n_hard:
+            keep = self._hardest(x, t, n, n_hard)
+            x, y, t = x[keep], y[keep], t[keep]
+        if dp.mixup > 0:
+            return _mixup(x, dp.mixup), y, None
+        return x, y, t
+
+    def _hardest(self, x: torch.Tensor, t: torch.Tensor, n: int, n_hard: int) -> torch.Tensor:
         """Hard-sample mining on the GAN's manifold: of n + n_hard candidates keep the n_hard
         the student gets most wrong (per-sample T²·KL to the teacher) plus n − n_hard of the
         rest at random. Easy samples the student already matches teach it little; keeping a
@@ -118,10 +137,9 @@ class Context:
         was_training = self.student.training
         self.student.eval()  # scoring must not move BatchNorm statistics
         with self.runtime.autocast():
-            gap = losses.kd_kl_per_sample(self.student(x), self.teacher(x), self.params.distill.temperature)
+            gap = losses.kd_kl_per_sample(self.student(x), t, self.params.distill.temperature)
         self.student.train(was_training)
-        keep = hard_sample_indices(gap, n, n_hard)
-        return x[keep], y[keep]
+        return hard_sample_indices(gap, n, n_hard)
 
 
 def hard_sample_indices(gap: torch.Tensor, n: int, n_hard: int) -> torch.Tensor:
@@ -183,16 +201,19 @@ class AddOns(nn.Module):
         return terms
 
 
-def _forward_pair(ctx: Context, addons: AddOns, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Student logits (with grad), teacher logits (no grad), and add-on loss terms."""
+def _forward_pair(ctx: Context, addons: AddOns, x: torch.Tensor,
+                  teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Student logits (with grad), teacher logits (no grad; reused when already computed for
+    x), and add-on loss terms."""
     if addons.active:
         s_logits, s_feats = unwrap(ctx.student).forward_features(x)
         with torch.no_grad():
             t_logits, t_feats = ctx.teacher.forward_features(x)
         return s_logits, t_logits, addons(s_feats, t_feats)
-    with torch.no_grad():
-        t_logits = ctx.teacher(x)
-    return ctx.student(x), t_logits, {}
+    if teacher_logits is None:
+        with torch.no_grad():
+            teacher_logits = ctx.teacher(x)
+    return ctx.student(x), teacher_logits, {}
 
 
 def _optimise(ctx: Context, loss: torch.Tensor) -> None:
@@ -200,6 +221,22 @@ def _optimise(ctx: Context, loss: torch.Tensor) -> None:
     loss.backward()
     ctx.optimizer.step()
     ctx.scheduler.step()
+    if ctx.student_ema is not None:
+        ctx.student_ema.update(ctx.student)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, kind: str, steps: int, warmup_steps: int = 0,
+                   final_fraction: float = 0.0) -> LambdaLR:
+    """cosine: linear warm-up then cosine decay to `final_fraction`; constant: no schedule."""
+    if kind == "constant":
+        return LambdaLR(optimizer, lambda step: 1.0)
+    return warmup_cosine(optimizer, steps, warmup_steps=warmup_steps, final_fraction=final_fraction)
+
+
+def build_student_optimizer(dp: Any, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if dp.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=dp.lr, momentum=0.9, weight_decay=dp.weight_decay)
+    return torch.optim.AdamW(parameters, lr=dp.lr, weight_decay=dp.weight_decay)
 
 
 # -- methods -------------------------------------------------------------------------------
@@ -218,11 +255,12 @@ def _scratch(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     return step
 
 
-def _distill_step(ctx: Context, addons: AddOns, x: torch.Tensor, labels: torch.Tensor | None) -> dict[str, Any]:
+def _distill_step(ctx: Context, addons: AddOns, x: torch.Tensor, labels: torch.Tensor | None,
+                  teacher_logits: torch.Tensor | None = None) -> dict[str, Any]:
     """One student update on x: Hinton KD against the teacher (with CE on labels when given)."""
     dp = ctx.params.distill
     with ctx.runtime.autocast():
-        s, t, extra = _forward_pair(ctx, addons, x)
+        s, t, extra = _forward_pair(ctx, addons, x, teacher_logits)
         kd = losses.kd_objective(s, t, labels, dp.temperature, dp.alpha)
         loss = kd + sum(extra.values(), torch.zeros(()))
     _optimise(ctx, loss)
@@ -235,7 +273,15 @@ def _kd(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
 
 def _gan(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     # Soft labels only (labels=None → T²·KL): the conditioning label is not trusted as a hard target.
-    return lambda i: _distill_step(ctx, addons, ctx.generated_batch(ctx.params.distill.batch_size)[0], None)
+    def step(i: int) -> dict[str, Any]:
+        x, _, t = ctx.generated_batch(ctx.params.distill.batch_size)
+        return _distill_step(ctx, addons, x, None, t)
+
+    return step
+
+
+def _noise(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+    return lambda i: _distill_step(ctx, addons, ctx.noise_batch(ctx.params.distill.batch_size), None)
 
 
 def _gan_real(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
@@ -244,7 +290,7 @@ def _gan_real(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
 
     def step(i: int) -> dict[str, Any]:
         xr, yr = ctx.real_batch(i, n_real)
-        xg, _ = ctx.generated_batch(dp.batch_size - n_real)
+        xg, _, _ = ctx.generated_batch(dp.batch_size - n_real)
         x = torch.cat([xr, xg])
         with ctx.runtime.autocast():
             s, t, extra = _forward_pair(ctx, addons, x)
@@ -303,7 +349,7 @@ def _new_free_generator(ctx: Context) -> tuple[nn.Module, torch.optim.Optimizer,
     # Matched schedules: the generator's lr decays with the student's, or it out-runs a
     # student that can no longer follow and accuracy drifts down late in training.
     n_gen_steps = max(1, dp.steps // dp.student_steps_per_generator_step)
-    sched_g = warmup_cosine(opt_g, n_gen_steps, final_fraction=0.05)
+    sched_g = build_schedule(opt_g, dp.schedule, n_gen_steps, final_fraction=0.05)
     ctx.generator = generator
     ctx.extra_modules["generator"] = generator
     ctx.extra_optimizers["generator"] = opt_g
@@ -318,6 +364,51 @@ def _step_generator(optimizer: torch.optim.Optimizer, scheduler: Any, loss: torc
     scheduler.step()
 
 
+class ReplayPool(nn.Module):
+    """A ring buffer of generated samples and the teacher's logits on them. Buffers, so the
+    training loop's checkpoints carry it and a resumed run replays exactly what it would have."""
+
+    def __init__(self, capacity: int, input_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        self.capacity = capacity
+        self.register_buffer("x", torch.zeros(capacity, *input_shape, dtype=torch.float16))
+        self.register_buffer("logits", torch.zeros(capacity, num_classes))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @property
+    def size(self) -> int:
+        return min(int(self.count), self.capacity)
+
+    @torch.no_grad()
+    def add(self, x: torch.Tensor, logits: torch.Tensor) -> None:
+        slots = (self.count + torch.arange(len(x), device=self.x.device)) % self.capacity
+        self.x[slots] = x.to(self.x.dtype)
+        self.logits[slots] = logits.float()
+        self.count += len(x)
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, self.size, (n,), device=self.x.device)
+        return self.x[idx].float(), self.logits[idx]
+
+
+@torch.no_grad()
+def _free_batch(ctx: Context, generator: nn.Module, pool: ReplayPool | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A student batch for the data-free schedule: fresh generator samples (no augmentation —
+    the generator is the only source of variety, as in DFAD/DAFL) with the teacher's logits,
+    plus, once the replay pool holds a batch, `replay_fraction` of it replayed from the pool."""
+    dp = ctx.params.distill
+    replayed = round(dp.batch_size * dp.replay_fraction) if pool is not None and pool.size >= dp.batch_size else 0
+    x, _ = generator.sample(dp.batch_size - replayed, ctx.device)
+    with ctx.runtime.autocast():
+        t = ctx.teacher(x).float()
+    if pool is not None:
+        pool.add(x, t)
+        if replayed:
+            old_x, old_t = pool.sample(replayed)
+            x, t = torch.cat([x, old_x]), torch.cat([t, old_t])
+    return x, t
+
+
 GeneratorLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 StudentLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -330,6 +421,10 @@ def _with_free_generator(ctx: Context, addons: AddOns, generator_loss: Generator
     step, each on a fresh generated batch (as DFAD and DAFL do)."""
     dp = ctx.params.distill
     generator, opt_g, sched_g = _new_free_generator(ctx)
+    pool = None
+    if dp.replay_size:
+        pool = ReplayPool(dp.replay_size, ctx.meta.input_shape, ctx.meta.num_classes).to(ctx.device)
+        ctx.extra_modules["replay"] = pool
 
     def step(i: int) -> dict[str, Any]:
         terms: dict[str, Any] = {}
@@ -342,10 +437,9 @@ def _with_free_generator(ctx: Context, addons: AddOns, generator_loss: Generator
             _step_generator(opt_g, sched_g, loss_g)
             ctx.student.train()
             terms |= {"loss_g": loss_g.detach(), **{k: v.detach() for k, v in g_terms.items()}}
-        with torch.no_grad():  # no augmentation: the generator is the only source of variety, as in DFAD/DAFL
-            x, _ = generator.sample(dp.batch_size, ctx.device)
+        x, t = _free_batch(ctx, generator, pool)
         with ctx.runtime.autocast():
-            s, t, extra = _forward_pair(ctx, addons, x)
+            s, t, extra = _forward_pair(ctx, addons, x, t)
             distill_loss = student_loss(s, t)
             loss = distill_loss + sum(extra.values(), torch.zeros(()))
         _optimise(ctx, loss)
@@ -399,6 +493,7 @@ STEPS: dict[str, StepFactory] = {
     "gan_real": _gan_real,
     "data_free": _data_free,
     "dafl": _dafl,
+    "noise": _noise,
     "adversarial": _adversarial,
 }
 
@@ -407,7 +502,7 @@ def macro_agreement(student_pred: torch.Tensor, teacher_pred: torch.Tensor, num_
     """Teacher–student agreement averaged over the teacher's classes, absent classes counting 0:
     a sample bank that collapsed onto a few classes cannot score high by agreeing on those."""
     per_class = [(student_pred[teacher_pred == k] == k).float().mean() if (teacher_pred == k).any()
-                 else torch.tensor(0.0) for k in range(num_classes)]
+                 else torch.zeros((), device=student_pred.device) for k in range(num_classes)]
     return float(torch.stack(per_class).mean())
 
 
@@ -421,7 +516,10 @@ def real_images_seen(method: str, steps: int, batch_size: int, real_fraction: fl
 
 
 def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator_dir: str | Path | None,
-        out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
+        out_dir: str | Path, tracker: Tracker | None = None,
+        observer: Callable[[int, nn.Module], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Train the student; `observer(step, student)` (the benchmark's test probe) runs after
+    each eval, off the clock and outside model selection."""
     tracker = tracker or NullTracker()
     dp = params.distill
     started = time.perf_counter()
@@ -437,14 +535,15 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     student = runtime.prepare(build_classifier(dp.student_arch, meta.channels, (meta.height, meta.width),
                                                meta.num_classes, mean=meta.mean, std=meta.std))
     addons = AddOns(params, unwrap(student), teacher, meta).to(device)
-    optimizer = torch.optim.AdamW([*student.parameters(), *addons.parameters()], lr=dp.lr,
-                                  weight_decay=dp.weight_decay)
-    scheduler = warmup_cosine(optimizer, dp.steps, warmup_steps=min(200, dp.steps // 10))
+    optimizer = build_student_optimizer(dp, [*student.parameters(), *addons.parameters()])
+    scheduler = build_schedule(optimizer, dp.schedule, dp.steps, warmup_steps=min(200, dp.steps // 10))
     generator = None
     if method.needs_trained_gan:
         generator = load_generator(generator_dir).to(device).eval()  # type: ignore[arg-type]
     ctx = Context(params, runtime, meta, teacher, student, optimizer, scheduler, real,
-                  StepBatches(len(real[1]), dp.batch_size, params.seed) if real is not None else None, generator)
+                  StepBatches(len(real[1]), dp.batch_size, params.seed) if real is not None else None, generator,
+                  student_ema=EMA(student, dp.student_ema) if dp.student_ema else None)
+    scored = ctx.scored_student
     step_fn = STEPS[dp.method](ctx, addons)
     tracker.log_params({f"distill.{k}": v for k, v in dp.model_dump().items()} | {"seed": params.seed})
 
@@ -457,21 +556,23 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         synthetic_bank: list[torch.Tensor] = []
 
         def eval_fn(step: int) -> dict[str, float]:
-            assert ctx.generator is not None
-            # Batch statistics, as in training: the bank must look like what the student learns
-            # from (the in-stage generator is never used in eval mode).
-            ctx.generator.train()  # the loop put every tracked module in eval mode
-            x, _ = ctx.generator.sample(512, device, generator=torch.Generator(device).manual_seed(step))
-            ctx.generator.eval()
+            if ctx.generator is not None:
+                # Batch statistics, as in training: the bank must look like what the student learns
+                # from (the in-stage generator is never used in eval mode).
+                ctx.generator.train()  # the loop put every tracked module in eval mode
+                x, _ = ctx.generator.sample(512, device, generator=torch.Generator(device).manual_seed(step))
+                ctx.generator.eval()
+            else:
+                x = ctx.noise_batch(512)
             synthetic_bank.append(x)  # a growing bank: samples from every phase of the generator
             bank = torch.cat(synthetic_bank[-20:])
-            return {"synthetic_agreement": macro_agreement(ctx.student(bank).argmax(1), teacher(bank).argmax(1),
+            return {"synthetic_agreement": macro_agreement(scored(bank).argmax(1), teacher(bank).argmax(1),
                                                            meta.num_classes)}
     else:
         val_x, val_y = to_tensors(load_split(data_dir, "val"), device)
 
         def eval_fn(step: int) -> dict[str, float]:
-            return {"val_acc": accuracy(predict_logits(student, val_x, device=device), val_y.cpu())}
+            return {"val_acc": accuracy(predict_logits(scored, val_x, device=device), val_y.cpu())}
 
     teacher_id = file_digest(Path(teacher_dir) / "model.pt") if (Path(teacher_dir) / "model.pt").is_file() else ""
     generator_id = file_digest(Path(generator_dir) / "model.pt") if generator is not None else ""
@@ -483,8 +584,10 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         select=None if select_key == "final" else (select_key, "max"),
         max_retries=params.runtime.max_retries, retry_lr_factor=params.runtime.retry_lr_factor,
         log_fn=tracker.log_metrics, progress=params.runtime.progress and runtime.is_main,
+        samples_per_step=dp.batch_size,
+        observer=(lambda step: observer(step, scored)) if observer is not None else None,
     )
-    loop.track("student", student, optimizer, scheduler)
+    loop.track("student", student, optimizer, scheduler, ema=ctx.student_ema)
     if addons.active:
         loop.track("addons", addons)
     for name, module in ctx.extra_modules.items():
@@ -492,7 +595,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     outcome = loop.run(step_fn, eval_fn)
 
     student = unwrap(student).cpu().eval()
-    student.load_state_dict(outcome.best_state["student"])
+    student.load_state_dict(outcome.best_state["student_ema" if ctx.student_ema is not None else "student"])
     test_x, test_y = to_tensors(load_split(data_dir, "test"))
     val_x_cpu, val_y_cpu = to_tensors(load_split(data_dir, "val"))
     val_acc = accuracy(predict_logits(student, val_x_cpu), val_y_cpu)
