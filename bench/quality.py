@@ -123,15 +123,22 @@ def test_probe(data_dir: Path):
     return observe
 
 
-def run_method(method: str, seed: int, work: Path, params: Params) -> dict[str, Any]:
+STAGES = ("train_teacher", "train_gan", "distill")
+
+
+def code_fingerprints() -> dict[str, str]:
+    """Taken once at start-up, when the modules this process runs were imported."""
+    return {stage: code_fingerprint(f"gandistill.stages.{stage}") for stage in STAGES}
+
+
+def run_method(method: str, seed: int, work: Path, params: Params, code: dict[str, str]) -> dict[str, Any]:
     data_dir = work / f"data-{fingerprint(params.data.model_dump())[:8]}"
     _cached(data_dir, lambda: prepare_data.run(params, data_dir))
-    teacher_key = fingerprint(params_sections(params, "teacher", "data"), code_fingerprint(
-        "gandistill.stages.train_teacher"))[:10]
+    teacher_key = fingerprint(params_sections(params, "teacher", "data"), code["train_teacher"])[:10]
     teacher_dir = work / f"teacher-seed{seed}-{teacher_key}"
     teacher = _cached(teacher_dir, lambda: train_teacher.run(params, data_dir, teacher_dir))
     run: dict[str, Any] = {"teacher_acc": teacher["test_acc"], "teacher_wall_s": teacher["wall_s"],
-                           "code": {"train_teacher": code_fingerprint("gandistill.stages.train_teacher")}}
+                           "code": {"train_teacher": code["train_teacher"]}}
     if method == "teacher":
         n_train = read_result(data_dir)["counts"]["train"]
         return run | {"final_acc": teacher["test_acc"], "selected_acc": teacher["test_acc"],
@@ -141,14 +148,14 @@ def run_method(method: str, seed: int, work: Path, params: Params) -> dict[str, 
     gan_wall = 0.0
     generator_dir = None
     if record.needs_trained_gan:
-        run["code"]["train_gan"] = code_fingerprint("gandistill.stages.train_gan")
+        run["code"]["train_gan"] = code["train_gan"]
         gan_key = fingerprint(params_sections(params, "gan", "teacher", "data"), run["code"]["train_gan"])[:10]
         generator_dir = work / f"generator-seed{seed}-{gan_key}"  # not gan-seed*: that is the gan student
         gan = _cached(generator_dir, lambda: train_gan.run(params, data_dir, teacher_dir, generator_dir))
         gan_wall = gan["wall_s"]
         run["gan_fid"] = gan.get("selected_fid")
     params.distill.method = method
-    run["code"]["distill"] = code_fingerprint("gandistill.stages.distill")
+    run["code"]["distill"] = code["distill"]
     student_dir = work / f"student-{method}-seed{seed}"
     result = distill.run(params, data_dir, teacher_dir, generator_dir, student_dir, observer=test_probe(data_dir))
     test_x, _ = to_tensors(load_split(data_dir, "test"))
@@ -284,12 +291,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     selected = ALL_METHODS if args.methods == ["all"] else args.methods
     os.environ.setdefault("GANDISTILL_CHECKPOINT_ROOT", str(Path(args.work) / "checkpoints"))
-    commit = git_commit()
+    commit, code = git_commit(), code_fingerprints()
     for seed in args.seeds:
         for method in selected:
             params = _params(seed, args.budget, args.dataset, args.threads, args.overrides)
             started = time.time()
-            run = run_method(method, seed, Path(args.work) / args.dataset, params)
+            run = run_method(method, seed, Path(args.work) / args.dataset, params, code)
             command = " ".join(["python -m bench.quality", f"--results {args.results}", f"--budget {args.budget}",
                                 f"--dataset {args.dataset}", f"--methods {method}", f"--seeds {seed}",
                                 *(f"--threads {args.threads}" for _ in [0] if args.threads),

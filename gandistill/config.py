@@ -132,9 +132,12 @@ class DistillParams(OptimParams):
     # data_free / dafl: the generator trained inside this stage.
     # Convolutions' spatial prior matters here: at equal steps a conv generator's student reached
     # 85% where an MLP generator's reached 70% (bench/README.md). Width = ngf (conv) or hidden (mlp).
-    generator_arch: Literal["auto", "conv", "mlp"] = "conv"
+    # dfad: DFAD's own (unconditional, upsample + 3×3 conv) generator, for the faithful comparison.
+    generator_arch: Literal["auto", "conv", "mlp", "dfad"] = "conv"
     generator_width: int = Field(16, ge=4, le=4096)
     generator_lr: float = Field(1e-3, gt=0.0, le=1.0)
+    generator_beta1: float = Field(0.5, ge=0.0, lt=1.0)  # Adam β1 of the in-stage generator (DFAD: 0.9)
+    generator_nz: int = Field(64, ge=2, le=1024)  # latent size of the in-stage generator (DFAD: 100)
     student_steps_per_generator_step: int = Field(5, ge=1, le=100)  # DFAD: 5
     # γ of DAFL's information-entropy (class balance) term in the generator loss; DAFL uses 5.
     balance_weight: float = Field(5.0, ge=0.0)

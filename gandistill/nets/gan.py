@@ -194,6 +194,39 @@ class MLPDiscriminator(nn.Module):
     forward = ConditionalDiscriminator.forward
 
 
+class DFADGenerator(nn.Module):
+    """DFAD's MNIST generator ("GeneratorA", Fang et al. 2019, official code): unconditional —
+    z only — a linear projection to ngf·2 maps at a quarter of the resolution, two nearest
+    upsamplings each followed by 3×3 convs (ngf·2, then ngf) with BatchNorm and LeakyReLU, and
+    DFAD's normalised output. Kept for the faithful DFAD comparison: its full-resolution 3×3
+    convs cost ~35× gandistill's conv generator per sample at ngf 64."""
+
+    def __init__(self, nz: int, num_classes: int, out_channels: int, image_size: tuple[int, int], ngf: int = 64,
+                 output: str = "normalised", mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        super().__init__()
+        self.nz, self.num_classes, self.image_size, self.ngf = nz, num_classes, image_size, ngf
+        self.out_channels = out_channels
+        h, w = image_size
+        self.base = (max(2, math.ceil(h / 4)), max(2, math.ceil(w / 4)))
+        self.project = nn.Linear(nz, ngf * 2 * self.base[0] * self.base[1])
+        self.bn0 = nn.BatchNorm2d(ngf * 2)
+        self.block1 = nn.Sequential(nn.Conv2d(ngf * 2, ngf * 2, 3, 1, 1), nn.BatchNorm2d(ngf * 2),
+                                    nn.LeakyReLU(0.2))
+        self.block2 = nn.Sequential(nn.Conv2d(ngf * 2, ngf, 3, 1, 1), nn.BatchNorm2d(ngf), nn.LeakyReLU(0.2),
+                                    nn.Conv2d(ngf, out_channels, 3, 1, 1))
+        self.to_pixels = PixelOutput(out_channels, output, mean, std)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.bn0(self.project(z).view(-1, self.ngf * 2, *self.base))
+        h = self.block1(F.interpolate(h, scale_factor=2))
+        img = self.to_pixels(self.block2(F.interpolate(h, scale_factor=2)))
+        if img.shape[-2:] != torch.Size(self.image_size):
+            img = F.interpolate(img, size=self.image_size, mode="bilinear", align_corners=False)
+        return img
+
+    sample = ConditionalGenerator.sample  # labels are drawn but ignored: the generator is unconditional
+
+
 def resolve_gan_arch(arch: str, channels: int, image_size: tuple[int, int]) -> str:
     """"auto" → mlp for grey images up to 32×32 (cheap and good there), conv otherwise."""
     if arch != "auto":
@@ -206,6 +239,8 @@ def build_gan(arch: str, nz: int, num_classes: int, channels: int, image_size: t
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> tuple[nn.Module, nn.Module]:
     """(generator, discriminator) by architecture name: "conv", "mlp" or "auto"; `output` as in
     `PixelOutput` (mean/std: the data's, for "normalised")."""
+    if arch == "dfad":  # a data-free generator only: there is no discriminator for it
+        return DFADGenerator(nz, num_classes, channels, image_size, ngf, output, mean, std), nn.Identity()
     if resolve_gan_arch(arch, channels, image_size) == "mlp":
         return (MLPGenerator(nz, num_classes, channels, image_size, hidden, output, mean, std),
                 MLPDiscriminator(num_classes, channels, image_size, hidden, use_spectral_norm))

@@ -339,13 +339,13 @@ def _adversarial(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]
 def _new_free_generator(ctx: Context) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
     """A generator trained inside this stage, never on data, with DFAD's normalised output."""
     dp = ctx.params.distill
-    gp = ctx.params.gan
     meta = ctx.meta
     width = dp.generator_width
-    generator, _ = build_gan(dp.generator_arch, gp.nz, meta.num_classes, meta.channels, (meta.height, meta.width),
-                             width, width, hidden=width, output="normalised", mean=meta.mean, std=meta.std)
+    generator, _ = build_gan(dp.generator_arch, dp.generator_nz, meta.num_classes, meta.channels,
+                             (meta.height, meta.width), width, width, hidden=width, output="normalised",
+                             mean=meta.mean, std=meta.std)
     generator = generator.to(ctx.device)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=dp.generator_lr, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(generator.parameters(), lr=dp.generator_lr, betas=(dp.generator_beta1, 0.999))
     # Matched schedules: the generator's lr decays with the student's, or it out-runs a
     # student that can no longer follow and accuracy drifts down late in training.
     n_gen_steps = max(1, dp.steps // dp.student_steps_per_generator_step)
