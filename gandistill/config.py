@@ -30,7 +30,8 @@ class Section(BaseModel):
 
 
 class DataParams(Section):
-    source: Literal["mnist", "idx", "npz", "imagefolder", "dvc"] = "mnist"
+    # mnistm: the MNIST-M-style colour set built from the MNIST files in `path` (data/mnistm.py).
+    source: Literal["mnist", "mnistm", "idx", "npz", "imagefolder", "dvc"] = "mnist"
     path: str = "data/mnist"
     # dvc source: repository (path or git URL) and revision holding `path`.
     dvc_repo: str | None = None

@@ -96,7 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.run_name is not None:
         check_run_name(args.run_name)  # it names a folder: refuse traversal before anything runs
-    if params.data.source == "mnist":
+    from gandistill.data.sources import MNIST_BACKED
+
+    if params.data.source in MNIST_BACKED:
         from gandistill.data.fetch import fetch_mnist
 
         fetch_mnist(params.data.path)  # before any task: a missing dataset is a setup fault, not a task fault

