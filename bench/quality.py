@@ -53,7 +53,8 @@ from gandistill.stages.common import (
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-ALL_METHODS = ["teacher", *methods.METHOD_NAMES]
+# Source-domain methods only: cross-domain transfer (cyclegan and its baselines) is bench/transfer.py.
+ALL_METHODS = ["teacher", *(m for m in methods.METHOD_NAMES if methods.get(m).domain == "source")]
 # Second datasets: overrides that select them (no download: built from registry packages).
 DATASETS: dict[str, list[str]] = {"mnist": []}
 BUDGETS = {"default": None, "full": "full"}  # budget name -> params profile

@@ -18,12 +18,14 @@ from gandistill_components.prepare_data import prepare_data
 from gandistill_components.promote import promote, promote_gate
 from gandistill_components.train_gan import train_gan
 from gandistill_components.train_teacher import train_teacher
+from gandistill_components.train_translator import train_translator
 from kfp import dsl
 
 FUNCTIONS = {
     "prepare_data": prepare_data,
     "train_teacher": train_teacher,
     "train_gan": train_gan,
+    "train_translator": train_translator,
     "distill": distill,
     "evaluate": evaluate,
     "export": export,

@@ -4,7 +4,8 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 
 def distill(params_json: str, parent_run_id: str, method: str, data: Input[Dataset], teacher: Input[Model],
-            student: Output[Model], generator: Optional[Input[Model]] = None):
+            student: Output[Model], generator: Optional[Input[Model]] = None,
+            translator: Optional[Input[Model]] = None):
     """Distill the student by `method` (overrides distill.method, so baselines can fan out)."""
     from gandistill.stages import distill as stage
     from gandistill.stages import entry
@@ -12,7 +13,7 @@ def distill(params_json: str, parent_run_id: str, method: str, data: Input[Datas
     def body(params, tracker):
         params.distill.method = method
         return stage.run(params, data.path, teacher.path, generator.path if generator else None, student.path,
-                         tracker)
+                         tracker, translator_dir=translator.path if translator else None)
 
     result = entry.run_stage(f"distill_{method}", params_json, parent_run_id, body)
     student.metadata.update(entry.scalar_metrics(result) | {"method": method})

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gandistill.errors import ConfigError
-from gandistill.methods import METHOD_NAMES
+from gandistill.methods import METHOD_NAMES, METHODS
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -29,10 +29,17 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+DataSource = Literal["mnist", "mnistm", "idx", "npz", "imagefolder", "dvc"]
+
+
 class DataParams(Section):
     # mnistm: the MNIST-M-style colour set built from the MNIST files in `path` (data/mnistm.py).
-    source: Literal["mnist", "mnistm", "idx", "npz", "imagefolder", "dvc"] = "mnist"
+    source: DataSource = "mnist"
     path: str = "data/mnist"
+    # Cross-domain transfer (distill.method=cyclegan): the target domain B, any source above. Its
+    # labels are read only by the final report and the target-supervised baseline, never by the student.
+    target_source: DataSource | None = None
+    target_path: str | None = None
     # dvc source: repository (path or git URL) and revision holding `path`.
     dvc_repo: str | None = None
     dvc_rev: str | None = None
@@ -43,6 +50,13 @@ class DataParams(Section):
     limit_train: int | None = Field(None, ge=20)
     limit_test: int | None = Field(None, ge=10)
     verify_checksums: bool = True
+
+    @model_validator(mode="after")
+    def _target_pair(self) -> DataParams:
+        if (self.target_source is None) != (self.target_path is None):
+            raise ValueError("data.target_source and data.target_path go together: set both (the target domain's "
+                             "source and where it is) or neither")
+        return self
 
 
 class OptimParams(Section):
@@ -101,6 +115,31 @@ class GanParams(Section):
     collapse_patience: int = Field(3, ge=1)
 
 
+class TranslatorParams(Section):
+    """train_translator: the unpaired CycleGAN between source A and target B (distill.method=cyclegan)."""
+
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(32, ge=2, le=8192)
+    lr: float = Field(2e-4, gt=0.0, le=1.0)
+    beta1: float = Field(0.5, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    ngf: int = Field(16, ge=4, le=256)  # generator width (CycleGAN: 64)
+    n_blocks: int = Field(2, ge=0, le=12)  # residual blocks (CycleGAN: 6–9)
+    ndf: int = Field(32, ge=4, le=256)
+    spectral_norm: bool = True
+    # L_G = adv_AB + adv_BA + λ_cyc·(cycle A + cycle B) + λ_id·(identity A + identity B) + λ_sem·semantic
+    cycle_weight: float = Field(10.0, ge=0.0)  # CycleGAN: 10
+    identity_weight: float = Field(1.0, ge=0.0)  # CycleGAN: 0.5·λ_cyc for photo↔painting, 0 elsewhere
+    semantic_weight: float = Field(1.0, ge=0.0)  # CyCADA's semantic consistency with the frozen teacher (0 = off)
+    eval_every: int = Field(250, ge=1)
+    eval_samples: int = Field(500, ge=10)
+    # Collapse: class coverage of the teacher's labels on G_BA(x_b) below min_coverage, or spread of
+    # G_BA(x_b) / spread of real source images below min_diversity, for collapse_patience checks.
+    min_coverage: float = Field(0.5, ge=0.0, le=1.0)
+    min_diversity: float = Field(0.2, ge=0.0, le=10.0)
+    collapse_patience: int = Field(3, ge=1)
+
+
 DistillMethod = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # one record per method: gandistill.methods
 
 
@@ -128,6 +167,9 @@ class DistillParams(OptimParams):
     rkd_distance_weight: float = Field(0.0, ge=0.0)
     rkd_angle_weight: float = Field(0.0, ge=0.0)
     eval_every: int = Field(250, ge=1)
+    # cyclegan: share of each batch that is translated source images G_AB(x_a), labelled by the teacher
+    # on x_a (the rest: target images x_b labelled by the teacher on G_BA(x_b)).
+    source_fraction: float = Field(0.5, ge=0.0, lt=1.0)
     # adversarial: weight of the student's fool-the-output-discriminator term.
     adversarial_weight: float = Field(0.1, ge=0.0)
     # data_free / dafl: the generator trained inside this stage.
@@ -202,7 +244,8 @@ class StageResources(Section):
 class PipelineParams(Section):
     image: str = "gandistill-python:0.1.0"
     resources: dict[
-        Literal["prepare_data", "train_teacher", "train_gan", "distill", "evaluate", "export", "promote"],
+        Literal["prepare_data", "train_teacher", "train_gan", "train_translator", "distill", "evaluate", "export",
+                "promote"],
         StageResources,
     ] = Field(default_factory=dict)
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -216,12 +259,24 @@ class Params(Section):
     data: DataParams = Field(default_factory=DataParams)
     teacher: TeacherParams = Field(default_factory=TeacherParams)
     gan: GanParams = Field(default_factory=GanParams)
+    translator: TranslatorParams = Field(default_factory=TranslatorParams)
     distill: DistillParams = Field(default_factory=DistillParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     export: ExportParams = Field(default_factory=ExportParams)
     promote: PromoteParams = Field(default_factory=PromoteParams)
     runtime: RuntimeParams = Field(default_factory=RuntimeParams)
     pipeline: PipelineParams = Field(default_factory=PipelineParams)
+
+    @model_validator(mode="after")
+    def _domain_matches_method(self) -> Params:
+        method = METHODS[self.distill.method]
+        if method.domain == "target" and self.data.target_source is None:
+            raise ValueError(f"distill.method={method.name} trains a student for a target domain: set "
+                             "data.target_source and data.target_path (e.g. --profile transfer: MNIST → mnistm)")
+        if method.domain == "source" and self.data.target_source is not None:
+            raise ValueError(f"data.target_source is set but distill.method={method.name} does not use a target "
+                             "domain: use distill.method=cyclegan, or unset data.target_source / data.target_path")
+        return self
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -341,6 +396,14 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "distill.steps": 40, "distill.eval_every": 20,
         "evaluate.latency_runs": 5, "evaluate.privacy_samples": 200, "evaluate.gan_samples": 200,
         "runtime.checkpoint_every": 20, "runtime.progress": False,
+    },
+    # Cross-domain transfer, the shipped example: a LeNet-5 teacher on MNIST, a student for the
+    # MNIST-M-style colour set (data.source=mnistm) that never sees one of its labels. Budgets sized
+    # so the whole pipeline (with both baselines) fits ~30 min on 2 cores: bench/results/transfer.md.
+    "transfer": {
+        "data.target_source": "mnistm", "data.target_path": "data/mnist",
+        "distill.method": "cyclegan", "distill.student_arch": "lenet5",
+        "promote.model_name": "gandistill-transfer-student", "promote.min_accuracy": 0.9,
     },
 }
 

@@ -145,7 +145,8 @@ class TrainingLoop:
                  fingerprint: str = "", checkpoint_every: int = 500, eval_every: int = 250,
                  select: tuple[str, str] | None = None, patience: int = 1, max_retries: int = 2,
                  retry_lr_factor: float = 0.5, log_fn: LogFn | None = None, log_every: int = 50,
-                 progress: bool = True, samples_per_step: int = 0, observer: ObserverFn | None = None):
+                 progress: bool = True, samples_per_step: int = 0, observer: ObserverFn | None = None,
+                 collapse_hint: str = ", or (GAN) raise gan.fm_weight / gan.teacher_weight or lower gan.min_coverage"):
         self.name = name
         self.total_steps = total_steps
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -161,6 +162,7 @@ class TrainingLoop:
         self.progress = progress
         self.samples_per_step = samples_per_step
         self.observer = observer
+        self.collapse_hint = collapse_hint  # the stage's knobs, named when a collapse cannot be recovered
         self.modules: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, LambdaLR] = {}
@@ -264,8 +266,7 @@ class TrainingLoop:
                 f"[{self.name}] {symptom} at step {self.step}; gave up after {self.retries} retries with "
                 f"learning rates scaled to {self.lr_scale:g}×. Knobs: lower the stage's learning rate(s), "
                 f"raise runtime.max_retries, lower runtime.retry_lr_factor"
-                + (", or (GAN) raise gan.fm_weight / gan.teacher_weight or lower gan.min_coverage"
-                   if "coverage" in symptom else "")
+                + (self.collapse_hint if "coverage" in symptom or "collapse" in symptom else "")
             )
         retries, scale = self.retries + 1, self.lr_scale * self.retry_lr_factor
         elapsed = self._elapsed()  # time spent on the failed attempt is still time spent

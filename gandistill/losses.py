@@ -219,3 +219,67 @@ def output_discriminator_loss(teacher_score: torch.Tensor, student_score: torch.
     L_Do = −E[log D_o(t, y)] − E[log(1 − D_o(s, y))]; the student adds −E[log D_o(s, y)].
     """
     return d_loss_bce(teacher_score, student_score)
+
+
+# ---------------------------------------------------------------------------------------
+# Unpaired image translation (CycleGAN, CyCADA)
+
+
+def lsgan_d_loss(real_score: torch.Tensor, fake_score: torch.Tensor) -> torch.Tensor:
+    """Mao et al., "Least Squares Generative Adversarial Networks", ICCV 2017, eq. 9 (a = 0,
+    b = c = 1), the adversarial loss CycleGAN trains with (Zhu et al. 2017, §4 "Training details").
+
+    L_D = ½·E[(D(y) − 1)²] + ½·E[D(G(x))²], means over every patch score of a PatchGAN D.
+    """
+    return 0.5 * ((real_score - 1).pow(2).mean() + fake_score.pow(2).mean())
+
+
+def lsgan_g_loss(fake_score: torch.Tensor) -> torch.Tensor:
+    """Least-squares generator term (same papers): L_G = E[(D(G(x)) − 1)²]."""
+    return (fake_score - 1).pow(2).mean()
+
+
+def cycle_consistency(original: torch.Tensor, reconstructed: torch.Tensor) -> torch.Tensor:
+    """Zhu et al., "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial
+    Networks" (CycleGAN), ICCV 2017, eq. 2, one direction:
+
+    L_cyc = E‖G_BA(G_AB(x_a)) − x_a‖₁ (mean absolute pixel error); the caller adds both
+    directions. Forces translations to keep what is needed to come back: content, here the digit.
+    """
+    return (reconstructed - original).abs().mean()
+
+
+def identity_mapping(target_domain_image: torch.Tensor, mapped: torch.Tensor) -> torch.Tensor:
+    """Zhu et al. 2017, §5.2 (after Taigman et al. 2017): L_id = E‖G_AB(x_b) − x_b‖₁ — a
+    generator fed an image already of its output domain should leave it unchanged (keeps
+    colours and intensities from drifting). With domains of different shape the caller first
+    brings x_b to the generator's input shape (gandistill.nets.translator.ShapeAdapter)."""
+    return (mapped - target_domain_image).abs().mean()
+
+
+def semantic_consistency(teacher_logits_on_translated: torch.Tensor, source_labels: torch.Tensor) -> torch.Tensor:
+    """Hoffman et al., "CyCADA: Cycle-Consistent Adversarial Domain Adaptation", ICML 2018, eq. 4
+    (source direction): L_sem = CE(f_S(G_AB(x_a)), ŷ_a), ŷ_a = argmax f_S(x_a) — the frozen source
+    classifier (the teacher) must still recognise a translated image as what it was."""
+    return F.cross_entropy(teacher_logits_on_translated, source_labels)
+
+
+LOSSES = {
+    "kd_kl": kd_kl,
+    "kd": kd_objective,
+    "logit_l1": logit_l1,
+    "fitnet_hint": fitnet_hint,
+    "rkd_distance": rkd_distance,
+    "rkd_angle": rkd_angle,
+    "d_bce": d_loss_bce,
+    "g_bce": g_loss_bce,
+    "d_hinge": d_loss_hinge,
+    "g_hinge": g_loss_hinge,
+    "feature_matching": feature_matching,
+    "teacher_guidance": teacher_guidance,
+    "mode_seeking": mode_seeking,
+    "dafl_onehot": dafl_onehot,
+    "dafl_activation": dafl_activation,
+    "information_entropy": information_entropy,
+    "output_discriminator": output_discriminator_loss,
+}

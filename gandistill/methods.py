@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 RealImages = Literal["none", "all", "fraction"]
+Domain = Literal["source", "target"]
 
 
 @dataclass(frozen=True)
@@ -26,16 +27,27 @@ class Method:
     real_images: RealImages = "none"  # real training images in the student's batches
     real_data_anywhere: bool = True  # False: no real image anywhere, model selection included
     needs_teacher_features: bool = False  # reads teacher.forward_features, not only logits
+    # Cross-domain transfer: "target" = the student is trained for, and evaluated on, the target
+    # domain B (data.target_*) while the teacher knows only the source domain A.
+    domain: Domain = "source"
+    needs_translator: bool = False  # train_translator (CycleGAN A ↔ B) runs in the DAG and feeds distill
+    needs_target_labels: bool = False  # trains on target labels (only the supervised upper bound does)
+    baselines: tuple[str, ...] = ()  # methods the DAG also trains, for the report's side-by-side
 
     @property
-    def selection(self) -> Literal["val_acc", "final"]:
+    def selection(self) -> Literal["val_acc", "val_agreement", "final"]:
         """Methods that may touch real data select the step on the real validation split; the
-        data-free ones have nothing real to select on and return the final student."""
+        data-free ones have nothing real to select on and return the final student. Target-domain
+        methods without target labels select on agreement with their own teacher signal on held-out
+        target images (val_agreement): target labels never choose a step."""
+        if self.domain == "target" and not self.needs_target_labels:
+            return "val_agreement"
         return "val_acc" if self.real_data_anywhere else "final"
 
     @property
     def in_pipeline_stages(self) -> tuple[str, ...]:
-        return ("train_gan",) if self.needs_trained_gan else ()
+        return (("train_gan",) if self.needs_trained_gan else ()) + (
+            ("train_translator",) if self.needs_translator else ())
 
 
 _DATA_FREE_LIMITATION = ("Trained without any real data: accuracy on inputs far from what the generator explored "
@@ -100,6 +112,33 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         citation="Xu et al. 2017",
         description="knowledge distillation on real images plus an output-space discriminator (Xu et al. 2017)",
         real_images="all",
+    ),
+    Method(
+        name="cyclegan", sees="target images x_b, labelled by the teacher on G_BA(x_b), and G_AB(x_a)",
+        loss="T²·KL(p_T(G_BA(x_b))‖p_S(x_b)), T²·KL(p_T(x_a)‖p_S(G_AB(x_a)))",
+        citation="Zhu et al. 2017 (CycleGAN), Hoffman et al. 2018 (CyCADA)",
+        description="cross-domain transfer: a CycleGAN translates between the teacher's source domain and the "
+                    "target domain; the student learns on unlabelled target images labelled by the teacher on their "
+                    "translation to the source domain (and on source images translated to the target domain); it "
+                    "never sees a target label",
+        limitation="The student inherits the teacher's errors and whatever the translator fails to carry across "
+                   "domains; its accuracy is measured on the target test split only.",
+        real_images="all", domain="target", needs_translator=True, baselines=("target_kd", "target_supervised"),
+    ),
+    Method(
+        name="target_kd", sees="target images x_b, labelled by the teacher on x_b itself",
+        loss="T²·KL(p_T(x_b)‖p_S(x_b))", citation="baseline (DAFL's out-of-domain KD, Chen et al. 2019)",
+        description="plain knowledge distillation on unlabelled target images: the source-domain teacher labels "
+                    "target images directly (converted to its input shape)",
+        limitation="The teacher never saw the target domain: its labels on target images carry its domain-shift "
+                   "errors into the student.",
+        real_images="all", domain="target",
+    ),
+    Method(
+        name="target_supervised", sees="labelled target images (x_b, y_b)", loss="CE(s, y_b)",
+        citation="upper bound", description="the upper bound: a student trained with cross-entropy on labelled "
+                                            "target images, no teacher",
+        real_images="all", domain="target", needs_target_labels=True,
     ),
 )}
 

@@ -65,6 +65,13 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("real images seen by student", _fmt(s.get("real_images_seen"))),
         ("compression", f"{summary['compression_ratio']:.2f}× fewer params" if summary["compression_ratio"] else "—"),
     ]
+    transfer = summary.get("transfer") or {}
+    for key, label in (("source_only_acc", "target: teacher on raw target"),
+                       ("teacher_translated_acc", "target: teacher on G_BA(target)"),
+                       ("student_acc", "target: student"), ("plain_kd_acc", "target: plain KD on raw target"),
+                       ("supervised_acc", "target: supervised (upper bound)")):
+        if transfer.get(key) is not None:
+            rows.append((label, _fmt(transfer[key], True)))
     registry = summary.get("registry") or {}
     if registry:
         rows.append(("registry", f"{registry.get('model_name', '')} v{registry.get('version', '?')} "
@@ -96,12 +103,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.run_name is not None:
         check_run_name(args.run_name)  # it names a folder: refuse traversal before anything runs
+    from gandistill.data.fetch import fetch_mnist
     from gandistill.data.sources import MNIST_BACKED
 
-    if params.data.source in MNIST_BACKED:
-        from gandistill.data.fetch import fetch_mnist
-
-        fetch_mnist(params.data.path)  # before any task: a missing dataset is a setup fault, not a task fault
+    # Before any task: a missing dataset is a setup fault, not a task fault.
+    for source, path in ((params.data.source, params.data.path), (params.data.target_source, params.data.target_path)):
+        if source in MNIST_BACKED:
+            fetch_mnist(path)
     try:
         summary = run_local(params, runs_root=args.runs_dir, run_name=args.run_name)
     except RuntimeError as exc:  # kfp.local raises RuntimeError naming the failed task

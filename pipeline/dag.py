@@ -3,7 +3,8 @@
 prepare_data ─► train_teacher ─► train_gan ─► distill ─► evaluate ─► export ─► gate ─┬► promote (champion)
                                                                                   └► promote (challenger)
 (train_gan only for methods that distill from the trained cGAN; data_free/dafl/kd/scratch
-skip it — data_free must never train a GAN on real data.)
+skip it — data_free must never train a GAN on real data. train_translator only for cross-domain
+methods (cyclegan), whose record also names the baseline students trained for the report.)
 
 Every task receives the full, validated params as one JSON string parameter (its default is
 params.yaml at compile time), so a wrong value fails in the first task on a cluster too.
@@ -27,7 +28,8 @@ PIPELINE_NAME = "gandistill"
 def build_pipeline(params: Params) -> Callable[..., Any]:
     comps = gandistill_components.build(params.pipeline.image)
     method = params.distill.method
-    needs_gan = methods.get(method).needs_trained_gan
+    record = methods.get(method)
+    needs_gan = record.needs_trained_gan
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Teacher → conditional GAN → distilled student → evaluate → export → promote")
@@ -47,10 +49,22 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
             kubernetes.configure(gan, "train_gan", params)
         # kfp refuses an explicit None for an optional artifact: pass it only when it exists.
         with_generator = {"generator": generator} if generator is not None else {}
+        with_translator = {}
+        if record.needs_translator:  # cross-domain transfer: the CycleGAN between source and target
+            translator = comps.train_translator(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"])
+            kubernetes.configure(translator, "train_translator", params)
+            with_translator = {"translator": translator.outputs["translator"]}
         student = comps.distill(**common, method=method, data=prep.outputs["data"],
-                                teacher=teacher.outputs["teacher"], **with_generator)
+                                teacher=teacher.outputs["teacher"], **with_generator, **with_translator)
+        baselines = {}
+        for name in record.baselines:  # students trained only for the report's side-by-side
+            baseline = comps.distill(**common, method=name, data=prep.outputs["data"],
+                                     teacher=teacher.outputs["teacher"]).set_display_name(f"baseline_{name}")
+            kubernetes.configure(baseline, "distill", params)
+            baselines[f"baseline_{name}"] = baseline.outputs["student"]
         evaluation = comps.evaluate(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"],
-                                    student=student.outputs["student"], **with_generator)
+                                    student=student.outputs["student"], **with_generator, **with_translator,
+                                    **baselines)
         exported = comps.export(**common, data=prep.outputs["data"], student=student.outputs["student"],
                                 evaluation=evaluation.outputs["evaluation"])
         # The quality gate is its own (read-only) step so the DAG shows which branch was taken;

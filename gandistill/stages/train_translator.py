@@ -1,0 +1,208 @@
+"""train_translator: the unpaired CycleGAN that carries the teacher's knowledge to the target domain.
+
+Source domain A (the teacher's, labelled) and target domain B (images only — target labels are
+never read here). Per step, on a batch x_a of A and an independently ordered batch x_b of B:
+
+  G:  L_G = L_adv(G_AB, D_B) + L_adv(G_BA, D_A)                       (least squares, Mao et al. 2017)
+          + λ_cyc·(‖G_BA(G_AB(x_a)) − x_a‖₁ + ‖G_AB(G_BA(x_b)) − x_b‖₁)   (Zhu et al. 2017, eq. 2)
+          + λ_id·(‖G_AB(ad(x_b)) − x_b‖₁ + ‖G_BA(ad(x_a)) − x_a‖₁)       (Zhu et al. 2017, §5.2)
+          + λ_sem·CE(teacher(ad(G_AB(x_a))), argmax teacher(x_a))        (CyCADA, Hoffman et al. 2018)
+  D:  L_D = L_lsgan(D_A; x_a, G_BA(x_b)) + L_lsgan(D_B; x_b, G_AB(x_a))
+
+with λ_cyc, λ_id, λ_sem = translator.cycle_weight, identity_weight, semantic_weight and `ad` the
+fixed shape adapter (grey ↔ RGB, resize) when A and B differ in shape. Simplifications against
+the paper, for a 2-core CPU: a narrow generator with few residual blocks, no 50-image history
+buffer for D, cosine learning-rate decay (the paper: linear decay over the second half).
+
+Every `translator.eval_every` steps the loop checks the translator on held-out images, with the
+frozen teacher as judge: class coverage of the teacher's labels on G_BA(x_b) and the pixel spread
+of G_BA(x_b) relative to real source images. A translator that maps every target image to
+near-identical images (collapse) fails one of them; after `collapse_patience` checks the loop
+restores the last good checkpoint with lower learning rates, then stops with an error naming the
+knobs. The final translator is the result: without target labels there is no honest score to
+select a step on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gandistill import losses
+from gandistill.config import Params
+from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, target_folder
+from gandistill.loop import TrainingLoop, warmup_cosine
+from gandistill.nets import count_parameters
+from gandistill.nets.translator import CycleTranslator, PatchDiscriminator, ShapeAdapter
+from gandistill.runtime import Runtime, seed_everything, unwrap
+from gandistill.stages.common import (
+    checkpoint_dir,
+    file_digest,
+    fingerprint,
+    load_frozen_teacher,
+    params_sections,
+    write_result,
+)
+from gandistill.tracking import NullTracker, Tracker
+from gandistill.transfer import save_translator
+
+log = logging.getLogger(__name__)
+
+# The A and B sets may be built from the same images (MNIST-M from MNIST): their batch orders must
+# differ, or equal permutations would hand the "unpaired" translator exact pairs.
+TARGET_ORDER_OFFSET = 7_919
+
+
+def mean_pairwise_distance(images: torch.Tensor, n: int = 256) -> float:
+    """Mean pixel L2 distance between distinct images of the first n (a spread measure)."""
+    flat = images[:n].flatten(1).float()
+    if len(flat) < 2:
+        return float("nan")
+    d = torch.cdist(flat, flat)
+    return float(d.sum() / (len(flat) * (len(flat) - 1)))
+
+
+@torch.no_grad()
+def translator_report(translator: CycleTranslator, teacher: torch.nn.Module, to_a: ShapeAdapter,
+                      val_a: torch.Tensor, val_a_labels: torch.Tensor, val_b: torch.Tensor) -> dict[str, float]:
+    """Health and usefulness of the translator on held-out images (float pixels), teacher as judge.
+
+    coverage: normalised entropy of the teacher's mean softmax on G_BA(x_b) (→0: one class for all);
+    diversity: spread of G_BA(x_b) / spread of real x_a (→0: every x_b mapped to one image);
+    semantic_acc: P[teacher(ad(G_AB(x_a))) = y_a]; cycle_acc: P[teacher(G_BA(G_AB(x_a))) = y_a];
+    cycle_l1: mean ‖G_BA(G_AB(x_a)) − x_a‖₁ (source labels only: target labels are never read)."""
+    fake_a = torch.cat([translator.g_ba(val_b[i : i + 250]) for i in range(0, len(val_b), 250)])
+    fake_b = torch.cat([translator.g_ab(val_a[i : i + 250]) for i in range(0, len(val_a), 250)])
+    rec_a = torch.cat([translator.g_ba(fake_b[i : i + 250]) for i in range(0, len(fake_b), 250)])
+    probs = torch.softmax(teacher(fake_a), dim=1)
+    return {
+        "coverage": float(losses.class_coverage(probs)),
+        "teacher_confidence": float(probs.max(1).values.mean()),
+        "diversity": mean_pairwise_distance(fake_a) / max(mean_pairwise_distance(val_a), 1e-8),
+        "semantic_acc": float((teacher(to_a(fake_b)).argmax(1) == val_a_labels).float().mean()),
+        "cycle_acc": float((teacher(rec_a).argmax(1) == val_a_labels).float().mean()),
+        "cycle_l1": float((rec_a - val_a).abs().mean()),
+    }
+
+
+def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path,
+        tracker: Tracker | None = None) -> dict[str, Any]:
+    tracker = tracker or NullTracker()
+    tp = params.translator
+    started = time.perf_counter()
+    seed_everything(params.seed)
+    runtime = Runtime.from_params(params.runtime)
+    device = runtime.device
+    target_dir = target_folder(data_dir)
+    meta_a, meta_b = load_meta(data_dir), load_meta(target_dir)
+    # Images only: the target split's labels stay on disk (they are for the final report).
+    train_a = torch.from_numpy(load_split(data_dir, "train").x).to(device)
+    train_b = torch.from_numpy(load_split(target_dir, "train").x).to(device)
+    val = load_split(data_dir, "val")
+    n_eval = min(tp.eval_samples, len(val))
+    val_a = as_float(torch.from_numpy(val.x[:n_eval]).to(device))
+    val_a_labels = torch.from_numpy(val.y[:n_eval]).to(device)
+    val_b = as_float(torch.from_numpy(load_split(target_dir, "val").x[:n_eval]).to(device))
+    teacher = load_frozen_teacher(teacher_dir, device)
+    tracker.log_params({f"translator.{k}": v for k, v in tp.model_dump().items()} | {"seed": params.seed})
+
+    shape_a, shape_b = meta_a.input_shape, meta_b.input_shape
+    translator = runtime.prepare(CycleTranslator(shape_a, shape_b, tp.ngf, tp.n_blocks))
+    d_a = runtime.prepare(PatchDiscriminator(shape_a[0], tp.ndf, tp.spectral_norm))
+    d_b = runtime.prepare(PatchDiscriminator(shape_b[0], tp.ndf, tp.spectral_norm))
+    to_a, to_b = ShapeAdapter(shape_b, shape_a).to(device), ShapeAdapter(shape_a, shape_b).to(device)
+    betas = (tp.beta1, tp.beta2)
+    opt_g = torch.optim.Adam(translator.parameters(), lr=tp.lr, betas=betas)
+    opt_d = torch.optim.Adam([*d_a.parameters(), *d_b.parameters()], lr=tp.lr, betas=betas)
+    sched_g = warmup_cosine(opt_g, tp.steps, final_fraction=0.05)
+    sched_d = warmup_cosine(opt_d, tp.steps, final_fraction=0.05)
+    batches_a = StepBatches(len(train_a), tp.batch_size, params.seed)
+    batches_b = StepBatches(len(train_b), tp.batch_size, params.seed + TARGET_ORDER_OFFSET)
+    model = unwrap(translator)
+
+    def step_fn(step: int) -> dict[str, Any]:
+        real_a = as_float(train_a[batches_a.indices(step)])
+        real_b = as_float(train_b[batches_b.indices(step)])
+        with runtime.autocast():
+            fake_b, fake_a = model.g_ab(real_a), model.g_ba(real_b)
+            adv = losses.lsgan_g_loss(d_b(fake_b)) + losses.lsgan_g_loss(d_a(fake_a))
+            cycle = (losses.cycle_consistency(real_a, model.g_ba(fake_b))
+                     + losses.cycle_consistency(real_b, model.g_ab(fake_a)))
+            loss_g = adv + tp.cycle_weight * cycle
+            terms = {"loss_g_adv": adv.detach(), "loss_cycle": cycle.detach()}
+            if tp.identity_weight > 0:
+                identity = (losses.identity_mapping(real_b, model.g_ab(to_a(real_b)))
+                            + losses.identity_mapping(real_a, model.g_ba(to_b(real_a))))
+                loss_g = loss_g + tp.identity_weight * identity
+                terms["loss_identity"] = identity.detach()
+            if tp.semantic_weight > 0:
+                with torch.no_grad():
+                    source_labels = teacher(real_a).argmax(1)
+                semantic = losses.semantic_consistency(teacher(to_a(fake_b)), source_labels)
+                loss_g = loss_g + tp.semantic_weight * semantic
+                terms["loss_semantic"] = semantic.detach()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        sched_g.step()
+        with runtime.autocast():
+            loss_d = (losses.lsgan_d_loss(d_a(real_a), d_a(fake_a.detach()))
+                      + losses.lsgan_d_loss(d_b(real_b), d_b(fake_b.detach())))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        sched_d.step()
+        return terms | {"loss_g": loss_g.detach(), "loss_d": loss_d.detach()}
+
+    def eval_fn(step: int) -> dict[str, float]:
+        return translator_report(model, teacher, to_a, val_a, val_a_labels, val_b)
+
+    def health_fn(metrics: dict[str, float]) -> str | None:
+        if metrics["coverage"] < tp.min_coverage:
+            return (f"translator collapse: class coverage of the teacher's labels on G_BA(target) "
+                    f"{metrics['coverage']:.3f} below translator.min_coverage={tp.min_coverage}")
+        if loop.step >= tp.steps // 4 and metrics["diversity"] < tp.min_diversity:
+            return (f"translator collapse: G_BA(target) spread {metrics['diversity']:.3f} of real source images' "
+                    f"below translator.min_diversity={tp.min_diversity} (target images mapped to near-identical "
+                    "images)")
+        return None
+
+    teacher_file = Path(teacher_dir) / "model.pt"
+    teacher_id = file_digest(teacher_file) if teacher_file.is_file() else ""
+    fp = fingerprint("train_translator", params_sections(params, "translator", "data"), meta_a.version,
+                     meta_a.counts, meta_b.version, meta_b.counts, teacher_id)
+    loop = TrainingLoop(
+        "train_translator", tp.steps, checkpoint_dir("train_translator", fp), fingerprint=fp,
+        checkpoint_every=params.runtime.checkpoint_every, eval_every=tp.eval_every,
+        patience=tp.collapse_patience, max_retries=params.runtime.max_retries,
+        retry_lr_factor=params.runtime.retry_lr_factor, log_fn=tracker.log_metrics,
+        progress=params.runtime.progress and runtime.is_main,
+        collapse_hint=", or raise translator.cycle_weight / translator.semantic_weight, lower translator.lr, "
+                      "or lower translator.min_coverage / translator.min_diversity",
+    )
+    loop.track("translator", translator, opt_g, sched_g)
+    loop.track("discriminators", torch.nn.ModuleList([d_a, d_b]), opt_d, sched_d)
+    outcome = loop.run(step_fn, eval_fn, health_fn)
+
+    model = model.cpu()
+    model.load_state_dict(outcome.best_state["translator"])
+    save_translator(model, out_dir)
+    final = outcome.history[-1] if outcome.history else {}
+    result = {
+        "steps": outcome.steps, "retries": outcome.retries, "resumed_from": outcome.resumed_from,
+        "translator_params": count_parameters(model),
+        "discriminator_params": count_parameters(d_a) + count_parameters(d_b),
+        "shape_a": list(shape_a), "shape_b": list(shape_b),
+        **{f"final_{k}": v for k, v in final.items() if k != "step"},
+        "history": outcome.history, "wall_s": time.perf_counter() - started,
+    }
+    write_result(out_dir, result)
+    tracker.log_metrics({k: v for k, v in result.items() if k.startswith("final_")})
+    log.info("[train_translator] %d steps: coverage %.3f, diversity %.3f, semantic acc %.4f, cycle acc %.4f in %.0f s",
+             outcome.steps, final.get("coverage", float("nan")), final.get("diversity", float("nan")),
+             final.get("semantic_acc", float("nan")), final.get("cycle_acc", float("nan")), result["wall_s"])
+    return result

@@ -1,0 +1,252 @@
+"""Cross-domain transfer (distill.method=cyclegan): the translator's losses against hand-computed
+values, the shape adapter and translators, the stages on tiny synthetic domains made here, the
+errors for target data that cannot pair with the source, translator collapse, and (slow) that the
+cyclegan student beats the source-only teacher on a synthetic domain shift."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gandistill import losses, methods
+from gandistill.config import Params, load_params
+from gandistill.errors import ConfigError, TrainingError
+from gandistill.nets.translator import CycleTranslator, PatchDiscriminator, ShapeAdapter, TranslatorGenerator
+from gandistill.stages import distill, evaluate, export, prepare_data, train_teacher, train_translator
+from gandistill.stages.common import load_classifier
+from gandistill.tracking import NullTracker
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class RecordingTracker(NullTracker):
+    """Keeps what a stage logs, in memory (the tracker's interface, nothing faked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: dict[str, list[float]] = {}
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            self.metrics.setdefault(key, []).append(float(value))
+TINY = ["teacher.epochs=2", "teacher.batch_size=32", "translator.steps=4", "translator.eval_every=2",
+        "translator.eval_samples=40", "translator.batch_size=8", "translator.ngf=4", "translator.ndf=8",
+        "translator.n_blocks=1", "distill.steps=4", "distill.eval_every=2", "distill.batch_size=16",
+        "runtime.checkpoint_every=100", "evaluate.latency_runs=2", "distill.student_arch=resnet8_w4",
+        "teacher.arch=lenet5"]
+
+
+# -- losses, hand-computed -----------------------------------------------------------------
+
+def test_lsgan_losses_match_hand_computed_values() -> None:
+    real, fake = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    # ½·(mean((1−1)², (0−1)²) + mean(0², 1²)) = ½·(0.5 + 0.5)
+    assert losses.lsgan_d_loss(real, fake).item() == pytest.approx(0.5)
+    # mean((1−1)², (3−1)²) = mean(0, 4)
+    assert losses.lsgan_g_loss(torch.tensor([1.0, 3.0])).item() == pytest.approx(2.0)
+
+
+def test_cycle_and_identity_are_mean_absolute_errors() -> None:
+    x = torch.tensor([[0.0, 1.0], [0.25, 0.5]])
+    rec = torch.tensor([[0.5, 0.5], [0.25, 1.0]])
+    # |0−.5| + |1−.5| + 0 + |.5−1| = 1.5 over 4 pixels
+    assert losses.cycle_consistency(x, rec).item() == pytest.approx(0.375)
+    assert losses.identity_mapping(x, rec).item() == pytest.approx(0.375)
+
+
+def test_semantic_consistency_is_cross_entropy_to_the_source_label() -> None:
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # softmax = (0.25, 0.75)
+    assert losses.semantic_consistency(logits, torch.tensor([1])).item() == pytest.approx(-math.log(0.75))
+    assert losses.semantic_consistency(logits, torch.tensor([0])).item() == pytest.approx(-math.log(0.25))
+
+
+# -- networks ---------------------------------------------------------------------------------
+
+def test_shape_adapter_luma_repeat_and_resize() -> None:
+    rgb = torch.zeros(1, 3, 4, 4)
+    rgb[:, 0], rgb[:, 1], rgb[:, 2] = 1.0, 0.5, 0.0
+    grey = ShapeAdapter((3, 4, 4), (1, 4, 4))(rgb)
+    assert grey.shape == (1, 1, 4, 4) and torch.allclose(grey, torch.full_like(grey, 0.299 + 0.5 * 0.587))
+    back = ShapeAdapter((1, 4, 4), (3, 8, 8))(grey)
+    assert back.shape == (1, 3, 8, 8) and torch.allclose(back[:, 0], back[:, 2])
+    same = torch.rand(2, 3, 5, 5)
+    assert torch.equal(ShapeAdapter((3, 5, 5), (3, 5, 5))(same), same)
+
+
+@pytest.mark.parametrize("shape_a,shape_b", [((1, 28, 28), (3, 28, 28)), ((3, 32, 32), (1, 28, 28)),
+                                             ((1, 30, 26), (3, 9, 11))])
+def test_translators_map_between_shapes(shape_a: tuple, shape_b: tuple) -> None:
+    translator = CycleTranslator(shape_a, shape_b, ngf=4, n_blocks=1)
+    xa, xb = torch.rand(2, *shape_a), torch.rand(2, *shape_b)
+    assert translator.g_ab(xa).shape == (2, *shape_b) and translator.g_ba(xb).shape == (2, *shape_a)
+    assert float(translator.g_ab(xa).min()) >= 0 and float(translator.g_ab(xa).max()) <= 1
+    assert PatchDiscriminator(shape_b[0], 8)(xb).shape[:2] == (2, 1)
+    assert isinstance(translator.g_ab, TranslatorGenerator)
+
+
+# -- tiny synthetic domains -----------------------------------------------------------------
+
+def bars(n: int, k: int = 4, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Domain A: grey N×1×H×W, class j = a bright bar at a class-specific row on dark noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(n) % k)
+    x = rng.integers(0, 50, size=(n, 1, size, size)).astype(np.uint8)
+    for i, label in enumerate(y):
+        row = (label * size) // k
+        x[i, :, row : row + size // k, :] = 230
+    return x, y.astype(np.int64)
+
+
+def coloured(x: np.ndarray, seed: int = 1) -> np.ndarray:
+    """Domain B: the MNIST-M recipe on flat random colours, |colour − a| per channel (RGB)."""
+    colour = np.random.default_rng(seed).integers(0, 256, size=(len(x), 3, 1, 1))
+    return np.abs(colour - x.astype(np.int64)).astype(np.uint8)
+
+
+def write_domains(tmp_path: Path, n: int = 400, k: int = 4, size: int = 16,
+                  target_k: int | None = None) -> tuple[Path, Path]:
+    xa, ya = bars(n, k, size, seed=0)
+    xb, yb = bars(n, target_k or k, size, seed=5)
+    np.savez(tmp_path / "a.npz", x=xa, y=ya)
+    np.savez(tmp_path / "b.npz", x=coloured(xb), y=yb)
+    return tmp_path / "a.npz", tmp_path / "b.npz"
+
+
+def transfer_params(a: Path, b: Path, *extra: str) -> Params:
+    return load_params(ROOT / "params.yaml", ["data.source=npz", f"data.path={a}", "data.target_source=npz",
+                                               f"data.target_path={b}", "distill.method=cyclegan", *TINY, *extra],
+                       "smoke")
+
+
+def test_prepare_data_writes_the_target_domain_next_to_the_source(tmp_path: Path) -> None:
+    a, b = write_domains(tmp_path)
+    result = prepare_data.run(transfer_params(a, b), tmp_path / "data")
+    assert result["input_shape"] == [1, 16, 16] and result["target"]["input_shape"] == [3, 16, 16]
+    meta = json.loads((tmp_path / "data" / "target" / "meta.json").read_text())
+    assert meta["channels"] == 3 and meta["source"] == "npz" and len(meta["class_names"]) == 4
+
+
+def test_translator_cyclegan_student_baselines_evaluate_and_export_on_the_smoke_profile(tmp_path: Path) -> None:
+    a, b = write_domains(tmp_path)
+    params = transfer_params(a, b)
+    data = tmp_path / "data"
+    prepare_data.run(params, data)
+    train_teacher.run(params, data, tmp_path / "teacher")
+    tr = train_translator.run(params, data, tmp_path / "teacher", tmp_path / "translator")
+    assert tr["steps"] == 4 and tr["shape_a"] == [1, 16, 16] and tr["shape_b"] == [3, 16, 16]
+    assert {"coverage", "diversity", "semantic_acc", "cycle_acc"} <= set(tr["history"][-1])
+    tracker = RecordingTracker()
+    student = distill.run(params, data, tmp_path / "teacher", None, tmp_path / "student", tracker,
+                          translator_dir=tmp_path / "translator")
+    assert student["selected_on"] == "val_agreement" and student["method"] == "cyclegan"
+    # both halves of each batch ran: target images through G_BA and translated source images
+    assert {"kd_target", "kd_translated_source"} <= set(tracker.metrics)
+    assert load_classifier(tmp_path / "student").in_channels == 3  # the student takes B's shape
+    baselines = {}
+    for name in methods.get("cyclegan").baselines:
+        params.distill.method = name
+        distill.run(params, data, tmp_path / "teacher", None, tmp_path / name)
+        baselines[name] = tmp_path / name
+    params.distill.method = "cyclegan"
+    result = evaluate.run(params, data, tmp_path / "teacher", tmp_path / "student", None, tmp_path / "eval",
+                          baseline_dirs=baselines, translator_dir=tmp_path / "translator")
+    m = result["metrics"]
+    for key in ("transfer_source_only_acc", "transfer_teacher_translated_acc", "transfer_student_acc",
+                "transfer_plain_kd_acc", "transfer_supervised_acc", "transfer_gain_vs_plain_kd"):
+        assert 0 <= m[key] <= 1 or key.startswith("transfer_gain"), key
+    assert m["student_test_acc"] == pytest.approx(m["transfer_student_acc"])  # the gate reads target accuracy
+    assert m["teacher_test_acc"] == pytest.approx(m["transfer_source_only_acc"])
+    report = Path(result["report_md"]).read_text()
+    assert "Cross-domain transfer" in report and "plain KD on raw target" in report
+    assert (tmp_path / "eval" / "translation_b_to_a.png").is_file()
+    out = export.run(params, data, tmp_path / "student", tmp_path / "eval", tmp_path / "exported")
+    assert (tmp_path / "exported" / "model.onnx").is_file() and out
+
+
+def test_target_that_cannot_pair_fails_before_training_with_exit_2(tmp_path: Path) -> None:
+    a, b = write_domains(tmp_path, target_k=3)
+    with pytest.raises(ConfigError, match=r"data.target_source=npz .* 3 classes but the source .* 4") as err:
+        prepare_data.run(transfer_params(a, b), tmp_path / "data")
+    assert err.value.exit_code == 2 and not (tmp_path / "data").exists()
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match=r"target_source=npz .*cannot be read .*broken.npz.*Fix data.target_"):
+        prepare_data.run(transfer_params(a, tmp_path / "broken.npz"), tmp_path / "data")
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 16, 16), np.uint8), y=np.zeros(0, np.int64))
+    with pytest.raises(ConfigError, match="target domain cannot be read"):
+        prepare_data.run(transfer_params(a, tmp_path / "empty.npz"), tmp_path / "data")
+
+
+def test_method_and_target_settings_must_agree() -> None:
+    with pytest.raises(ConfigError, match=r"distill.method=cyclegan .* set data.target_source"):
+        load_params(ROOT / "params.yaml", ["distill.method=cyclegan"])
+    with pytest.raises(ConfigError, match=r"data.target_source is set but distill.method=gan"):
+        load_params(ROOT / "params.yaml", ["data.target_source=mnistm", "data.target_path=data/mnist"])
+    with pytest.raises(ConfigError, match="go together"):
+        load_params(ROOT / "params.yaml", ["data.target_source=mnistm", "distill.method=cyclegan"])
+    assert load_params(ROOT / "params.yaml", profile="transfer").distill.method == "cyclegan"
+
+
+def test_translator_collapse_is_detected_rolled_back_then_reported(tmp_path: Path) -> None:
+    a, b = write_domains(tmp_path)
+    # Coverage can never exceed 1: every check is "collapsed", so the loop must roll back and retry, then stop.
+    params = transfer_params(a, b, "translator.min_coverage=1.0", "translator.collapse_patience=1",
+                             "runtime.max_retries=1")
+    data = tmp_path / "data"
+    prepare_data.run(params, data)
+    train_teacher.run(params, data, tmp_path / "teacher")
+    with pytest.raises(TrainingError, match=r"translator collapse.*gave up after 1 retries.*translator.min_coverage"):
+        train_translator.run(params, data, tmp_path / "teacher", tmp_path / "translator")
+    assert not (tmp_path / "translator" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_cyclegan_student_beats_the_source_only_teacher_on_a_synthetic_domain_shift(tmp_path: Path) -> None:
+    a, b = write_domains(tmp_path, n=3000)
+    params = transfer_params(a, b, "teacher.epochs=4", "translator.steps=600", "translator.eval_every=200",
+                             "translator.ngf=8", "translator.ndf=16", "translator.batch_size=32",
+                             "distill.steps=300", "distill.eval_every=100", "distill.batch_size=64",
+                             "data.limit_train=null", "data.limit_test=null")
+    data = tmp_path / "data"
+    prepare_data.run(params, data)
+    train_teacher.run(params, data, tmp_path / "teacher")
+    train_translator.run(params, data, tmp_path / "teacher", tmp_path / "translator")
+    distill.run(params, data, tmp_path / "teacher", None, tmp_path / "student", translator_dir=tmp_path / "translator")
+    m = evaluate.run(params, data, tmp_path / "teacher", tmp_path / "student", None, tmp_path / "eval",
+                     translator_dir=tmp_path / "translator")["metrics"]
+    assert m["transfer_source_only_acc"] < 0.8, "the synthetic shift should defeat the source-only teacher"
+    assert m["transfer_student_acc"] >= m["transfer_source_only_acc"] + 0.2, m
+
+
+@pytest.mark.slow
+def test_transfer_profile_runs_end_to_end_through_the_cli(tmp_path: Path, mnist_dir: Path) -> None:
+    """`gandistill run --local --profile transfer` (tiny budgets): the DAG with train_translator and both
+    baselines, MNIST → the MNIST-M-style set, and the side-by-side in the summary."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                        "GANDISTILL_CHECKPOINT_ROOT": str(tmp_path / "checkpoints")}
+    tiny = ["data.limit_train=600", "data.limit_test=200", "teacher.epochs=1", "translator.steps=4",
+            "translator.eval_every=2", "translator.eval_samples=40", "translator.ngf=4", "distill.steps=6",
+            "distill.eval_every=3", "evaluate.latency_runs=2", "evaluate.privacy_samples=50",
+            f"data.path={mnist_dir}", f"data.target_path={mnist_dir}"]
+    args = [sys.executable, "-m", "gandistill", "run", "--local", "--profile", "transfer", "--runs-dir",
+            str(tmp_path / "runs"), "--run-name", "transfer"]
+    for item in tiny:
+        args += ["--set", item]
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "target: student" in proc.stdout and "target: plain KD on raw target" in proc.stdout
+    summary = json.loads((tmp_path / "runs" / "transfer" / "summary.json").read_text())
+    assert summary["method"] == "cyclegan" and summary["status"] == "FINISHED"
+    assert {"train_translator", "distill", "evaluate", "export"} <= set(summary["artifacts"])
+    rows = summary["transfer"]
+    assert all(rows[k] is not None for k in ("source_only_acc", "teacher_translated_acc", "student_acc",
+                                             "plain_kd_acc", "supervised_acc"))
+    assert summary["registry"]["model_name"] == "gandistill-transfer-student"
