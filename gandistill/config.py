@@ -119,8 +119,7 @@ class TranslatorParams(Section):
     """train_translator: the unpaired CycleGAN between source A and target B (distill.method=cyclegan)."""
 
     # CPU-sized: at ngf 8 a step (4 generator passes, 2 identity passes, 2 PatchGANs, batch 32) costs
-    # ~0.25–0.35 s on one core; 400 steps left G_BA blurry (teacher on G_BA(target) 50.8 % vs 51.0 %
-    # source-only on the MNIST-M-style set), so the default is several thousand.
+    # ~0.25–0.35 s on one core. A few hundred steps leave G_BA blurry, hence several thousand.
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(32, ge=2, le=8192)
     lr: float = Field(2e-4, gt=0.0, le=1.0)
@@ -401,8 +400,9 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "runtime.checkpoint_every": 20, "runtime.progress": False,
     },
     # Cross-domain transfer, the shipped example: a LeNet-5 teacher on MNIST, a student for the
-    # MNIST-M-style colour set (data.source=mnistm) that never sees one of its labels. Budgets sized
-    # so the whole pipeline (with both baselines) fits ~30 min on 2 cores: bench/results/transfer.md.
+    # MNIST-M-style colour set (data.source=mnistm) that never sees one of its labels. The budgets are
+    # an estimate from per-step costs (translator ~0.25–0.35 s per step at ngf 8 on one core), not yet
+    # an end-to-end measurement: `python -m bench.transfer` measures them.
     "transfer": {
         "data.target_source": "mnistm", "data.target_path": "data/mnist",
         "distill.method": "cyclegan", "distill.student_arch": "lenet5", "distill.steps": 2000,
