@@ -193,15 +193,20 @@ def test_method_and_target_settings_must_agree() -> None:
     assert load_params(ROOT / "params.yaml", profile="transfer").distill.method == "cyclegan"
 
 
-def test_translator_collapse_is_detected_rolled_back_then_reported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threshold,symptom", [
+    # Coverage can never exceed 1, nor the spread reach 10× the real images': every check is
+    # "collapsed", so the loop must roll back and retry, then stop naming the knobs.
+    (["translator.min_coverage=1.0"], r"class coverage .* below translator.min_coverage"),
+    (["translator.min_coverage=0", "translator.min_diversity=10"], r"spread .* below translator.min_diversity"),
+])
+def test_translator_collapse_is_detected_rolled_back_then_reported(tmp_path: Path, threshold: list[str],
+                                                                   symptom: str) -> None:
     a, b = write_domains(tmp_path)
-    # Coverage can never exceed 1: every check is "collapsed", so the loop must roll back and retry, then stop.
-    params = transfer_params(a, b, "translator.min_coverage=1.0", "translator.collapse_patience=1",
-                             "runtime.max_retries=1")
+    params = transfer_params(a, b, *threshold, "translator.collapse_patience=1", "runtime.max_retries=1")
     data = tmp_path / "data"
     prepare_data.run(params, data)
     train_teacher.run(params, data, tmp_path / "teacher")
-    with pytest.raises(TrainingError, match=r"translator collapse.*gave up after 1 retries.*translator.min_coverage"):
+    with pytest.raises(TrainingError, match=symptom + r".*gave up after 1 retries.*translator.cycle_weight"):
         train_translator.run(params, data, tmp_path / "teacher", tmp_path / "translator")
     assert not (tmp_path / "translator" / "model.pt").exists()
 

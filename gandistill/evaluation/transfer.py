@@ -12,8 +12,8 @@ Rows (all on the target test split, whose labels are read here and nowhere upstr
 | target-supervised | baseline `target_supervised`: trained on target labels — the upper bound |
 
 plus the teacher on its own source test split for context, and sample grids of both translations.
-`evaluate` calls `evaluation_view` first (which test split and which teacher its generic tables use)
-and `evaluate_transfer` for this section; nothing else of the generic evaluation changes.
+`evaluate` calls `evaluation_data` / `evaluation_teacher` (which test split and which teacher its
+generic tables use) and `evaluate_transfer` for this section; nothing else of it changes.
 """
 
 from __future__ import annotations
@@ -42,14 +42,18 @@ def is_target_student(method: str | None) -> bool:
     return method in methods.METHODS and methods.get(method).domain == "target"
 
 
-def evaluation_view(data_dir: str | Path, teacher: nn.Module, method: str | None) -> tuple[Path, nn.Module]:
-    """(dataset folder, teacher) for the generic evaluation: for a target-domain student the target
-    split and the teacher reading raw target images (so "teacher" rows are the source-only
-    baseline); otherwise unchanged."""
+def evaluation_data(data_dir: str | Path, method: str | None) -> Path:
+    """The prepared dataset the generic evaluation reads: the target domain's for a target-domain
+    student, otherwise `data_dir` itself."""
+    return target_folder(data_dir) if is_target_student(method) else Path(data_dir)
+
+
+def evaluation_teacher(teacher: nn.Module, data_dir: str | Path, method: str | None) -> nn.Module:
+    """The teacher the generic evaluation compares with: for a target-domain student, the teacher
+    reading raw target images (so its "teacher" rows are the source-only baseline)."""
     if not is_target_student(method):
-        return Path(data_dir), teacher
-    target = target_folder(data_dir)
-    return target, source_only(teacher, load_meta(data_dir), load_meta(target))
+        return teacher
+    return source_only(teacher, load_meta(data_dir), load_meta(target_folder(data_dir)))
 
 
 @dataclass

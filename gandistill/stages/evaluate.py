@@ -144,8 +144,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
     teacher_info, student_info = _model_info(Path(teacher_dir)), _model_info(Path(student_dir))
     # A target-domain student (cross-domain transfer) is evaluated on the target test split, against
     # the teacher reading raw target images (the source-only baseline); see evaluation/transfer.py.
-    data_dir, teacher = transfer.evaluation_view(source_dir, load_classifier(teacher_dir).eval(),
-                                                 student_info.get("method"))
+    data_dir = transfer.evaluation_data(source_dir, student_info.get("method"))
     meta = load_meta(data_dir)
     names = list(meta.class_names)
     k = meta.num_classes
@@ -153,6 +152,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
     if len(test_y) == 0:
         raise DataError(f"{data_dir}: the test split is empty; re-run prepare_data with a test split")
 
+    teacher = transfer.evaluation_teacher(load_classifier(teacher_dir).eval(), source_dir, student_info.get("method"))
     student = load_classifier(student_dir).eval()
     baselines = {name: load_classifier(folder).eval() for name, folder in (baseline_dirs or {}).items()}
     student_result = read_result(student_dir)

@@ -178,17 +178,18 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
     tracker = tracker or NullTracker()
     started = time.perf_counter()
     data_dir, student_dir, out_dir = Path(data_dir), Path(student_dir), Path(out_dir)
-    if not (student_dir / MODEL_FILE).is_file():
-        raise DataError(f"{student_dir / MODEL_FILE} not found: export needs the student saved by the "
-                        "distill stage")
-    method = torch.load(student_dir / MODEL_FILE, map_location="cpu", weights_only=True).get("method")
-    if method in methods.METHODS:  # a target-domain student takes the target domain's images
-        data_dir = method_data_dir(data_dir, method)
+    if (student_dir / MODEL_FILE).is_file():  # a target-domain student takes the target domain's images
+        method = torch.load(student_dir / MODEL_FILE, map_location="cpu", weights_only=True).get("method")
+        if method in methods.METHODS:
+            data_dir = method_data_dir(data_dir, method)
     meta = load_meta(data_dir)
     test = load_split(data_dir, "test")
     if len(test) == 0:
         raise DataError(f"{data_dir}: the test split is empty, so export parity cannot be proven; "
                         "re-run prepare_data with a test split")
+    if not (student_dir / MODEL_FILE).is_file():
+        raise DataError(f"{student_dir / MODEL_FILE} not found: export needs the student saved by the "
+                        "distill stage")
     evaluation = read_result(evaluation_dir)
     if not evaluation:
         log.warning("[export] %s has no result.json: the model card will lack metrics", evaluation_dir)
