@@ -194,6 +194,11 @@ class DistillParams(OptimParams):
     # freshly generated. Past samples keep the student from forgetting what the generator moved
     # away from, and a replayed sample costs no generator or teacher pass.
     replay_size: int = Field(0, ge=0, le=1_000_000)
+    # data_free / dafl: momentum generator (MAD, Do et al. 2022): an EMA of the generator's weights
+    # (decay per generator step; null = off) supplies `generator_ema_fraction` of the fresh samples,
+    # so the student keeps seeing a slowly moving distribution as well as the adversarial one.
+    generator_ema: float | None = Field(None, ge=0.0, lt=1.0)
+    generator_ema_fraction: float = Field(0.5, ge=0.0, le=1.0)
     replay_fraction: float = Field(0.5, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")

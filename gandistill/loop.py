@@ -44,6 +44,9 @@ from gandistill.runtime import unwrap
 
 log = logging.getLogger(__name__)
 
+# Bumped whenever the checkpoint's structure changes: an older checkpoint is not resumed.
+CHECKPOINT_FORMAT = 2
+
 StepFn = Callable[[int], dict[str, Any]]
 EvalFn = Callable[[int], dict[str, float]]
 ObserverFn = Callable[[int], dict[str, float]]
@@ -95,14 +98,12 @@ class EMA:
             ema_b.copy_(b)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.shadow.state_dict()
+        """The averaged weights plus the update count (the warm-up continues from it on resume)."""
+        return {"shadow": self.shadow.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.shadow.load_state_dict(state)
-
-    def resume_at(self, updates: int) -> None:
-        """After a checkpoint restore: the warm-up continues from the restored step."""
-        self.updates = updates
+        self.shadow.load_state_dict(state["shadow"])
+        self.updates = int(state["updates"])
 
 
 def _rng_state() -> dict[str, Any]:
@@ -197,6 +198,7 @@ class TrainingLoop:
 
     def _snapshot(self) -> dict[str, Any]:
         return {
+            "format": CHECKPOINT_FORMAT,
             "fingerprint": self.fingerprint,
             "step": self.step,
             "modules": {k: unwrap(m).state_dict() for k, m in self.modules.items()},
@@ -219,7 +221,6 @@ class TrainingLoop:
             s.load_state_dict(snap["schedulers"][k])
         for k, e in self.emas.items():
             e.load_state_dict(snap["emas"][k])
-            e.resume_at(snap["step"])  # stages update their EMA once per step
         _set_rng_state(snap["rng"])
         loop = snap["loop"]
         self.step = snap["step"]
@@ -241,6 +242,10 @@ class TrainingLoop:
             snap = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a checkpoint we cannot read is not worth dying for: start over
             log.warning("[%s] ignoring unreadable checkpoint %s (%s); starting fresh", self.name, path, exc)
+            return None
+        if snap.get("format") != CHECKPOINT_FORMAT:
+            log.warning("[%s] checkpoint %s was written by another gandistill version (format %s, this one reads "
+                        "%s); starting fresh", self.name, path, snap.get("format", 1), CHECKPOINT_FORMAT)
             return None
         if snap.get("fingerprint") != self.fingerprint:
             log.warning("[%s] checkpoint %s belongs to different params/inputs; starting fresh", self.name, path)
@@ -327,7 +332,7 @@ class TrainingLoop:
         if not self.best_state:  # no selection metric: the final weights are the result
             self.best_state = {k: copy.deepcopy(unwrap(m).state_dict()) for k, m in self.modules.items()}
             for k, e in self.emas.items():
-                self.best_state[f"{k}_ema"] = copy.deepcopy(e.state_dict())
+                self.best_state[f"{k}_ema"] = copy.deepcopy(e.shadow.state_dict())
         return LoopResult(self.step, self.best_step, self.best_value, self.best_state, self.history,
                           self.retries, resumed)
 
@@ -357,7 +362,7 @@ class TrainingLoop:
                 self.best_value, self.best_step = value, self.step
                 self.best_state = {k: copy.deepcopy(unwrap(m).state_dict()) for k, m in self.modules.items()}
                 for k, e in self.emas.items():
-                    self.best_state[f"{k}_ema"] = copy.deepcopy(e.state_dict())
+                    self.best_state[f"{k}_ema"] = copy.deepcopy(e.shadow.state_dict())
         self._observe(entry)
         return True
 

@@ -180,9 +180,37 @@ def test_ema_warms_up_then_averages_with_the_configured_decay():
         model.weight.fill_(1.0)
     ema.update(model)  # first update: decay min(0.999, 2/11)
     assert float(ema.shadow.weight) == pytest.approx(1 - 2 / 11)
-    ema.resume_at(10_000)  # far past warm-up: the configured decay rules
+    ema.updates = 10_000  # far past warm-up: the configured decay rules
     with torch.no_grad():
         model.weight.fill_(2.0)
     before = float(ema.shadow.weight)
     ema.update(model)
     assert float(ema.shadow.weight) == pytest.approx(before + (2.0 - before) * 0.001)
+
+
+def test_ema_state_carries_its_update_count():
+    """An EMA updated less often than once per step (the data-free momentum generator) resumes
+    its warm-up where it was, not at the loop's step."""
+    from gandistill.loop import EMA
+
+    model = torch.nn.Linear(1, 1)
+    ema = EMA(model, decay=0.999)
+    for _ in range(3):
+        ema.update(model)
+    again = EMA(torch.nn.Linear(1, 1), decay=0.999)
+    again.load_state_dict(ema.state_dict())
+    assert again.updates == 3 and torch.equal(again.shadow.weight, ema.shadow.weight)
+
+
+def test_a_checkpoint_from_another_format_is_not_resumed(tmp_path):
+    """After an upgrade that changed the checkpoint's structure, training starts fresh with a
+    warning instead of crashing half-way through restoring an old checkpoint."""
+    from gandistill.loop import TrainingLoop, atomic_torch_save
+
+    old = {"fingerprint": "fp", "step": 3, "modules": {}}  # format 1: no "format" key
+    atomic_torch_save(old, tmp_path / "last.pt")
+    loop = TrainingLoop("t", 2, tmp_path, fingerprint="fp", progress=False)
+    model = torch.nn.Linear(1, 1)
+    loop.track("m", model, torch.optim.SGD(model.parameters(), lr=0.1))
+    result = loop.run(lambda step: {"loss": model(torch.ones(1, 1)).sum()})
+    assert result.resumed_from is None and result.steps == 2

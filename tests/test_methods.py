@@ -24,10 +24,14 @@ from gandistill.tracking import NullTracker
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, mnist_dir):
     root = tmp_path_factory.mktemp("methods")
+    # Module scope runs before the per-test isolation fixture: keep checkpoints out of runs/.
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GANDISTILL_CHECKPOINT_ROOT", str(root / "checkpoints"))
     params = smoke_params(f"data.path={mnist_dir}")
     prepare_data.run(params, root / "data")
     train_teacher.run(params, root / "data", root / "teacher")
     train_gan.run(params, root / "data", root / "teacher", root / "gan")
+    mp.undo()
     return root
 
 
@@ -180,14 +184,14 @@ def test_noise_baseline_sees_only_random_images_with_the_data_statistics(world, 
 
 
 @pytest.mark.parametrize("method", ["data_free", "dafl"])
-def test_replay_pool_and_student_ema_resume_exactly_after_a_crash(world, method, tmp_path, monkeypatch):
-    """The replay pool and the student's EMA are checkpointed state: a run that crashes after a
+def test_replay_pool_and_emas_resume_exactly_after_a_crash(world, method, tmp_path, monkeypatch):
+    """The replay pool, the student's EMA and the momentum generator are checkpointed state: a run that crashes after a
     checkpoint and is re-run ends with the same student as an uninterrupted run."""
     from gandistill.stages import distill as stage
 
     params = smoke_params(f"distill.method={method}", "distill.steps=16", "distill.eval_every=8",
                           "distill.batch_size=32", "distill.replay_size=64", "distill.replay_fraction=0.5",
-                          "distill.student_ema=0.9", "runtime.checkpoint_every=8")
+                          "distill.student_ema=0.9", "distill.generator_ema=0.9", "runtime.checkpoint_every=8")
     monkeypatch.setenv("GANDISTILL_CHECKPOINT_ROOT", str(tmp_path / "ck-whole"))
     stage.run(params, world / "data", world / "teacher", None, tmp_path / "whole")
 

@@ -91,6 +91,7 @@ class Context:
     extra_modules: dict[str, nn.Module] = field(default_factory=dict)
     extra_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     extra_schedulers: dict[str, Any] = field(default_factory=dict)
+    extra_emas: dict[str, EMA] = field(default_factory=dict)
     student_ema: EMA | None = None
 
     @property
@@ -400,13 +401,20 @@ class ReplayPool(nn.Module):
 
 
 @torch.no_grad()
-def _free_batch(ctx: Context, generator: nn.Module, pool: ReplayPool | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _free_batch(ctx: Context, generator: nn.Module, pool: ReplayPool | None,
+                momentum: EMA | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A student batch for the data-free schedule: fresh generator samples (no augmentation —
-    the generator is the only source of variety, as in DFAD/DAFL) with the teacher's logits,
-    plus, once the replay pool holds a batch, `replay_fraction` of it replayed from the pool."""
+    the generator is the only source of variety, as in DFAD/DAFL) with the teacher's logits —
+    `generator_ema_fraction` of them from the momentum generator when there is one — plus, once
+    the replay pool holds a batch, `replay_fraction` of it replayed from the pool."""
     dp = ctx.params.distill
     replayed = round(dp.batch_size * dp.replay_fraction) if pool is not None and pool.size >= dp.batch_size else 0
-    x, _ = generator.sample(dp.batch_size - replayed, ctx.device)
+    fresh = dp.batch_size - replayed
+    from_momentum = round(fresh * dp.generator_ema_fraction) if momentum is not None else 0
+    x, _ = generator.sample(fresh - from_momentum, ctx.device)
+    if from_momentum:
+        momentum.shadow.train()  # batch statistics, as the generator itself is always sampled
+        x = torch.cat([x, momentum.shadow.sample(from_momentum, ctx.device)[0]])
     with ctx.runtime.autocast():
         t = ctx.teacher(x).float()
     if pool is not None:
@@ -429,6 +437,9 @@ def _with_free_generator(ctx: Context, addons: AddOns, generator_loss: Generator
     step, each on a fresh generated batch (as DFAD and DAFL do)."""
     dp = ctx.params.distill
     generator, opt_g, sched_g = _new_free_generator(ctx)
+    momentum = EMA(generator, dp.generator_ema) if dp.generator_ema else None
+    if momentum is not None:
+        ctx.extra_emas["generator"] = momentum
     pool = None
     if dp.replay_size:
         pool = ReplayPool(dp.replay_size, ctx.meta.input_shape, ctx.meta.num_classes).to(ctx.device)
@@ -443,9 +454,11 @@ def _with_free_generator(ctx: Context, addons: AddOns, generator_loss: Generator
             with ctx.runtime.autocast():
                 loss_g, g_terms = generator_loss(x, y)
             _step_generator(opt_g, sched_g, loss_g)
+            if momentum is not None:
+                momentum.update(generator)
             ctx.student.train()
             terms |= {"loss_g": loss_g.detach(), **{k: v.detach() for k, v in g_terms.items()}}
-        x, t = _free_batch(ctx, generator, pool)
+        x, t = _free_batch(ctx, generator, pool, momentum)
         with ctx.runtime.autocast():
             s, t, extra = _forward_pair(ctx, addons, x, t)
             distill_loss = student_loss(s, t)
@@ -684,7 +697,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     if addons.active:
         loop.track("addons", addons)
     for name, module in ctx.extra_modules.items():
-        loop.track(name, module, ctx.extra_optimizers.get(name), ctx.extra_schedulers.get(name))
+        loop.track(name, module, ctx.extra_optimizers.get(name), ctx.extra_schedulers.get(name),
+                   ctx.extra_emas.get(name))
     outcome = loop.run(step_fn, eval_fn)
 
     student = unwrap(student).cpu().eval()
