@@ -98,9 +98,14 @@ def code_fingerprint(module: str) -> str:
 # -- one run -----------------------------------------------------------------------------------
 
 def _cached(folder: Path, build) -> dict[str, Any]:
-    if (folder / "result.json").is_file():
-        return read_result(folder)
-    return build()
+    """The cached result in `folder`, or build it — under a lock, so parts running side by side
+    never train the same teacher or generator twice."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / "result.json").is_file():
+            return read_result(folder)
+        return build()
 
 
 def _params(seed: int, budget: str, dataset: str, threads: int | None, overrides: list[str]) -> Params:
