@@ -188,6 +188,8 @@ class DistillParams(OptimParams):
     balance_weight: float = Field(5.0, ge=0.0)
     # data_free: teacher CE of G(z, y) against the conditioning label y (0 = off).
     generator_guidance_weight: float = Field(0.0, ge=0.0)
+    # data_free: weight of a total-variation prior on the generator's images (0 = off).
+    generator_tv_weight: float = Field(0.0, ge=0.0)
     dafl_activation_weight: float = Field(0.1, ge=0.0)
     # data_free / dafl: a pool of the last `replay_size` generated samples with their teacher
     # logits (0 = off); `replay_fraction` of every student batch is drawn from it, the rest is
