@@ -70,11 +70,17 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+# Modules whose effect on a trained model is already in the cache key as params values (the schema)
+# or that cannot change one (errors, tracking): hashing them would retrain every teacher whenever a
+# setting of another stage is added.
+NOT_FINGERPRINTED = {"gandistill.config", "gandistill.methods", "gandistill.errors", "gandistill.tracking"}
+
+
 def code_fingerprint(module: str) -> str:
-    """Hash of the source of `module` and every gandistill module it imports, transitively: a
-    cached teacher or generator made by other code is never reused (a comment-only edit also
-    invalidates; better a retrain than a silent mismatch)."""
-    seen: set[str] = set()
+    """Hash of the source of `module` and every gandistill module it imports, transitively (but
+    NOT_FINGERPRINTED): a cached teacher or generator made by other code is never reused (a
+    comment-only edit also invalidates; better a retrain than a silent mismatch)."""
+    seen: set[str] = set(NOT_FINGERPRINTED)
     todo = [module]
     digest = hashlib.sha256()
     while todo:
@@ -90,7 +96,7 @@ def code_fingerprint(module: str) -> str:
             elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gandistill"):
                 todo.append(node.module)
                 todo += [f"{node.module}.{a.name}" for a in node.names]  # `from pkg import module`
-    for name in sorted(seen):
+    for name in sorted(seen - NOT_FINGERPRINTED):
         digest.update(name.encode() + _module_file(name).read_bytes())  # type: ignore[union-attr]
     return digest.hexdigest()[:10]
 
