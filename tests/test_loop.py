@@ -189,8 +189,7 @@ def test_ema_warms_up_then_averages_with_the_configured_decay():
 
 
 def test_ema_state_carries_its_update_count():
-    """An EMA updated less often than once per step (the data-free momentum generator) resumes
-    its warm-up where it was, not at the loop's step."""
+    """A resumed EMA continues its warm-up where it was (its own update count), not from zero."""
     from gandistill.loop import EMA
 
     model = torch.nn.Linear(1, 1)

@@ -91,7 +91,6 @@ class Context:
     extra_modules: dict[str, nn.Module] = field(default_factory=dict)
     extra_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     extra_schedulers: dict[str, Any] = field(default_factory=dict)
-    extra_emas: dict[str, EMA] = field(default_factory=dict)
     student_ema: EMA | None = None
 
     @property
@@ -373,55 +372,15 @@ def _step_generator(optimizer: torch.optim.Optimizer, scheduler: Any, loss: torc
     scheduler.step()
 
 
-class ReplayPool(nn.Module):
-    """A ring buffer of generated samples and the teacher's logits on them. Buffers, so the
-    training loop's checkpoints carry it and a resumed run replays exactly what it would have."""
-
-    def __init__(self, capacity: int, input_shape: tuple[int, int, int], num_classes: int):
-        super().__init__()
-        self.capacity = capacity
-        self.register_buffer("x", torch.zeros(capacity, *input_shape, dtype=torch.float16))
-        self.register_buffer("logits", torch.zeros(capacity, num_classes))
-        self.register_buffer("count", torch.zeros((), dtype=torch.long))
-
-    @property
-    def size(self) -> int:
-        return min(int(self.count), self.capacity)
-
-    @torch.no_grad()
-    def add(self, x: torch.Tensor, logits: torch.Tensor) -> None:
-        slots = (self.count + torch.arange(len(x), device=self.x.device)) % self.capacity
-        self.x[slots] = x.to(self.x.dtype)
-        self.logits[slots] = logits.float()
-        self.count += len(x)
-
-    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(0, self.size, (n,), device=self.x.device)
-        return self.x[idx].float(), self.logits[idx]
-
-
 @torch.no_grad()
-def _free_batch(ctx: Context, generator: nn.Module, pool: ReplayPool | None,
-                momentum: EMA | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _free_batch(ctx: Context, generator: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """A student batch for the data-free schedule: fresh generator samples (no augmentation —
-    the generator is the only source of variety, as in DFAD/DAFL) with the teacher's logits —
-    `generator_ema_fraction` of them from the momentum generator when there is one — plus, once
-    the replay pool holds a batch, `replay_fraction` of it replayed from the pool."""
-    dp = ctx.params.distill
-    replayed = round(dp.batch_size * dp.replay_fraction) if pool is not None and pool.size >= dp.batch_size else 0
-    fresh = dp.batch_size - replayed
-    from_momentum = round(fresh * dp.generator_ema_fraction) if momentum is not None else 0
-    x, _ = generator.sample(fresh - from_momentum, ctx.device)
-    if from_momentum:
-        momentum.shadow.train()  # batch statistics, as the generator itself is always sampled
-        x = torch.cat([x, momentum.shadow.sample(from_momentum, ctx.device)[0]])
+    the generator is the only source of variety, as in DFAD/DAFL) with the teacher's logits.
+    (A replay pool of past batches and a momentum copy of the generator were measured and
+    dropped: both lowered accuracy, bench/README.md.)"""
+    x, _ = generator.sample(ctx.params.distill.batch_size, ctx.device)
     with ctx.runtime.autocast():
         t = ctx.teacher(x).float()
-    if pool is not None:
-        pool.add(x, t)
-        if replayed:
-            old_x, old_t = pool.sample(replayed)
-            x, t = torch.cat([x, old_x]), torch.cat([t, old_t])
     return x, t
 
 
@@ -437,13 +396,6 @@ def _with_free_generator(ctx: Context, addons: AddOns, generator_loss: Generator
     step, each on a fresh generated batch (as DFAD and DAFL do)."""
     dp = ctx.params.distill
     generator, opt_g, sched_g = _new_free_generator(ctx)
-    momentum = EMA(generator, dp.generator_ema) if dp.generator_ema else None
-    if momentum is not None:
-        ctx.extra_emas["generator"] = momentum
-    pool = None
-    if dp.replay_size:
-        pool = ReplayPool(dp.replay_size, ctx.meta.input_shape, ctx.meta.num_classes).to(ctx.device)
-        ctx.extra_modules["replay"] = pool
 
     def step(i: int) -> dict[str, Any]:
         terms: dict[str, Any] = {}
@@ -454,11 +406,9 @@ def _with_free_generator(ctx: Context, addons: AddOns, generator_loss: Generator
             with ctx.runtime.autocast():
                 loss_g, g_terms = generator_loss(x, y)
             _step_generator(opt_g, sched_g, loss_g)
-            if momentum is not None:
-                momentum.update(generator)
             ctx.student.train()
             terms |= {"loss_g": loss_g.detach(), **{k: v.detach() for k, v in g_terms.items()}}
-        x, t = _free_batch(ctx, generator, pool, momentum)
+        x, t = _free_batch(ctx, generator)
         with ctx.runtime.autocast():
             s, t, extra = _forward_pair(ctx, addons, x, t)
             distill_loss = student_loss(s, t)
@@ -709,8 +659,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     if addons.active:
         loop.track("addons", addons)
     for name, module in ctx.extra_modules.items():
-        loop.track(name, module, ctx.extra_optimizers.get(name), ctx.extra_schedulers.get(name),
-                   ctx.extra_emas.get(name))
+        loop.track(name, module, ctx.extra_optimizers.get(name), ctx.extra_schedulers.get(name))
     outcome = loop.run(step_fn, eval_fn)
 
     student = unwrap(student).cpu().eval()
