@@ -9,12 +9,12 @@ export DVC_NO_ANALYTICS := 1
 export MPLBACKEND := Agg
 
 .PHONY: help setup data run test test-slow lint compile bench-quality bench-speed \
-        stack-up stack-down data-push data-pull image clean
+        stack-up stack-down data-push data-pull image test-container clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-image.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch is pinned (torch==2.13.0) and must come from pip: see requirements.txt
@@ -32,11 +32,14 @@ run: setup data ## run the whole pipeline locally (kfp.local, MLflow sqlite) and
 
 test: setup data ## the test suite: unit, component, kfp.local pipeline, integration (real servers)
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not slow and not container" $(PYTEST_ARGS)
 
 test-slow: setup data ## the slow real-training checks (CI runs these after `make test`)
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "slow and not container" $(PYTEST_ARGS)
+
+test-container: setup ## build the image and run real components in it as its non-root user (podman or docker)
+	$(BIN)/pytest -q -m container $(PYTEST_ARGS)
 
 lint: setup ## ruff
 	$(BIN)/ruff check .
@@ -77,5 +80,5 @@ data-pull: setup ## fetch data/ at the committed data.dvc from the DVC remote
 	if [ -n "$$AWS_ENDPOINT_URL" ]; then $(BIN)/dvc remote modify --local store endpointurl "$$AWS_ENDPOINT_URL"; fi; \
 	$(BIN)/dvc pull
 
-image: ## build the component image (CUDA=1 for docker/Dockerfile.cuda), tagged pipeline.image
-	docker build -f docker/Dockerfile$(if $(CUDA),.cuda,) -t $(IMAGE)$(if $(CUDA),-cuda,) .
+image: ## build the component image with docker or podman (CUDA=1: docker/Dockerfile.cuda), tag pipeline.image
+	IMAGE=$(IMAGE) bash scripts/image.sh build $(if $(CUDA),--cuda,)

