@@ -240,6 +240,10 @@ class StageResources(Section):
     memory_limit: str | None = None
     accelerator_type: str | None = None
     accelerator_count: int | None = Field(None, ge=1)
+    # Placement for this stage alone; when set (even to {} / []) it replaces pipeline.node_selector /
+    # pipeline.tolerations, so CPU stages need not wait for (and hold) GPU nodes.
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, str]] | None = None
 
 
 class PipelineParams(Section):

@@ -1,7 +1,8 @@
-"""Per-stage cluster settings compiled into the pipeline spec: resources, accelerators,
-node selector, tolerations, and credentials from Kubernetes secrets (never parameters):
-`pipeline.secrets: {k8s-secret-name: {secret-key: ENV_VAR}}` becomes env vars in every task
-(e.g. AWS_ACCESS_KEY_ID for the object store, MLFLOW_TRACKING_URI / _TOKEN for MLflow).
+"""Per-stage cluster settings compiled into the pipeline spec: resources, accelerators, node
+selector and tolerations (a stage's own, else the pipeline-wide ones), and credentials from
+Kubernetes secrets (never parameters): `pipeline.secrets: {k8s-secret-name: {secret-key:
+ENV_VAR}}` becomes env vars in every task (e.g. AWS_ACCESS_KEY_ID for the object store,
+MLFLOW_TRACKING_URI / _TOKEN for MLflow).
 
 kfp.local ignores all of these (resource settings warn, kfp-kubernetes ones are silent);
 they matter only on a cluster and are tested by loading the compiled YAML.
@@ -16,6 +17,16 @@ from gandistill.config import Params
 # Stages whose result depends on state outside their inputs (the registry's champion): a
 # cache hit would skip a promotion that should happen.
 NEVER_CACHED = {"promote"}
+
+
+def placement(stage: str, params: Params) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """(node selector, tolerations) of one stage: its own `pipeline.resources.<stage>` values
+    where set, else the pipeline-wide ones."""
+    res = params.pipeline.resources.get(stage)  # type: ignore[call-overload]
+    own_selector = res.node_selector if res is not None else None
+    own_tolerations = res.tolerations if res is not None else None
+    return (params.pipeline.node_selector if own_selector is None else own_selector,
+            params.pipeline.tolerations if own_tolerations is None else own_tolerations)
 
 
 def configure(task: Any, stage: str, params: Params) -> None:
@@ -34,12 +45,13 @@ def configure(task: Any, stage: str, params: Params) -> None:
         if res.accelerator_type:
             task.set_accelerator_type(res.accelerator_type)
             task.set_accelerator_limit(res.accelerator_count or 1)
-    if params.pipeline.node_selector or params.pipeline.tolerations or params.pipeline.secrets:
+    node_selector, tolerations = placement(stage, params)
+    if node_selector or tolerations or params.pipeline.secrets:
         from kfp import kubernetes as k8s
 
-        for key, value in params.pipeline.node_selector.items():
+        for key, value in node_selector.items():
             k8s.add_node_selector(task, label_key=key, label_value=value)
-        for toleration in params.pipeline.tolerations:
+        for toleration in tolerations:
             k8s.add_toleration(task, **toleration)
         for secret_name, mapping in params.pipeline.secrets.items():
             k8s.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=mapping)

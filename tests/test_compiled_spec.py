@@ -83,6 +83,55 @@ def test_node_selector_tolerations_and_secrets_on_every_task(compiled: Any) -> N
                         ("mlflow", "uri", "MLFLOW_TRACKING_URI"), ("mlflow", "token", "MLFLOW_TRACKING_TOKEN")}
 
 
+@pytest.mark.parametrize(("overrides", "training"), [
+    ([], {"train-teacher", "train-gan", "distill"}),
+    (["distill.method=cyclegan", "data.target_source=mnistm", "data.target_path=data/mnist"],
+     {"train-teacher", "train-translator", "distill", "distill-2", "distill-3"}),  # + the two baseline students
+], ids=["gan", "cyclegan"])
+def test_only_the_training_stages_ask_for_gpu_nodes_in_the_cluster_example(
+        overrides: list[str], training: set[str], tmp_path: Path) -> None:
+    """docs/cluster.md's resources example, compiled as written: a stage's own node selector and
+    tolerations replace the pipeline-wide ones, so CPU stages never wait for a GPU node."""
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    example = text.split("## 4. Resources")[1].split("```yaml\n")[1].split("```")[0]
+    (tmp_path / "params.cluster.yaml").write_text(example)
+    compile_pipeline(load_params(tmp_path / "params.cluster.yaml", overrides), str(tmp_path / "p.yaml"))
+    spec, platform = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    executors = spec["deploymentSpec"]["executors"]
+    placed = {}
+    for task in _all_tasks(spec):
+        executor = _executor(spec, task)
+        if executor not in executors:
+            continue  # a condition sub-DAG, not a container
+        settings = k8s.get(executor, {})
+        accelerator = executors[executor]["container"].get("resources", {}).get("accelerator", {})
+        placed[task] = (settings.get("nodeSelector", {}).get("labels"), settings.get("tolerations"),
+                        accelerator.get("resourceType"))
+    assert training < set(placed) and {"prepare-data", "evaluate", "export", "promote-gate"} < set(placed)
+    for task, (selector, tolerations, accelerator) in placed.items():
+        if task in training:
+            assert selector == {"node.kubernetes.io/instance-type": "g5.2xlarge"}, task
+            assert tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}], task
+            assert accelerator == "nvidia.com/gpu", task
+        else:  # prepare_data, evaluate, export, the gate, promote: any node
+            assert (selector, tolerations, accelerator) == (None, None, None), task
+
+
+def test_a_stage_s_own_empty_placement_replaces_the_pipeline_wide_one(tmp_path: Path) -> None:
+    params = load_params(ROOT / "params.yaml", CLUSTER + [
+        "pipeline.resources.prepare_data={node_selector: {}, tolerations: []}",
+        "pipeline.resources.evaluate={node_selector: {pool: cpu}}"])
+    compile_pipeline(params, str(tmp_path / "p.yaml"))
+    _, platform = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "nodeSelector" not in k8s["exec-prepare-data"] and "tolerations" not in k8s["exec-prepare-data"]
+    assert k8s["exec-prepare-data"]["secretAsEnv"]  # secrets still reach every task
+    assert k8s["exec-evaluate"]["nodeSelector"]["labels"] == {"pool": "cpu"}
+    assert k8s["exec-evaluate"]["tolerations"] == k8s["exec-train-gan"]["tolerations"]  # not set: pipeline-wide
+    assert k8s["exec-train-gan"]["nodeSelector"]["labels"] == {"cloud.google.com/gke-nodepool": "train"}
+
+
 def test_credentials_are_never_parameters(compiled: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec, _ = compiled
     inputs = spec["root"]["inputDefinitions"]["parameters"]
