@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="upload and run (or schedule) the pipeline on a KFP cluster",
                        description="Compile, upload, and start a run or a recurring run on Kubeflow Pipelines.")
     _add_params_args(p)
-    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.com")
+    p.add_argument("--host", default=None,
+                   help="KFP API endpoint, e.g. https://kfp.example.com (default: $KF_PIPELINES_ENDPOINT)")
     p.add_argument("--experiment", default="gandistill", help="KFP experiment name")
     p.add_argument("--schedule", default=None, metavar="CRON",
                    help="six-field cron, seconds first (e.g. '0 0 3 * * *' = daily 03:00): recurring run")

@@ -3,6 +3,9 @@
     gandistill submit --host https://kfp.example.com [--schedule '0 0 3 * * *']
                       [--pipeline-root s3://bucket/gandistill] [--data-rev SHA]
 
+The endpoint and token use kfp's own client variables: KF_PIPELINES_ENDPOINT (when --host
+is not given) and KF_PIPELINES_SA_TOKEN_PATH (a file holding the bearer token).
+
 The DAG is compiled (with params.yaml's per-stage resources, node selector, tolerations
 and secret mappings) to a temporary package, then
 - without a schedule: `create_run_from_pipeline_package` in the experiment;
@@ -85,23 +88,57 @@ def resolve_data_rev(params: Params, data_rev: str = "", dvc_file: str | Path = 
     return ""
 
 
+# kfp's own client settings (kfp.client): the API endpoint, and a file holding the bearer
+# token (a projected service-account token in a pod, or any token file on a laptop).
+ENDPOINT_ENV = "KF_PIPELINES_ENDPOINT"
+TOKEN_PATH_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
+IN_POD_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
+
+
+def resolve_host(host: str | None) -> str:
+    """--host, else kfp's KF_PIPELINES_ENDPOINT; one message naming both when neither is set."""
+    host = host or os.environ.get(ENDPOINT_ENV, "")
+    if not host:
+        raise ConfigError(f"no KFP endpoint: pass --host URL or set {ENDPOINT_ENV} (e.g. `kubectl -n kubeflow "
+                          "port-forward svc/ml-pipeline-ui 8080:80` then http://127.0.0.1:8080)")
+    return host.rstrip("/")
+
+
+def token_path() -> str | None:
+    """The bearer-token file kfp's ServiceAccountTokenVolumeCredentials reads (re-read on
+    refresh): $KF_PIPELINES_SA_TOKEN_PATH, else the projected token inside a KFP pod, else none."""
+    if os.environ.get("KFP_TOKEN"):
+        raise ConfigError(f"KFP_TOKEN is no longer read: write the token to a file and set {TOKEN_PATH_ENV} to "
+                          "its path (kfp's own variable), e.g. `gcloud auth print-access-token > ~/.kfp-token`")
+    path = os.environ.get(TOKEN_PATH_ENV)
+    if path:
+        if not Path(path).is_file():
+            raise ConfigError(f"{TOKEN_PATH_ENV}={path}: no such file; point it at the file holding your KFP "
+                              "bearer token, or unset it")
+        return path
+    return IN_POD_TOKEN_PATH if Path(IN_POD_TOKEN_PATH).is_file() else None
+
+
 def _connect(host: str) -> Any:
     import kfp
+    from kfp.client import ServiceAccountTokenVolumeCredentials
 
+    path = token_path()
+    credentials = ServiceAccountTokenVolumeCredentials(path) if path else None
     try:
-        # KFP_TOKEN: a bearer token for an authenticating ingress (e.g. `gcloud auth print-access-token`).
-        return kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN") or None)
+        return kfp.Client(host=host, credentials=credentials)
     except Exception as exc:  # noqa: BLE001 - auth/config loaders raise many types
         raise ServiceError(f"KFP at {host}: cannot connect ({type(exc).__name__}: {str(exc)[:300]}); is the KFP "
                            "API reachable? check --host (e.g. `kubectl -n kubeflow port-forward "
-                           "svc/ml-pipeline-ui 8080:80` then --host http://127.0.0.1:8080) and KFP_TOKEN") from None
+                           f"svc/ml-pipeline-ui 8080:80` then --host http://127.0.0.1:8080) and "
+                           f"{TOKEN_PATH_ENV}") from None
 
 
 def _service_error(host: str, action: str, exc: Exception) -> ServiceError:
     status = getattr(exc, "status", None)
     reason = getattr(exc, "reason", None) or str(exc).splitlines()[0][:300]
     if status in (401, 403):
-        fix = "authenticate (token/cookies for your KFP ingress) or use a port-forward"
+        fix = f"authenticate (a token file in {TOKEN_PATH_ENV} for your KFP ingress) or use a port-forward"
     elif status is None:
         fix = "is the KFP API reachable? check --host and any port-forward"
     else:
@@ -109,7 +146,7 @@ def _service_error(host: str, action: str, exc: Exception) -> ServiceError:
     return ServiceError(f"KFP at {host}: {action} failed ({status or type(exc).__name__}: {reason}); {fix}")
 
 
-def submit(params: Params, host: str, experiment: str = "gandistill", schedule: str | None = None,
+def submit(params: Params, host: str | None = None, experiment: str = "gandistill", schedule: str | None = None,
            run_name: str | None = None, pipeline_root: str | None = None, data_rev: str = "") -> dict[str, Any]:
     """Compile and submit; returns ids and URLs of what was created (printed by the CLI)."""
     cron = validate_cron(schedule) if schedule is not None else None
@@ -118,7 +155,7 @@ def submit(params: Params, host: str, experiment: str = "gandistill", schedule: 
     arguments = {"params_json": params.to_json(), "data_rev": rev}
     # Without a data revision the cache key cannot tell old data from new: run everything.
     enable_caching = None if rev else False
-    host = host.rstrip("/")
+    host = resolve_host(host)
     client = _connect(host)
     with tempfile.TemporaryDirectory(prefix="gandistill-submit-") as tmp:
         package = Path(tmp) / f"{PIPELINE_NAME}.yaml"

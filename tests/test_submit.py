@@ -34,6 +34,7 @@ class Recorded:
     path: str
     query: dict[str, list[str]]
     body: bytes
+    authorization: str | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -94,7 +95,7 @@ def kfp_api() -> Iterator[tuple[str, FakeKfpApi]]:
         def _handle(self) -> None:
             url = urlparse(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            req = Recorded(self.command, url.path, parse_qs(url.query), body)
+            req = Recorded(self.command, url.path, parse_qs(url.query), body, self.headers.get("Authorization"))
             state.requests.append(req)
             status, payload = state.answer(req)
             data = json.dumps(payload).encode()
@@ -221,3 +222,32 @@ def test_unreachable_host(params: Any) -> None:
         port = sock.getsockname()[1]
     with pytest.raises(ServiceError, match=f"127.0.0.1:{port}.*reachable"):
         submit(params, host=f"http://127.0.0.1:{port}", data_rev="c" * 40)
+
+
+def test_kfp_s_own_variables_name_the_endpoint_and_the_token_file(
+        kfp_api: tuple[str, FakeKfpApi], params: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host, state = kfp_api
+    token = tmp_path / "token"
+    token.write_text("sentinel-bearer-token\n")
+    monkeypatch.setenv("KF_PIPELINES_ENDPOINT", host + "/")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    result = submit(params, data_rev="d" * 40)  # no --host
+    assert result["url"] == f"{host}/#/runs/details/run-1"
+    run = _posted(state, "/apis/v2beta1/runs")
+    assert run.authorization == "Bearer sentinel-bearer-token"
+    assert "sentinel-bearer-token" not in run.body.decode()  # a header, never a run argument
+
+
+def test_missing_endpoint_or_token_file_is_a_params_error(params: Any, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    with pytest.raises(ConfigError, match="--host URL or set KF_PIPELINES_ENDPOINT") as info:
+        submit(params, data_rev="d" * 40)
+    assert info.value.exit_code == 2
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "absent"))
+    with pytest.raises(ConfigError, match="KF_PIPELINES_SA_TOKEN_PATH=.*absent: no such file"):
+        submit(params, host="http://127.0.0.1:9", data_rev="d" * 40)
+    monkeypatch.delenv("KF_PIPELINES_SA_TOKEN_PATH")
+    monkeypatch.setenv("KFP_TOKEN", "old-style")
+    with pytest.raises(ConfigError, match="KFP_TOKEN is no longer read.*KF_PIPELINES_SA_TOKEN_PATH"):
+        submit(params, host="http://127.0.0.1:9", data_rev="d" * 40)
