@@ -15,5 +15,5 @@ def distill(params_json: str, parent_run_id: str, method: str, data: Input[Datas
         return stage.run(params, data.path, teacher.path, generator.path if generator else None, student.path,
                          tracker, translator_dir=translator.path if translator else None)
 
-    result = entry.run_stage(f"distill_{method}", params_json, parent_run_id, body)
+    result = entry.run_stage(f"distill_{method}", params_json, parent_run_id, body, dataset=data.path)
     student.metadata.update(entry.scalar_metrics(result) | {"method": method})

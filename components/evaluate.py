@@ -24,7 +24,7 @@ def evaluate(params_json: str, parent_run_id: str, data: Input[Dataset], teacher
                                                                generator.path if generator else None,
                                                                evaluation.path, tracker, baseline_dirs=baselines,
                                                                translator_dir=translator.path if translator
-                                                               else None))
+                                                               else None), dataset=data.path)
     for key, value in result["metrics"].items():
         metrics.log_metric(key, value)
     confusion.log_confusion_matrix(result["class_names"], result["confusion_matrix"])

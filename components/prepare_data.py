@@ -7,6 +7,6 @@ def prepare_data(params_json: str, parent_run_id: str, data: Output[Dataset], da
     from gandistill.stages import prepare_data as stage
 
     result = entry.run_stage("prepare_data", params_json, parent_run_id,
-                             lambda params, tracker: stage.run(params, data.path, tracker))
+                             lambda params, tracker: stage.run(params, data.path, tracker), dataset=data.path)
     data.metadata.update({f"n_{k}": v for k, v in result["counts"].items()} | {"version": result["version"]})
     data.metadata["data_rev"] = data_rev  # the revision that keyed this task's cache

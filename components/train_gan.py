@@ -9,5 +9,5 @@ def train_gan(params_json: str, parent_run_id: str, data: Input[Dataset], teache
 
     result = entry.run_stage("train_gan", params_json, parent_run_id,
                              lambda params, tracker: stage.run(params, data.path, teacher.path, generator.path,
-                                                               tracker))
+                                                               tracker), dataset=data.path)
     generator.metadata.update(entry.scalar_metrics(result))

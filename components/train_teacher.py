@@ -7,5 +7,6 @@ def train_teacher(params_json: str, parent_run_id: str, data: Input[Dataset], te
     from gandistill.stages import train_teacher as stage
 
     result = entry.run_stage("train_teacher", params_json, parent_run_id,
-                             lambda params, tracker: stage.run(params, data.path, teacher.path, tracker))
+                             lambda params, tracker: stage.run(params, data.path, teacher.path, tracker),
+                             dataset=data.path)
     teacher.metadata.update(entry.scalar_metrics(result))

@@ -9,5 +9,5 @@ def train_translator(params_json: str, parent_run_id: str, data: Input[Dataset],
 
     result = entry.run_stage("train_translator", params_json, parent_run_id,
                              lambda params, tracker: stage.run(params, data.path, teacher.path, translator.path,
-                                                               tracker))
+                                                               tracker), dataset=data.path)
     translator.metadata.update(entry.scalar_metrics(result))

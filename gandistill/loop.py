@@ -13,7 +13,7 @@ A stage states only its math — a `step_fn(step) -> {name: loss}` and an option
   scaled down and retries, up to `max_retries`, then raises TrainingError naming the symptom
   and the knobs;
 - model selection on a validation metric (best weights kept, never test);
-- metric logging (averaged every `log_every` steps) and a tqdm progress bar;
+- metric logging (averaged every `log_every` steps) and a progress bar (tqdm, or the run's console);
 - an accuracy-against-compute record: every eval entry of the history carries the training
   wall time so far and the samples processed so far. An optional `observer` (the benchmark's
   test-accuracy probe) runs after each eval; its metrics join the history but never the
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-from tqdm.auto import tqdm
 
+from gandistill import console
 from gandistill.errors import TrainingError
 from gandistill.files import atomic_write
 from gandistill.runtime import unwrap
@@ -292,8 +292,7 @@ class TrainingLoop:
         good = copy.deepcopy(self._snapshot())  # the state to return to on divergence (a copy, not views)
         if resumed is None:
             self.save_checkpoint()
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, disable=not self.progress,
-                   mininterval=2.0, dynamic_ncols=True)
+        bar = console.progress_bar(self.total_steps, self.step, self.name, self.progress)
         window: dict[str, list[float]] = {}
         while self.step < self.total_steps:
             for m in self.modules.values():

@@ -138,6 +138,17 @@ class Tracker:
             else:
                 self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_dataset(self, dataset: dict[str, Any], context: str) -> None:
+        """Record the prepared dataset as this run's input (the MLflow UI's Dataset column);
+        `dataset` is `dataset_input(meta)`'s description, `context` e.g. "training"."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entity = Dataset(name=dataset["name"], digest=dataset["digest"], source_type=dataset["source_type"],
+                         source=dataset["source"], schema=dataset["schema"], profile=dataset["profile"])
+        with _guard("logging the dataset input"):
+            self.client.log_inputs(self.run_id, datasets=[
+                DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+
 
 class NullTracker(Tracker):
     """Tracks nothing: for library use and unit tests."""
@@ -156,6 +167,50 @@ class NullTracker(Tracker):
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         pass
+
+    def log_dataset(self, dataset: dict[str, Any], context: str) -> None:
+        pass
+
+
+def dataset_input(source: str, version: dict[str, str], shape: list[int], class_names: list[str],
+                  counts: dict[str, int]) -> dict[str, str]:
+    """How a prepared dataset appears in MLflow: its digest is the DVC md5 when the data was
+    verified against a DVC pointer (data.dvc, or the dvc source's revision), so the UI's Dataset
+    column names exactly the `dvc checkout` that reproduces it; else a hash of its file checksums."""
+    import hashlib
+    import json
+
+    dvc_md5 = version.get("dvc_md5", "")
+    digest = dvc_md5 or hashlib.md5(json.dumps(version, sort_keys=True).encode()).hexdigest()
+    return {"name": source, "digest": digest[:36], "source_type": "dvc" if dvc_md5 else "local",
+            "source": json.dumps({"source": source, **version}, sort_keys=True),
+            "schema": json.dumps({"image": shape, "dtype": "uint8", "classes": class_names}),
+            "profile": json.dumps({"num_rows": counts, "num_classes": len(class_names)})}
+
+
+@contextlib.contextmanager
+def system_metrics(tracker: Tracker, interval_s: float | None = None) -> Iterator[None]:
+    """MLflow's system metrics (CPU, memory, disk, network; GPU when present) for `tracker`'s run
+    while the block runs: one sample every `interval_s` (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL,
+    default 10 s) plus a last one at the end, so a short stage still records one."""
+    if not tracker.run_id:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    interval = interval_s or float(os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "10"))
+    monitor = SystemMetricsMonitor(tracker.run_id, sampling_interval=interval, tracking_uri=tracking_uri())
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+        try:  # the last (partial) interval: the monitor itself drops it
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+        except Exception as exc:  # metrics about the machine must never fail the stage
+            log.warning("system metrics: last sample not logged (%s)", redact(str(exc))[:200])
 
 
 def client() -> Any:

@@ -1,4 +1,4 @@
-"""`gandistill` command line: run the pipeline locally, compile it, submit it, inspect params.
+"""`gandistill` command line: run, compile and submit the pipeline; inspect params, runs and the registry.
 
 Every command reads the same params (params.yaml + --profile + --set overrides) and
 validates them before anything runs; user-facing errors print one message and exit
@@ -89,6 +89,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary["report"].get("html"):
         print(f"  report:   {summary['report']['html']}")
     print(f"  summary:  {summary.get('summary_path')}")
+    if summary.get("log"):
+        print(f"  log:      {summary['log']}  (the full kfp log; --verbose streams it)")
     print(f"  MLflow:   {summary['mlflow']['ui_command']}")
     print("=" * 80)
 
@@ -99,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("gandistill run: only --local is supported here; use `gandistill submit --host URL` for a cluster",
               file=sys.stderr)
         return 2
-    from gandistill_pipeline.local import check_run_name, run_local
+    from gandistill_pipeline.local import check_run_name, default_run_name, run_local
 
     if args.run_name is not None:
         check_run_name(args.run_name)  # it names a folder: refuse traversal before anything runs
@@ -110,11 +112,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     for source, path in ((params.data.source, params.data.path), (params.data.target_source, params.data.target_path)):
         if source in MNIST_BACKED:
             fetch_mnist(path)
+    run_name = args.run_name or default_run_name()
     try:
-        summary = run_local(params, runs_root=args.runs_dir, run_name=args.run_name)
+        summary = run_local(params, runs_root=args.runs_dir, run_name=run_name, verbose=args.verbose)
     except RuntimeError as exc:  # kfp.local raises RuntimeError naming the failed task
-        print(f"gandistill run: pipeline failed: {exc}\nThe failing stage's log above names the fault and the fix.",
-              file=sys.stderr)
+        log_file = Path(args.runs_dir) / run_name / "kfp.log"
+        print(f"gandistill run: pipeline failed: {exc}\nThe failing stage's own message is above (✗); "
+              f"the full log: {log_file}", file=sys.stderr)
         return 1
     print_summary(summary)
     return 0 if summary["status"] == "FINISHED" else 1
@@ -165,10 +169,128 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(timestamp: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from gandistill_pipeline import runs
+
+    rows = runs.list_runs(args.runs_dir, args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no runs in {args.runs_dir} yet: `gandistill run --local` makes one")
+        return 0
+    print(_table(["run", "finished", "status", "method", "teacher acc", "student acc", "registry"],
+                 [[r["name"], _when(r["finished"]), r["status"] or "—", r["method"] or "—",
+                   _fmt(r["teacher_test_acc"], True), _fmt(r["student_test_acc"], True), r["registry"] or "—"]
+                  for r in rows]))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gandistill_pipeline import runs
+
+    folder = runs.resolve(args.runs_dir, args.run)
+    html = (runs.summary_of(folder).get("report") or {}).get("html")
+    if not html or not Path(html).is_file():
+        print(f"gandistill report: run {folder.name} has no HTML report (did its evaluate stage run? "
+              f"`gandistill runs` shows its status)", file=sys.stderr)
+        return 1
+    print(html)
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(Path(html).as_uri()):
+            print("gandistill report: no browser available here; open the path above", file=sys.stderr)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+    from urllib.parse import unquote
+
+    from gandistill_pipeline import runs
+
+    from gandistill import tracking
+
+    mlflow_info: dict[str, Any] = {}
+    if args.run is not None or (Path(args.runs_dir) / "latest" / runs.SUMMARY).is_file():
+        mlflow_info = runs.summary_of(runs.resolve(args.runs_dir, args.run)).get("mlflow") or {}
+    uri = mlflow_info.get("tracking_uri") or tracking.tracking_uri()
+    run_id = mlflow_info.get("parent_run_id")
+    if not uri.startswith("sqlite:"):  # a tracking server already serves its own UI
+        print(f"{uri} serves the MLflow UI itself; open it in a browser" + (f" (run {run_id})" if run_id else ""))
+        return 0
+    db = Path(unquote(uri[len("sqlite:///"):].split("?")[0]))
+    if not db.is_file():
+        print(f"gandistill ui: no tracking store at {db} (no run has used it yet)", file=sys.stderr)
+        return 1
+    print(f"MLflow UI on {uri}: http://{args.host}:{args.port}" + (f"  (run {run_id})" if run_id else "")
+          + "  — Ctrl-C stops it", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", args.host, "--port", str(args.port)]
+    try:  # the run's relative artifact paths resolve against the store's folder
+        return subprocess.run(command, cwd=db.parent, check=False).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "—" if value is None else str(value)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from gandistill_pipeline import runs
+
+    a, b = runs.resolve(args.runs_dir, args.run_a), runs.resolve(args.runs_dir, args.run_b)
+    result = runs.compare(a, b, changed_only=not args.all)
+    if args.json:
+        print(json.dumps({k: [{"key": key, "a": va, "b": vb} for key, va, vb in v] for k, v in result.items()},
+                         indent=2, default=str))
+        return 0
+    print(f"A = {a.name}    B = {b.name}")
+    print("\nparams" + ("" if args.all else " (only what differs)"))
+    print(_table(["key", "A", "B"], [[k, _cell(va), _cell(vb)] for k, va, vb in result["params"]])
+          if result["params"] else "  identical")
+    rows = []
+    for key, va, vb in result["metrics"]:
+        delta = f"{vb - va:+.6g}" if isinstance(va, int | float) and isinstance(vb, int | float) else ""
+        rows.append([key, _cell(va), _cell(vb), delta])
+    print("\nmetrics")
+    print(_table(["key", "A", "B", "B − A"], rows) if rows else "  identical")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from gandistill.registry import set_alias
+
+    name = args.model_name or _params(args).promote.model_name
+    moved = set_alias(name, args.version, args.alias, args.reason)
+    was = f" (was v{moved['previous']})" if moved["previous"] else " (no version held it before)"
+    print(f"{moved['model_name']} v{moved['version']} @{moved['alias']}{was}; load it with "
+          f"models:/{moved['model_name']}@{moved['alias']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gandistill", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gandistill {_version()}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging; for `run`, also stream the full kfp log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the whole pipeline (locally with --local)",
@@ -177,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="execute with kfp.local on this machine")
     p.add_argument("--runs-dir", default="runs", help="where kfp outputs, checkpoints and summaries go")
     p.add_argument("--run-name", default=None, help="name of this run (default: run-<timestamp>)")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="also stream the full kfp log (always kept in runs/<run>/kfp.log)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compile", help="write the kfp pipeline YAML", description="Compile the DAG to kfp YAML.")
@@ -212,13 +336,56 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate params and exit")
     _add_params_args(p)
     p.set_defaults(func=cmd_validate)
+
+    run_help = "run name, 'latest' (default) or a run folder"
+    p = sub.add_parser("runs", help="recent local runs: method, accuracies, registry decision",
+                       description="List recent local runs (newest first) from their summaries.")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("-n", "--limit", type=int, default=20, help="how many (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("report", help="print (or --open) the path of a run's HTML report")
+    p.add_argument("run", nargs="?", default=None, metavar="RUN", help=run_help)
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--open", action="store_true", help="also open it in the default browser")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on a run's tracking store",
+                       description="Serve the MLflow UI on the tracking store a run logged to (default: the "
+                                   "latest run's, else MLFLOW_TRACKING_URI or ./mlflow.db).")
+    p.add_argument("run", nargs="?", default=None, metavar="RUN", help=run_help)
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("compare", help="diff the params and metrics of two runs",
+                       description="Params that differ and every metric of two local runs, side by side.")
+    p.add_argument("run_a", metavar="RUN_A", help=run_help)
+    p.add_argument("run_b", metavar="RUN_B", help=run_help)
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--all", action="store_true", help="also list params that are equal")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("promote", help="point a registry alias at a version by hand (rollback)",
+                       description="Move @ALIAS of the registered student to version N (e.g. roll back to an "
+                                   "earlier champion). Versions are never deleted; the gate is not applied.")
+    _add_params_args(p)
+    p.add_argument("--version", required=True, help="registry version number")
+    p.add_argument("--alias", default="champion", help="alias to move (default: %(default)s)")
+    p.add_argument("--model-name", default=None, help="registered model (default: promote.model_name)")
+    p.add_argument("--reason", default="", help="recorded on the version with the decision")
+    p.set_defaults(func=cmd_promote)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.verbose:
+        log.setLevel(logging.DEBUG)
     try:
         return args.func(args)
     except GandistillError as exc:

@@ -6,15 +6,20 @@ Lives in the library so components stay a few lines and tests can call it direct
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from gandistill import console
 from gandistill.config import Params
+from gandistill.data.dataset import load_meta
 from gandistill.errors import GandistillError
-from gandistill.tracking import Tracker, redact, stage_run
+from gandistill.tracking import Tracker, dataset_input, redact, stage_run, system_metrics
 
 log = logging.getLogger("gandistill")
 
@@ -24,18 +29,43 @@ def configure_logging() -> None:
         logging.basicConfig(level=os.environ.get("GANDISTILL_LOG_LEVEL", "INFO"),
                             format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("gandistill").setLevel(os.environ.get("GANDISTILL_LOG_LEVEL", "INFO"))
+    console.forward_warnings(logging.getLogger("gandistill"))
+
+
+TRAINING_STAGES = ("train_teacher", "train_gan", "train_translator", "distill")  # system metrics while they run
 
 
 def run_stage(stage: str, params_json: str, parent_run_id: str,
-              body: Callable[[Params, Tracker], dict[str, Any]]) -> dict[str, Any]:
+              body: Callable[[Params, Tracker], dict[str, Any]], dataset: str | None = None) -> dict[str, Any]:
+    """Run one stage in its MLflow child run; `dataset` (the prepared dataset's folder) is
+    logged as the run's input. Training stages also log system metrics. The stage's start,
+    end (wall time + headline) or failure (its own message) go to the run's console when one
+    listens (gandistill.console)."""
     configure_logging()
+    console.stage_started(stage)
+    started = time.perf_counter()
+    training = stage.startswith(TRAINING_STAGES)
     try:
         params = Params.from_json(params_json)
         with stage_run(stage, parent_run_id) as tracker:
-            return body(params, tracker)
+            with system_metrics(tracker) if training else contextlib.nullcontext():
+                result = body(params, tracker)
+            if dataset is not None and (Path(dataset) / "meta.json").is_file():
+                meta = load_meta(dataset)
+                tracker.log_dataset(dataset_input(meta.source, meta.version, list(meta.input_shape),
+                                                  meta.class_names, meta.counts),
+                                    "training" if training else stage)
     except GandistillError as exc:
-        log.error("[%s] %s", stage, redact(str(exc)))
+        message = redact(str(exc))
+        log.error("[%s] %s", stage, message, extra={"console": False})  # the console gets it once, below
+        console.emit("stage_failed", error=message, wall_s=time.perf_counter() - started)
         raise SystemExit(exc.exit_code) from None
+    except BaseException as exc:  # a bug, not a user fault: the traceback stays in the log
+        console.emit("stage_failed", wall_s=time.perf_counter() - started,
+                     error=redact(f"{type(exc).__name__}: {exc}")[:2000] + " (traceback in the run's kfp.log)")
+        raise
+    console.emit("stage_end", wall_s=time.perf_counter() - started, headline=console.headline(stage, result))
+    return result
 
 
 def scalar_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:

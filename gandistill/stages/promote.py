@@ -7,7 +7,8 @@ Gate (pure function `gate_decision`): the candidate becomes `@champion` only if
     acc_student ≥ acc_champion − promote.champion_epsilon   (when a champion exists);
 
 otherwise it becomes `@challenger` with a tag saying why. Previous champions stay as
-versions (an alias moves, nothing is deleted), so rolling back is one alias change.
+versions (an alias moves, nothing is deleted), so rolling back is one alias change:
+`gandistill promote --version N` (gandistill.registry).
 
 Idempotence: every version carries the tag `gandistill.pipeline_run_id`; re-running promote
 for the same pipeline run finds that version and re-applies the gate instead of logging a
