@@ -68,7 +68,7 @@ class OptimParams(Section):
 class TeacherParams(OptimParams):
     source: Literal["train", "torchscript", "state_dict"] = "train"
     path: str | None = None
-    arch: str = "lenet5"
+    arch: str = "auto"  # auto: by the data's shape, see gandistill.archs (MNIST: lenet5)
     epochs: float = Field(8, gt=0, le=1000)
     lr: float = Field(2e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
@@ -147,7 +147,7 @@ DistillMethod = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # one record 
 
 class DistillParams(OptimParams):
     method: DistillMethod = "gan"
-    student_arch: str = "lenet5_half"
+    student_arch: str = "auto"  # auto: by the data's shape, see gandistill.archs (MNIST: lenet5_half)
     # The student is under-trained at 3,000 steps: gan 97.7 → 98.6 %, kd 98.5 → 99.0 % at 10,000
     # (bench/results/ablations-*.md); 10,000 still fits `make run` in 15 minutes on 2 cores.
     steps: int = Field(10000, ge=1)

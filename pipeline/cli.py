@@ -105,6 +105,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.run_name is not None:
         check_run_name(args.run_name)  # it names a folder: refuse traversal before anything runs
+    from gandistill import archs
+
+    archs.check_before_run(params)  # an architecture that cannot fit the data: exit 2 before any stage
     from gandistill.data.fetch import fetch_mnist
     from gandistill.data.sources import MNIST_BACKED
 
@@ -164,8 +167,13 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    _params(args)
-    print("params OK")
+    from gandistill import archs
+
+    params = _params(args)
+    shape = archs.check_before_run(params)
+    fit = (f"; teacher/student fit the data's {'×'.join(map(str, shape))} images" if shape else
+           " (the architectures' fit is checked when the data is loaded)")
+    print("params OK" + fit)
     return 0
 
 

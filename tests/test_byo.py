@@ -92,14 +92,14 @@ def test_resnet_names_set_depth_and_width() -> None:
         build_classifier("resnet10", 3, (32, 32), 10)
 
 
-def test_lenet_on_tiny_images_fails_before_training_and_names_the_key(tmp_path: Path) -> None:
-    params = params_for("data.source=npz", f"data.path={npz_dataset(tmp_path, 60, 3, 8)}")
-    data = prepared(tmp_path, params)
+def test_lenet_on_tiny_images_fails_before_anything_is_written_and_names_the_key(tmp_path: Path) -> None:
+    source = ["data.source=npz", f"data.path={npz_dataset(tmp_path, 60, 3, 8)}"]
     with pytest.raises(ConfigError, match=r"teacher.arch=lenet5 does not fit .*use a resnet"):
-        train_teacher.run(params, data, tmp_path / "teacher")
-    params = params_for("data.source=npz", f"data.path={tmp_path / 'data.npz'}", "teacher.arch=resnet8")
+        prepare_data.run(params_for(*source, "teacher.arch=lenet5"), tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
+    data = prepared(tmp_path, params_for(*source))  # auto: a pair that fits 8×8
     with pytest.raises(ConfigError, match=r"distill.student_arch=lenet5_half does not fit"):
-        train_teacher.run(params, data, tmp_path / "teacher")
+        train_teacher.run(params_for(*source, "distill.student_arch=lenet5_half"), data, tmp_path / "teacher")
     assert not (tmp_path / "teacher" / "model.pt").exists()
 
 
@@ -214,6 +214,7 @@ def test_state_dict_teacher_plain_ddp_and_gandistill_file(tmp_path: Path, rgb_da
         assert torch.allclose(loaded(x), model(x), atol=1e-5), name  # BN statistics untouched by the probe
     with pytest.raises(ConfigError, match="holds a 'resnet8_w8' but teacher.arch=resnet8; set teacher.arch=resnet8_w8"):
         _import(tmp_path, rgb_data, "state_dict", tmp_path / "blob.pt", "teacher.arch=resnet8")
+    assert _import(tmp_path, rgb_data, "state_dict", tmp_path / "blob.pt")["arch"] == "resnet8_w8"  # auto: the file's
 
 
 def test_teacher_import_errors_name_the_file_and_the_fix(tmp_path: Path, rgb_data: Path) -> None:

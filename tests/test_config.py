@@ -14,7 +14,7 @@ from gandistill.errors import ConfigError
 def test_defaults_and_repo_params_are_valid(repo_root):
     assert Params().distill.method == "gan"
     params = load_params(repo_root / "params.yaml")
-    assert params.teacher.arch == "lenet5"
+    assert params.teacher.arch == params.distill.student_arch == "auto"  # by the data: gandistill.archs
     smoke = load_params(repo_root / "params.yaml", profile="smoke")
     assert smoke.gan.steps < params.gan.steps and smoke.data.limit_train
 

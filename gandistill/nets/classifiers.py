@@ -66,8 +66,8 @@ class LeNet5(ImageClassifier):
         h2, w2 = (h // 2 - 4) // 2, (w // 2 - 4) // 2
         if h2 < 1 or w2 < 1:
             raise ArchitectureError(f"LeNet-5 needs images of at least 12×12, got {h}×{w}; use a resnet "
-                                    "(e.g. teacher.arch=resnet20, distill.student_arch=resnet8) or set "
-                                    "data.resize=12 or more")
+                                    "(teacher.arch=auto and distill.student_arch=auto pick one for the data, "
+                                    "or e.g. resnet8 / resnet8_w8) or set data.resize=12 or more")
         self.fc1 = nn.Linear(c2 * h2 * w2, f1)
         self.fc2 = nn.Linear(f1, f2)
         self.fc3 = nn.Linear(f2, num_classes)

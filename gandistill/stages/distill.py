@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from gandistill import losses, methods, transfer
+from gandistill import archs, losses, methods, transfer
 from gandistill.augment import random_affine
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
@@ -584,6 +584,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         raise ConfigError(f"distill.method={dp.method} needs the translator from train_translator")
     source_dir, data_dir = Path(data_dir), method_data_dir(data_dir, dp.method)  # target methods: data/target
     meta = load_meta(data_dir)
+    archs.resolve(params, *meta.input_shape)  # distill.student_arch 'auto' → the student for this (its domain's) shape
     real = to_tensors(load_split(data_dir, "train"), device) if method.real_images != "none" else None
     teacher = load_frozen_teacher(teacher_dir, device)
     transfer_parts = _transfer_parts(params, method, teacher, source_dir, meta, translator_dir, device)

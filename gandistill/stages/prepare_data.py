@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from gandistill import archs
 from gandistill.config import DataParams, Params
 from gandistill.data.dataset import TARGET_DIR, DatasetMeta, Split, channel_stats, save_dataset, stratified_split
 from gandistill.data.dvc_hash import verify_against_dvc_file
@@ -129,13 +130,17 @@ def run(params: Params, out_dir: str | Path, tracker: Tracker | None = None) -> 
     raw = _load_checked(data, f"data.source={data.source} ({data.path})")
     target = load_target(data, raw) if data.target_source is not None else None
     splits, meta = _split(raw, data, params.seed, data.source)
+    t_splits, t_meta = _split(target, data, params.seed, str(data.target_source)) if target is not None else ({}, None)
+    # The architectures against the loaded shapes, before anything is written (exit 2); a
+    # cross-domain student learns on the target's.
+    archs.check_fit(params, *meta.input_shape, meta.num_classes,
+                    student_shape=t_meta.input_shape if t_meta is not None else None)
     with staged_dir(out_dir) as staging:
         save_dataset(staging, splits, meta)
         result = {"counts": {k: len(v) for k, v in splits.items()}, "num_classes": meta.num_classes,
                   "input_shape": list(meta.input_shape), "class_names": meta.class_names,
                   "version": meta.version, "mean": meta.mean, "std": meta.std}
-        if target is not None:  # the target domain B lives in target/ of the same dataset artifact
-            t_splits, t_meta = _split(target, data, params.seed, str(data.target_source))
+        if t_meta is not None:  # the target domain B lives in target/ of the same dataset artifact
             save_dataset(staging / TARGET_DIR, t_splits, t_meta)
             result["target"] = {"counts": {k: len(v) for k, v in t_splits.items()},
                                 "input_shape": list(t_meta.input_shape), "version": t_meta.version,

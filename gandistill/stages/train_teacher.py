@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gandistill import methods
+from gandistill import archs, methods
 from gandistill.augment import random_affine
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
@@ -38,6 +38,7 @@ from gandistill.stages.common import (
     write_result,
 )
 from gandistill.tracking import NullTracker, Tracker
+from gandistill.transfer import method_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +49,6 @@ FEATURE_NEEDS = {  # distill settings that read teacher.forward_features (not ju
     "distill.rkd_distance_weight": lambda p: p.distill.rkd_distance_weight > 0,
     "distill.rkd_angle_weight": lambda p: p.distill.rkd_angle_weight > 0,
 }
-
-
-def check_archs_fit(params: Params, meta: DatasetMeta) -> None:
-    """Build the teacher and student architectures for the data's shape now, so a pair that
-    cannot fit (LeNet-5 on 8×8 images, an unknown name) fails before any training."""
-    names = {"teacher.arch": params.teacher.arch} if params.teacher.source != "torchscript" else {}
-    names["distill.student_arch"] = params.distill.student_arch
-    for key, arch in names.items():
-        try:
-            build_classifier(arch, meta.channels, (meta.height, meta.width), meta.num_classes)
-        except ConfigError as exc:
-            raise ConfigError(f"{key}={arch} does not fit the data ({'×'.join(map(str, meta.input_shape))}, "
-                              f"{meta.num_classes} classes): {exc}") from None
 
 
 class _LogitsOnly(nn.Module):
@@ -101,10 +89,14 @@ def _load_state_dict_teacher(params: Params, meta: DatasetMeta, path: Path) -> n
                         "model.state_dict() with torch.save, or export TorchScript and set teacher.source=torchscript")
     if "state_dict" in blob and isinstance(blob["state_dict"], dict):  # a gandistill model.pt or a training checkpoint
         saved_arch = blob.get("arch")
+        if tp.arch == archs.AUTO and isinstance(saved_arch, str):
+            tp.arch = saved_arch  # the file names the architecture it was saved as
         if isinstance(saved_arch, str) and saved_arch != tp.arch:
             raise ConfigError(f"teacher.path={path} holds a '{saved_arch}' but teacher.arch={tp.arch}; "
                               f"set teacher.arch={saved_arch}")
         blob = blob["state_dict"]
+    if tp.arch == archs.AUTO:  # plain weights: the data's default teacher (a mismatch is reported below)
+        tp.arch = archs.auto_pair(*meta.input_shape)[0]
     state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in blob.items()}  # DDP / compile
     model = build_classifier(tp.arch, meta.channels, (meta.height, meta.width), meta.num_classes,
                              mean=meta.mean, std=meta.std)
@@ -194,7 +186,9 @@ def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Trac
     seed_everything(params.seed)
     runtime = Runtime.from_params(params.runtime)
     meta = load_meta(data_dir)
-    check_archs_fit(params, meta)
+    student_meta = load_meta(method_data_dir(data_dir, params.distill.method))  # a cross-domain student: the target's
+    archs.check_fit(params, *meta.input_shape, meta.num_classes, student_shape=student_meta.input_shape)
+    archs.resolve(params, *meta.input_shape)  # 'auto' → the pair for this shape, before the fingerprint
     val_x, val_y = to_tensors(load_split(data_dir, "val"), runtime.device)
     test_x, test_y = to_tensors(load_split(data_dir, "test"))
     tracker.log_params({f"teacher.{k}": v for k, v in tp.model_dump().items()} | {"seed": params.seed})
