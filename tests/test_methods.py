@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import smoke_params
 
-from gandistill import methods
+from gandistill import archs, methods
 from gandistill.data.dataset import load_meta, load_split, to_tensors
 from gandistill.losses import kd_kl_per_sample
 from gandistill.methods import METHODS
@@ -109,7 +109,7 @@ def _gan_context(world, hard_fraction: float) -> distill.Context:
     params = smoke_params(f"distill.hard_fraction={hard_fraction}", "distill.augment=false")
     meta = load_meta(world / "data")
     teacher = load_frozen_teacher(world / "teacher", "cpu")
-    student = build_classifier(params.distill.student_arch, meta.channels, (meta.height, meta.width),
+    student = build_classifier(archs.auto_pair(*meta.input_shape)[1], meta.channels, (meta.height, meta.width),
                                meta.num_classes, mean=meta.mean, std=meta.std)
     return distill.Context(params, Runtime.from_params(params.runtime), meta, teacher, student, None, None, None,
                            None, load_generator(world / "gan"))
