@@ -298,7 +298,8 @@ def merge_result(name: str, run: dict[str, Any]) -> None:
 def git_commit() -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "gandistill", "bench", "params.yaml"],
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "gandistill", "bench", "params.yaml",
+                            ":!bench/results"],
                            capture_output=True, text=True, cwd=ROOT).stdout.strip()
     return commit + ("-dirty" if dirty else "")
 

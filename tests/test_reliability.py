@@ -1,5 +1,5 @@
-"""Reliability (issue 4): faulty MLflow endpoints end in ONE clear error (exit 5) within
-seconds, a failed model upload registers nothing, secrets never reach logs / params /
+"""Reliability (issue 4): faulty MLflow endpoints end in ONE clear error (exit 5) after
+bounded retries, a failed model upload registers nothing, secrets never reach logs / params /
 tags / summaries, and user-supplied names cannot escape their folder.
 
 Servers here are tiny stand-ins on 127.0.0.1 (a closed port, a socket that never answers,
@@ -12,9 +12,9 @@ import contextlib
 import http.server
 import json
 import logging
+import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,14 +47,29 @@ def default_http_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @contextlib.contextmanager
-def silent_server() -> Iterator[str]:
-    """Accepts connections and never answers: a hung / very slow server."""
+def silent_server(connections: list[socket.socket] | None = None) -> Iterator[str]:
+    """Accepts connections (kept in `connections`) and never answers: a hung / very slow server."""
+    accepted = connections if connections is not None else []
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(sock.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
         sock.close()
 
 
@@ -95,14 +110,14 @@ def test_unreachable_mlflow_fails_run_start_fast_with_one_clear_error(
 
     uri = f"http://127.0.0.1:{_free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    started = time.perf_counter()
     with pytest.raises(ServiceError) as info:
         run_local(Params(), runs_root=tmp_path / "runs", run_name="unreachable")
-    elapsed = time.perf_counter() - started
     message = str(info.value)
     assert uri in message and "MLFLOW_TRACKING_URI" in message and "unreachable" in message
     assert info.value.exit_code == 5
-    assert elapsed < 25, f"an unreachable MLflow took {elapsed:.1f} s to report"
+    # Fast = gandistill's bounded retries were in force, not MLflow's 7 retries × 120 s timeouts
+    # (behaviour, not a stopwatch: wall time on a shared machine proves nothing).
+    assert {key: os.environ.get(key) for key in tracking.HTTP_DEFAULTS} == tracking.HTTP_DEFAULTS
     assert not (tmp_path / "runs" / "unreachable").exists()
 
 
@@ -111,19 +126,18 @@ def test_hung_mlflow_times_out_in_a_stage_with_one_line_and_exit_5(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
-    ran = []
-    with silent_server() as uri:
+    ran: list[int] = []
+    connections: list[socket.socket] = []
+    with silent_server(connections) as uri:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        started = time.perf_counter()
         with caplog.at_level(logging.ERROR, logger="gandistill"), pytest.raises(SystemExit) as exit_info:
             entry.run_stage("train_teacher", Params().to_json(), "0123456789abcdef",
                             lambda params, tracker: ran.append(1) or {})
-        elapsed = time.perf_counter() - started
     assert exit_info.value.code == 5 and not ran
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and uri in errors[0] and "too slow" in errors[0], errors
     assert "Traceback" not in errors[0]
-    assert elapsed < 15
+    assert 1 <= len(connections) <= 2  # one try + the one retry configured: it gave up, it did not hang
 
 
 def test_mlflow_rejecting_credentials_names_the_variables_and_hides_the_secret(
@@ -133,15 +147,13 @@ def test_mlflow_rejecting_credentials_names_the_variables_and_hides_the_secret(
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SENTINELS["MLFLOW_TRACKING_PASSWORD"])
     with rejecting_server(seen) as uri:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        started = time.perf_counter()
         with pytest.raises(ServiceError) as info:
             tracking.start_parent_run("denied")
-        elapsed = time.perf_counter() - started
     message = str(info.value)
     assert seen and seen[0].startswith("Basic ")  # the credentials were sent, and refused
     assert uri in message and "MLFLOW_TRACKING_PASSWORD" in message and "MLFLOW_TRACKING_TOKEN" in message
     assert SENTINELS["MLFLOW_TRACKING_PASSWORD"] not in message
-    assert elapsed < 10  # 401 is not retried
+    assert len(seen) == 1  # 401 is not retried
 
 
 def test_mlflow_failing_mid_stage_fails_the_task_with_the_message(
