@@ -1,9 +1,11 @@
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 
 def export(params_json: str, parent_run_id: str, data: Input[Dataset], student: Input[Model],
-           evaluation: Input[Model], exported: Output[Model]):
+           evaluation: Input[Artifact], exported: Output[Model], model_card: Output[Markdown]):
     """Export the student to TorchScript and ONNX, prove parity, write the model card."""
+    import shutil
+
     from gandistill.stages import entry
     from gandistill.stages import export as stage
 
@@ -11,3 +13,4 @@ def export(params_json: str, parent_run_id: str, data: Input[Dataset], student: 
                              lambda params, tracker: stage.run(params, data.path, student.path, evaluation.path,
                                                                exported.path, tracker))
     exported.metadata.update(entry.scalar_metrics(result))
+    shutil.copyfile(f"{exported.path}/{result['model_card']}", model_card.path)

@@ -1,7 +1,7 @@
-from kfp.dsl import Input, Model
+from kfp.dsl import Artifact, Input, Model
 
 
-def promote(params_json: str, parent_run_id: str, exported: Input[Model], evaluation: Input[Model]) -> str:
+def promote(params_json: str, parent_run_id: str, exported: Input[Model], evaluation: Input[Artifact]) -> str:
     """Register the student in the MLflow model registry; the quality gate picks the alias.
     Returns the registry decision (version, alias, reason, …) as a JSON string."""
     import json
@@ -15,7 +15,7 @@ def promote(params_json: str, parent_run_id: str, exported: Input[Model], evalua
     return json.dumps(result, default=str)
 
 
-def promote_gate(params_json: str, parent_run_id: str, evaluation: Input[Model]) -> bool:
+def promote_gate(params_json: str, parent_run_id: str, evaluation: Input[Artifact]) -> bool:
     """The promotion gate alone (read-only against the registry), for a pipeline that branches
     with dsl.If on its output; `promote` applies the same gate again when it registers."""
     from gandistill.stages import entry

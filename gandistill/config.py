@@ -209,6 +209,9 @@ class EvaluateParams(Section):
     ece_bins: int = Field(15, ge=2, le=100)
     privacy_samples: int = Field(2000, ge=10)
     gan_samples: int = Field(2000, ge=10)
+    # Students distilled by these other methods in the same run (the DAG fans them out) and
+    # compared with the student in the report: what the chosen method bought, on the same data.
+    baselines: list[DistillMethod] = Field(default_factory=list)  # type: ignore[valid-type]
 
 
 class ExportParams(Section):
@@ -281,6 +284,20 @@ class Params(Section):
         if method.domain == "source" and self.data.target_source is not None:
             raise ValueError(f"data.target_source is set but distill.method={method.name} does not use a target "
                              "domain: use distill.method=cyclegan, or unset data.target_source / data.target_path")
+        return self
+
+    @model_validator(mode="after")
+    def _baselines_differ(self) -> Params:
+        repeated = sorted({m for m in self.evaluate.baselines if self.evaluate.baselines.count(m) > 1})
+        if repeated or self.distill.method in self.evaluate.baselines:
+            raise ValueError(f"evaluate.baselines must list methods other than distill.method "
+                             f"({self.distill.method}), each once; got {self.evaluate.baselines}")
+        method = METHODS[self.distill.method]
+        unfit = [b for b in self.evaluate.baselines
+                 if METHODS[b].domain != method.domain or METHODS[b].needs_translator]
+        if unfit:
+            raise ValueError(f"evaluate.baselines {unfit}: a baseline student must learn the same domain as "
+                             f"distill.method={method.name} ({method.domain}) without a translator")
         return self
 
     def to_json(self) -> str:

@@ -4,7 +4,9 @@ prepare_data ─► train_teacher ─► train_gan ─► distill ─► evaluat
                                                                                   └► promote (challenger)
 (train_gan only for methods that distill from the trained cGAN; data_free/dafl/kd/scratch
 skip it — data_free must never train a GAN on real data. train_translator only for cross-domain
-methods (cyclegan), whose record also names the baseline students trained for the report.)
+methods (cyclegan).) Baseline students — those a method's record names (cyclegan: target_kd,
+target_supervised) plus `evaluate.baselines` — fan out as one more distill task per method
+(dsl.ParallelFor over the list, known at compile time), collected into evaluate.
 
 Every task receives the full, validated params as one JSON string parameter (its default is
 params.yaml at compile time), so a wrong value fails in the first task on a cluster too.
@@ -29,7 +31,9 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
     comps = gandistill_components.build(params.pipeline.image)
     method = params.distill.method
     record = methods.get(method)
-    needs_gan = record.needs_trained_gan
+    # students trained only for the report's side-by-side: the record's own, then the user's
+    baselines = list(dict.fromkeys([*record.baselines, *params.evaluate.baselines]))
+    needs_gan = any(methods.get(m).needs_trained_gan for m in [method, *baselines])
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Teacher → conditional GAN → distilled student → evaluate → export → promote")
@@ -56,15 +60,16 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
             with_translator = {"translator": translator.outputs["translator"]}
         student = comps.distill(**common, method=method, data=prep.outputs["data"],
                                 teacher=teacher.outputs["teacher"], **with_generator, **with_translator)
-        baselines = {}
-        for name in record.baselines:  # students trained only for the report's side-by-side
-            baseline = comps.distill(**common, method=name, data=prep.outputs["data"],
-                                     teacher=teacher.outputs["teacher"]).set_display_name(f"baseline_{name}")
-            kubernetes.configure(baseline, "distill", params)
-            baselines[f"baseline_{name}"] = baseline.outputs["student"]
+        compared = {}
+        if baselines:  # known at compile time: the DAG is built from the params
+            with dsl.ParallelFor(baselines, name="baselines") as baseline_method:
+                baseline = comps.distill(**common, method=baseline_method, data=prep.outputs["data"],
+                                         teacher=teacher.outputs["teacher"], **with_generator)
+                kubernetes.configure(baseline, "distill", params)
+            compared = {"baselines": dsl.Collected(baseline.outputs["student"])}
         evaluation = comps.evaluate(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"],
                                     student=student.outputs["student"], **with_generator, **with_translator,
-                                    **baselines)
+                                    **compared)
         exported = comps.export(**common, data=prep.outputs["data"], student=student.outputs["student"],
                                 evaluation=evaluation.outputs["evaluation"])
         # The quality gate is its own (read-only) step so the DAG shows which branch was taken;

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +76,29 @@ def test_wilson_interval_and_mcnemar():
     b = np.array([False] * 5 + [True] * 10)
     assert M.mcnemar_p(a, b) == pytest.approx(2 * 0.5**5)
     assert M.mcnemar_p(a, a) == 1.0
+    # n01 = 3, n10 = 10: p = 2·(C(13,0) + C(13,1) + C(13,2) + C(13,3)) / 2^13 = 2·378/8192
+    a = np.array([False] * 3 + [True] * 10 + [True] * 5)
+    b = np.array([True] * 3 + [False] * 10 + [True] * 5)
+    assert M.mcnemar_p(a, b) == pytest.approx(2 * 378 / 8192, rel=1e-9)
+    assert M.mcnemar_p(b, a) == pytest.approx(2 * 378 / 8192, rel=1e-9)
+    # Wilson by its formula, z = 1.959964: 0/20 → (0, z²/(n + z²)); 20/20 mirrors it
+    z2 = 1.959964**2
+    assert M.wilson_interval(0, 20) == pytest.approx((0.0, z2 / (20 + z2)), abs=1e-6)
+    assert M.wilson_interval(20, 20) == pytest.approx((20 / (20 + z2), 1.0), abs=1e-6)
+
+
+def test_plots_leave_the_process_matplotlib_backend_alone(tmp_path):
+    """A library must not switch the backend of the process that imports it: draw a figure
+    after the host chose its own backend, and the backend is still the host's."""
+    script = ("import matplotlib; matplotlib.use('svg'); import numpy as np\n"
+              "from gandistill.evaluation import plots\n"
+              f"plots.per_class_bars({{'m': np.array([0.5, 1.0])}}, ['a', 'b'], r'{tmp_path / 'bars.png'}')\n"
+              "print(matplotlib.get_backend())")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "svg"
+    assert (tmp_path / "bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_fid_sanity():

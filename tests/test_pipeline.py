@@ -46,6 +46,33 @@ def test_data_free_dag_has_no_gan_on_real_data(repo_root, tmp_path):
     assert not any(t.startswith("train-gan") for t in tasks)
 
 
+def test_baselines_fan_out_and_feed_evaluate(repo_root, tmp_path):
+    """evaluate.baselines: one more distill task per method in a ParallelFor, collected into
+    evaluate; train_gan runs only when some student (main or baseline) needs the cGAN."""
+    for method, baselines, gan in (("data_free", "[kd, scratch]", False), ("kd", "[gan]", True)):
+        output = tmp_path / f"{method}.yaml"
+        compile_pipeline(load_params(repo_root / "params.yaml", [f"distill.method={method}",
+                                                                 f"evaluate.baselines={baselines}"]), str(output))
+        spec = yaml.safe_load(output.read_text())
+        tasks = spec["root"]["dag"]["tasks"]
+        loop = next(t for t in tasks.values() if t["taskInfo"]["name"] == "baselines")
+        assert json.loads(loop["parameterIterator"]["items"]["raw"]) == yaml.safe_load(baselines)
+        loop_dag = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+        assert [t["componentRef"]["name"] for t in loop_dag.values()] == ["comp-distill-2"]
+        collected = tasks["evaluate"]["inputs"]["artifacts"]["baselines"]["taskOutputArtifact"]
+        assert collected["producerTask"] == next(k for k, t in tasks.items() if t is loop)
+        assert any(t.startswith("train-gan") for t in _tasks(spec)) is gan
+
+
+def test_baselines_must_differ_from_the_method(repo_root):
+    from gandistill.errors import ConfigError
+
+    for bad in ("[gan]", "[kd, kd]"):
+        with pytest.raises(ConfigError, match="evaluate.baselines must list methods other than") as err:
+            load_params(repo_root / "params.yaml", [f"evaluate.baselines={bad}"])
+        assert err.value.exit_code == 2
+
+
 @pytest.mark.slow
 def test_run_local_smoke_end_to_end(repo_root, tmp_path, mnist_dir):
     """`gandistill run --local --profile smoke`: every artifact, the MLflow runs and a registry version."""
@@ -55,7 +82,7 @@ def test_run_local_smoke_end_to_end(repo_root, tmp_path, mnist_dir):
            "GANDISTILL_CHECKPOINT_ROOT": str(runs / "checkpoints")}
     result = subprocess.run(
         [sys.executable, "-m", "gandistill", "run", "--local", "--profile", "smoke", "--runs-dir", str(runs),
-         "--set", f"data.path={mnist_dir}", "--run-name", "e2e"],
+         "--set", f"data.path={mnist_dir}", "--set", "evaluate.baselines=[kd]", "--run-name", "e2e"],
         cwd=repo_root, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "gandistill run summary" in result.stdout
@@ -71,6 +98,8 @@ def test_run_local_smoke_end_to_end(repo_root, tmp_path, mnist_dir):
     assert (artifacts["train_gan"] / "model.pt").is_file()
     assert (artifacts["distill"] / "model.pt").is_file()
     assert Path(summary["report"]["html"]).is_file()
+    assert 0.0 < summary["evaluation"]["baseline_kd_test_acc"] <= 1.0  # the fanned-out baseline student
+    assert "| baseline kd" in (artifacts["evaluate"] / "summary.md").read_text()
     assert (artifacts["export"] / "model.onnx").is_file() and (artifacts["export"] / "model.ts").is_file()
 
     from mlflow.tracking import MlflowClient
@@ -81,7 +110,8 @@ def test_run_local_smoke_end_to_end(repo_root, tmp_path, mnist_dir):
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     names = {c.info.run_name for c in children}
-    assert {"prepare_data", "train_teacher", "train_gan", "distill_gan", "evaluate", "export", "promote"} <= names
+    assert {"prepare_data", "train_teacher", "train_gan", "distill_gan", "distill_kd", "evaluate", "export",
+            "promote"} <= names
     gan_run = next(c for c in children if c.info.run_name == "train_gan")
     assert "gan.fm_weight" in gan_run.data.params and "fid" in gan_run.data.metrics
     assert client.get_metric_history(gan_run.info.run_id, "loss_d")  # per-step metrics, not just finals

@@ -194,3 +194,55 @@ def test_concurrent_promotions_end_with_exactly_one_champion(registry, monkeypat
     if locked and results["race-a"]["alias"] == "champion":
         # serialised: a was champion first, then b replaced it knowingly (no lost update)
         assert results["race-b"]["previous_champion"] == results["race-a"]["version"]
+
+
+# -- "not found" vs an outage -------------------------------------------------------------------
+
+def test_no_model_and_no_alias_read_as_no_champion(registry):
+    """A real registry that simply lacks the model, or the alias, answers "no champion"."""
+    from gandistill.tracking import client as mlflow_client
+
+    client = mlflow_client()
+    assert promote._champion(client, "m-never-registered") is None
+    assert promote._existing_version(client, "m-never-registered", "run-x") is None
+    promote.run(params_for("m-low-only"), registry["exported"], evaluation(registry["root"], "lo", 0.5), "r", None)
+    assert set(client.get_registered_model("m-low-only").aliases) == {"challenger"}
+    assert promote._champion(client, "m-low-only") is None
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # bind, read the port, close: nothing listens there afterwards
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_registry_outage_is_a_service_error_not_no_champion(registry, monkeypatch):
+    """The registry's server is down (a real MLflow client against a port nobody listens on):
+    the gate and promote must fail with ServiceError, never read it as "no champion"."""
+    from gandistill.errors import ServiceError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    ev = evaluation(registry["root"], "outage", 0.97)
+    with pytest.raises(ServiceError, match="failed while reading @champion") as err:
+        promote.gate(params_for("m-outage"), ev)
+    assert "127.0.0.1" in str(err.value)
+    with pytest.raises(ServiceError, match="MLflow registry"):
+        promote.run(params_for("m-outage"), registry["exported"], ev, "run-outage", None)
+
+
+def test_broken_registry_database_is_a_service_error(registry, monkeypatch, tmp_path):
+    """A sqlite registry file that is not a database: a real failure, not "no champion"."""
+    from gandistill.errors import ServiceError
+
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"this is not a sqlite database" * 100)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{broken}")
+    ev = evaluation(registry["root"], "broken", 0.97)
+    for attempt in (lambda: promote.gate(params_for("m-broken"), ev),
+                    lambda: promote.run(params_for("m-broken"), registry["exported"], ev, "run-broken", None)):
+        with pytest.raises(ServiceError, match="file is not a database"):
+            attempt()

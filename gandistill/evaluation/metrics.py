@@ -6,12 +6,12 @@ each model over the data once and derives everything from those logits.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 
 def confusion_matrix(labels: torch.Tensor | np.ndarray, preds: torch.Tensor | np.ndarray,
@@ -80,31 +80,26 @@ def calibration(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> C
     return Calibration(ece, edges, counts, mean_conf, mean_acc)
 
 
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (Wilson 1927): the 95 % range of the
-    accuracy that a test split of n samples can resolve. Better-behaved than p ± z·√(p(1−p)/n)
-    near 0 and 1, where classifiers live."""
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson 1927): the range of the accuracy
+    that a test split of n samples can resolve. Better-behaved than p ± z·√(p(1−p)/n) near 0
+    and 1, where classifiers live:
+
+        (p + z²/2n ± z·√(p(1−p)/n + z²/4n²)) / (1 + z²/n),   z = Φ⁻¹(1 − (1 − confidence)/2)
+    """
     if n == 0:
         return (float("nan"), float("nan"))
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (centre - half, centre + half)
+    ci = stats.binomtest(int(correct), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     """Exact two-sided McNemar test (McNemar 1947) on paired correctness: are two models'
     accuracies on the same test samples different? Uses only the discordant pairs
-    n01 (a wrong, b right) and n10; p = min(1, 2·P[Bin(n01+n10, ½) ≤ min(n01, n10)])."""
+    n01 (a wrong, b right) and n10: under H0 each is Bin(n01 + n10, ½), so
+    p = min(1, 2·P[Bin(n01+n10, ½) ≤ min(n01, n10)]) — scipy's exact binomial test."""
     a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     n01, n10 = int((~a & b).sum()), int((a & ~b).sum())
-    n = n01 + n10
-    if n == 0:
+    if n01 + n10 == 0:
         return 1.0
-    k = min(n01, n10)
-    # log-space binomial CDF: n can be thousands
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
-            for i in range(k + 1)]
-    top = max(logs)
-    return float(min(1.0, 2 * math.exp(top) * sum(math.exp(v - top) for v in logs)))
+    return float(stats.binomtest(min(n01, n10), n01 + n10, 0.5, alternative="two-sided").pvalue)

@@ -1,4 +1,8 @@
-"""Figures of the evaluation report, drawn with matplotlib's Agg backend (no display needed).
+"""Figures of the evaluation report, drawn with matplotlib's object API (no display needed).
+
+Figures are built as `matplotlib.figure.Figure` objects and written with their own canvas, so
+this module never touches pyplot's global state or switches the process-wide backend — a
+library imported into a notebook or an application must not change how *it* plots.
 
 Every function writes one PNG and returns its path; inputs are plain arrays so the figures
 can be re-drawn from result.json without the models.
@@ -10,22 +14,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless containers: never try to open a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from gandistill.evaluation.metrics import Calibration  # noqa: E402
+from gandistill.evaluation.metrics import Calibration
 
 DPI = 100
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def _subplots(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
+    """A standalone figure and its axes (pyplot.subplots without pyplot's figure manager)."""
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    fig.savefig(path, dpi=DPI)  # Figure.savefig draws on its own Agg canvas: no backend involved
     return path
 
 
@@ -42,7 +48,7 @@ def _image(ax: Any, img: np.ndarray) -> None:
 
 def reliability_diagram(calibrations: dict[str, Calibration], path: str | Path) -> Path:
     """Accuracy vs confidence per bin (bars) against the diagonal of perfect calibration."""
-    fig, axes = plt.subplots(1, len(calibrations), figsize=(4.2 * len(calibrations), 4), squeeze=False)
+    fig, axes = _subplots(1, len(calibrations), figsize=(4.2 * len(calibrations), 4), squeeze=False)
     for ax, (name, cal) in zip(axes[0], calibrations.items(), strict=True):
         edges = cal.bin_edges
         width = edges[1] - edges[0]
@@ -62,7 +68,7 @@ def reliability_diagram(calibrations: dict[str, Calibration], path: str | Path) 
 def confusion_heatmap(cm: np.ndarray, class_names: Sequence[str], path: str | Path, title: str) -> Path:
     k = len(class_names)
     size = min(12, 2 + 0.45 * k)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = _subplots(figsize=(size, size))
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     if k <= 20:
@@ -79,7 +85,7 @@ def confusion_heatmap(cm: np.ndarray, class_names: Sequence[str], path: str | Pa
 
 def per_class_bars(per_class: dict[str, np.ndarray], class_names: Sequence[str], path: str | Path) -> Path:
     k = len(class_names)
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * k * len(per_class)), 3.5))
+    fig, ax = _subplots(figsize=(max(6, 0.5 * k * len(per_class)), 3.5))
     width = 0.8 / len(per_class)
     for i, (name, acc) in enumerate(per_class.items()):
         ax.bar(np.arange(k) + i * width, np.nan_to_num(acc) * 100, width=width, label=name)
@@ -94,7 +100,7 @@ def sample_grid(rows: dict[str, list[tuple[np.ndarray, str, bool]]], path: str |
     """One row per class: (image, caption, ok) cells; captions of wrong predictions in red."""
     cols = max((len(v) for v in rows.values()), default=1)
     figsize = (1.1 * cols + 0.6, 1.15 * len(rows) + 0.4)
-    fig, axes = plt.subplots(len(rows), cols, figsize=figsize, squeeze=False)
+    fig, axes = _subplots(len(rows), cols, figsize=figsize, squeeze=False)
     for r, (label, cells) in enumerate(rows.items()):
         for c in range(cols):
             ax = axes[r][c]
@@ -117,7 +123,7 @@ def training_curves(histories: dict[str, list[dict[str, float]]], path: str | Pa
     histories = {k: v for k, v in histories.items() if v}
     if not histories:
         return None
-    fig, axes = plt.subplots(1, len(histories), figsize=(4.5 * len(histories), 3.4), squeeze=False)
+    fig, axes = _subplots(1, len(histories), figsize=(4.5 * len(histories), 3.4), squeeze=False)
     for ax, (stage, history) in zip(axes[0], histories.items(), strict=True):
         steps = [h.get("step", i) for i, h in enumerate(history)]
         keys = sorted({k for h in history for k, v in h.items()
@@ -134,7 +140,7 @@ def privacy_pairs(generated: np.ndarray, nearest_train: np.ndarray, distances: n
                   path: str | Path) -> Path:
     """The generated samples closest to a training image, each above its nearest neighbour."""
     n = len(generated)
-    fig, axes = plt.subplots(2, max(n, 1), figsize=(1.2 * max(n, 1) + 0.5, 3), squeeze=False)
+    fig, axes = _subplots(2, max(n, 1), figsize=(1.2 * max(n, 1) + 0.5, 3), squeeze=False)
     for i in range(n):
         _image(axes[0][i], generated[i])
         color = "red" if distances[i] < threshold else "black"
@@ -149,7 +155,7 @@ def privacy_pairs(generated: np.ndarray, nearest_train: np.ndarray, distances: n
 
 def distance_histogram(audits: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path) -> Path:
     """Nearest-train distance distributions: generated vs held-out real, per space."""
-    fig, axes = plt.subplots(1, len(audits), figsize=(4.5 * len(audits), 3.2), squeeze=False)
+    fig, axes = _subplots(1, len(audits), figsize=(4.5 * len(audits), 3.2), squeeze=False)
     for ax, (space, (gen, real, threshold)) in zip(axes[0], audits.items(), strict=True):
         bins = np.linspace(0, max(gen.max(), real.max()) * 1.02, 40)
         ax.hist(real, bins=bins, alpha=0.6, density=True, label="real test → train")
@@ -164,7 +170,7 @@ def speed_bars(speed: dict[str, dict[str, dict[str, float]]], path: str | Path) 
     """Batch-1 p50 latency and batch throughput per backend, teacher vs student."""
     models = list(speed)
     backends = list(next(iter(speed.values())))
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, axes = _subplots(1, 2, figsize=(9, 3.2))
     width = 0.8 / len(models)
     for i, model in enumerate(models):
         x = np.arange(len(backends)) + i * width

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +72,17 @@ def scalar_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]
     """The numeric top-level entries of a stage result (for kfp artifact metadata / Metrics)."""
     return {f"{prefix}{k}": float(v) for k, v in result.items()
             if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def named_by_method(artifacts: Sequence[Any]) -> dict[str, str]:
+    """Folder of each collected student artifact (anything with .path and .metadata), named by
+    the distillation method in its metadata; a repeated method gets a numbered suffix."""
+    named: dict[str, str] = {}
+    for artifact in artifacts:
+        base = str(artifact.metadata.get("method") or "baseline")
+        name, n = base, 1
+        while name in named:
+            n += 1
+            name = f"{base}_{n}"
+        named[name] = artifact.path
+    return named

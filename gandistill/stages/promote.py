@@ -91,12 +91,38 @@ def _accuracies(evaluation_dir: str | Path) -> tuple[float, float | None, dict[s
     return float(metrics["student_test_acc"]), metrics.get("teacher_test_acc"), evaluation
 
 
-def _champion(client: Any, name: str) -> Any | None:
-    """The version holding @champion, or None (no model or no alias yet)."""
+def _not_found(exc: Exception) -> bool:
+    """MLflow's answer for a registered model or version that does not exist (and only that)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _registry_failed(exc: Exception, doing: str) -> ServiceError:
+    return ServiceError(f"MLflow registry at {tracking_uri()} failed while {doing}: {redact(str(exc))[:800]}. "
+                        "Check MLFLOW_TRACKING_URI / the server, then re-run (promote is idempotent)")
+
+
+def _client() -> Any:
+    """The registry client; a registry that cannot even be opened is a ServiceError."""
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except Exception:  # RESOURCE_DOES_NOT_EXIST for the model or the alias
-        return None
+        return mlflow_client()
+    except Exception as exc:
+        raise _registry_failed(exc, "opening the registry") from exc
+
+
+def _champion(client: Any, name: str) -> Any | None:
+    """The version holding @champion, or None when the model or the alias does not exist yet.
+
+    Any other failure (server down, permissions, a broken database) raises ServiceError: an
+    outage must never read as "no champion", which would let a worse model take the alias."""
+    try:
+        aliases = client.get_registered_model(name).aliases
+        return client.get_model_version(name, aliases[CHAMPION]) if CHAMPION in aliases else None
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise _registry_failed(exc, f"reading @{CHAMPION} of {name}") from exc
 
 
 def _acc_of(version: Any) -> float:
@@ -108,7 +134,7 @@ def gate(params: Params, evaluation_dir: str | Path, tracker: Tracker | None = N
     current champion's accuracy from the registry but registers nothing."""
     student_acc, teacher_acc, _ = _accuracies(evaluation_dir)
     pp = params.promote
-    champion = _champion(mlflow_client(), pp.model_name)
+    champion = _champion(_client(), pp.model_name)
     passed, reason = gate_decision(student_acc, teacher_acc, _acc_of(champion) if champion else None,
                                    pp.min_accuracy, pp.max_drop_vs_teacher, pp.champion_epsilon)
     (tracker or NullTracker()).set_tags({"gate.passed": passed, "gate.reason": reason})
@@ -137,14 +163,13 @@ def registry_lock() -> Iterator[bool]:
 
 
 def _existing_version(client: Any, name: str, pipeline_run_id: str) -> Any | None:
+    """The version this pipeline run registered before (a re-run), or None. A model that is not
+    registered yet simply has no versions; a failing search raises ServiceError, since "none
+    found" would register a duplicate."""
     try:
         found = client.search_model_versions(f"name = '{name}' and tags.`{TAG_RUN}` = '{pipeline_run_id}'")
-    except Exception:  # model not registered yet, or a registry without tag search: scan
-        try:
-            found = [v for v in client.search_model_versions(f"name = '{name}'")
-                     if v.tags.get(TAG_RUN) == pipeline_run_id]
-        except Exception:
-            found = []
+    except Exception as exc:
+        raise _registry_failed(exc, f"looking for the version of pipeline run {pipeline_run_id}") from exc
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
@@ -238,7 +263,7 @@ def run(params: Params, export_dir: str | Path, evaluation_dir: str | Path, pipe
         "data_dvc_hash": next((str(v) for k, v in data_version.items() if "dvc" in k.lower()), ""),
         "git_commit": exported.get("git_commit") or "",
     }
-    client = mlflow_client()
+    client = _client()
     try:
         with registry_lock() as locked:
             version = _existing_version(client, pp.model_name, pipeline_run_id)
