@@ -210,20 +210,23 @@ def test_no_model_and_no_alias_read_as_no_champion(registry):
     assert promote._champion(client, "m-low-only") is None
 
 
-def _closed_port() -> int:
+@pytest.fixture
+def dead_port():
+    """A port this test holds bound but never listens on: connecting is refused, and no other
+    process on this shared machine can start a server there while the test runs."""
     import socket
 
-    with socket.socket() as sock:  # bind, read the port, close: nothing listens there afterwards
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
 
 
-def test_registry_outage_is_a_service_error_not_no_champion(registry, monkeypatch):
+def test_registry_outage_is_a_service_error_not_no_champion(registry, monkeypatch, dead_port):
     """The registry's server is down (a real MLflow client against a port nobody listens on):
     the gate and promote must fail with ServiceError, never read it as "no champion"."""
     from gandistill.errors import ServiceError
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{dead_port}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     ev = evaluation(registry["root"], "outage", 0.97)
