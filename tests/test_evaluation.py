@@ -95,7 +95,7 @@ def test_plots_leave_the_process_matplotlib_backend_alone(tmp_path):
               f"plots.per_class_bars({{'m': np.array([0.5, 1.0])}}, ['a', 'b'], r'{tmp_path / 'bars.png'}')\n"
               "print(matplotlib.get_backend())")
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "svg"
     assert (tmp_path / "bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
