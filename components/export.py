@@ -1,9 +1,13 @@
+from typing import Optional
+
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 
 def export(params_json: str, parent_run_id: str, data: Input[Dataset], student: Input[Model],
-           evaluation: Input[Artifact], exported: Output[Model], model_card: Output[Markdown]):
-    """Export the student to TorchScript and ONNX, prove parity, write the model card."""
+           evaluation: Input[Artifact], exported: Output[Model], model_card: Output[Markdown],
+           generator: Optional[Input[Model]] = None):
+    """Export the student to TorchScript, ONNX and INT8 ONNX (calibrated on `generator`'s samples
+    when the method distilled from the trained cGAN), prove each, write the model card."""
     import shutil
 
     from gandistill.stages import entry
@@ -11,6 +15,7 @@ def export(params_json: str, parent_run_id: str, data: Input[Dataset], student: 
 
     result = entry.run_stage("export", params_json, parent_run_id,
                              lambda params, tracker: stage.run(params, data.path, student.path, evaluation.path,
-                                                               exported.path, tracker))
+                                                               exported.path, tracker,
+                                                               generator.path if generator else None))
     exported.metadata.update(entry.scalar_metrics(result))
     shutil.copyfile(f"{exported.path}/{result['model_card']}", model_card.path)

@@ -194,6 +194,10 @@ class DistillParams(OptimParams):
     # it one seed in four drifted to high-frequency textures and collapsed (52 %); with 5: 96 %.
     generator_tv_weight: float = Field(5.0, ge=0.0)
     dafl_activation_weight: float = Field(0.1, ge=0.0)
+    # Quantisation-aware distillation: fake-quantise the student (as the INT8 export will) during
+    # the last qat_fraction of the steps; selection then only considers steps inside that phase.
+    qat: bool = False
+    qat_fraction: float = Field(0.2, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _method_consistency(self) -> DistillParams:
@@ -217,6 +221,14 @@ class EvaluateParams(Section):
 class ExportParams(Section):
     onnx_opset: int = Field(18, ge=13, le=23)
     parity_atol: float = Field(1e-4, gt=0.0)
+    # INT8: also ship a statically quantised ONNX model (gandistill/quantization.py), calibrated on
+    # generated samples where the method has a generator ("auto"), or on real training images.
+    int8: bool = True
+    int8_calibration: Literal["auto", "generated", "real"] = "auto"
+    int8_calibration_samples: int = Field(512, ge=8, le=100_000)
+    # Export fails when INT8 test accuracy is more than this below the FP32 student's (a fraction:
+    # 0.003 = 0.3 percentage points).
+    int8_max_drop: float = Field(0.003, ge=0.0, le=1.0)
 
 
 class PromoteParams(Section):
@@ -284,6 +296,18 @@ class Params(Section):
         if method.domain == "source" and self.data.target_source is not None:
             raise ValueError(f"data.target_source is set but distill.method={method.name} does not use a target "
                              "domain: use distill.method=cyclegan, or unset data.target_source / data.target_path")
+        return self
+
+    @model_validator(mode="after")
+    def _int8_calibration_fits_the_method(self) -> Params:
+        method, choice = METHODS[self.distill.method], self.export.int8_calibration
+        if choice == "real" and not method.real_data_anywhere:
+            raise ValueError(f"export.int8_calibration=real: distill.method={method.name} uses no real image anywhere, "
+                             "so neither may its INT8 calibration; use 'generated' or 'auto'")
+        if choice == "generated" and not method.has_generator:
+            have = ", ".join(m.name for m in METHODS.values() if m.has_generator)
+            raise ValueError(f"export.int8_calibration=generated: distill.method={method.name} has no generator to "
+                             f"sample (only {have} have one); use 'auto'")
         return self
 
     @model_validator(mode="after")

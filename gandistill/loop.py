@@ -147,7 +147,8 @@ class TrainingLoop:
                  select: tuple[str, str] | None = None, patience: int = 1, max_retries: int = 2,
                  retry_lr_factor: float = 0.5, log_fn: LogFn | None = None, log_every: int = 50,
                  progress: bool = True, samples_per_step: int = 0, observer: ObserverFn | None = None,
-                 collapse_hint: str = ", or (GAN) raise gan.fm_weight / gan.teacher_weight or lower gan.min_coverage"):
+                 collapse_hint: str = ", or (GAN) raise gan.fm_weight / gan.teacher_weight or lower gan.min_coverage",
+                 select_from: int = 0):
         self.name = name
         self.total_steps = total_steps
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -155,6 +156,7 @@ class TrainingLoop:
         self.checkpoint_every = checkpoint_every
         self.eval_every = eval_every
         self.select = select
+        self.select_from = select_from  # evaluations before this step are logged but never selected
         self.patience = patience
         self.max_retries = max_retries
         self.retry_lr_factor = retry_lr_factor
@@ -353,7 +355,7 @@ class TrainingLoop:
                 return False
             return True
         self.unhealthy = 0
-        if self.select is not None:
+        if self.select is not None and self.step >= self.select_from:
             key, mode = self.select
             value = metrics[key]
             better = self.best_value is None or (value > self.best_value if mode == "max" else value < self.best_value)

@@ -24,6 +24,7 @@ class Method:
     description: str  # one sentence for the model card: how the student was made
     limitation: str = ""  # what the model card warns about ("" = nothing beyond the generic)
     needs_trained_gan: bool = False  # train_gan runs in the DAG and its generator feeds distill
+    trains_generator: bool = False  # distill trains a generator in-stage (data-free) and saves it
     real_images: RealImages = "none"  # real training images in the student's batches
     real_data_anywhere: bool = True  # False: no real image anywhere, model selection included
     needs_teacher_features: bool = False  # reads teacher.forward_features, not only logits
@@ -43,6 +44,12 @@ class Method:
         if self.domain == "target" and not self.needs_target_labels:
             return "val_agreement"
         return "val_acc" if self.real_data_anywhere else "final"
+
+    @property
+    def has_generator(self) -> bool:
+        """A generator the student learned from exists after distill: the trained cGAN, or the
+        one a data-free method trains in-stage (distill saves it). INT8 calibration samples it."""
+        return self.needs_trained_gan or self.trains_generator
 
     @property
     def in_pipeline_stages(self) -> tuple[str, ...]:
@@ -90,7 +97,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         citation="Fang et al. 2019 (DFAD), balance term from Chen et al. 2019",
         description="DFAD (Fang et al. 2019): a generator synthesises samples on which teacher and student "
                     "disagree; no real data is used at all",
-        limitation=_DATA_FREE_LIMITATION, real_data_anywhere=False,
+        limitation=_DATA_FREE_LIMITATION, real_data_anywhere=False, trains_generator=True,
     ),
     Method(
         name="dafl", sees="G trained by the teacher alone", loss="one-hot + activation + information entropy",
@@ -98,6 +105,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         description="DAFL (Chen et al. 2019): a generator trained against the teacher's activations and output "
                     "statistics; no real data is used at all",
         limitation=_DATA_FREE_LIMITATION, real_data_anywhere=False, needs_teacher_features=True,
+        trains_generator=True,
     ),
     Method(
         name="noise", sees="random images (Gaussian with the data's per-channel mean and std) — no generator",

@@ -71,7 +71,7 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
                                     student=student.outputs["student"], **with_generator, **with_translator,
                                     **compared)
         exported = comps.export(**common, data=prep.outputs["data"], student=student.outputs["student"],
-                                evaluation=evaluation.outputs["evaluation"])
+                                evaluation=evaluation.outputs["evaluation"], **with_generator)
         # The quality gate is its own (read-only) step so the DAG shows which branch was taken;
         # promote re-applies the same gate when it writes, which keeps concurrent runs honest.
         gate = comps.promote_gate(**common, evaluation=evaluation.outputs["evaluation"])

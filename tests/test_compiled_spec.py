@@ -159,7 +159,7 @@ def test_dag_edges(compiled: Any) -> None:
         "train-gan": {"prepare-data", "train-teacher"},
         "distill": {"prepare-data", "train-teacher", "train-gan"},
         "evaluate": {"prepare-data", "train-teacher", "train-gan", "distill"},
-        "export": {"prepare-data", "distill", "evaluate"},
+        "export": {"prepare-data", "distill", "evaluate", "train-gan"},  # the cGAN calibrates the INT8 model
         "promote-gate": {"evaluate"},
         "condition-branches-1": {"evaluate", "export", "promote-gate"},  # dsl.If / dsl.Else on the gate
     }

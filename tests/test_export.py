@@ -18,7 +18,7 @@ from gandistill.stages.common import load_classifier, write_result
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    paths = make_world(root, generator=False)
+    paths = make_world(root)
     paths["evaluation"] = root / "evaluation"
     write_result(paths["evaluation"], {"metrics": {"student_test_acc": 0.97, "teacher_test_acc": 0.99,
                                                    "agreement": 0.98, "test_samples": 60.0},
@@ -39,7 +39,8 @@ def tamper(src, dst, delta: float = 0.5) -> None:
 
 def test_export_writes_proven_files_and_model_card(world, tmp_path):
     out = tmp_path / "exported"
-    result = export.run(fast_params(), world["data"], world["student"], world["evaluation"], out, None)
+    result = export.run(fast_params(), world["data"], world["student"], world["evaluation"], out, None,
+                        world["generator"])
     for name in ("model.pt", "model.ts", "model.onnx", "model_card.md", "result.json", "example_input.npy"):
         assert (out / name).is_file(), name
     assert result["onnx_max_abs_diff"] <= 1e-4 and result["onnx_argmax_agreement"] == 1.0
@@ -58,7 +59,8 @@ def test_export_writes_proven_files_and_model_card(world, tmp_path):
 
 def test_tampered_onnx_is_rejected_with_both_numbers(world, tmp_path):
     out = tmp_path / "exported"
-    export.run(fast_params(), world["data"], world["student"], world["evaluation"], out, None)
+    export.run(fast_params(), world["data"], world["student"], world["evaluation"], out, None,
+                        world["generator"])
     tamper(out / "model.onnx", tmp_path / "bad.onnx")
     student = load_classifier(world["student"])
     batch = torch.from_numpy(np.load(out / "example_input.npy"))
@@ -80,7 +82,8 @@ def test_failed_parity_leaves_no_output(world, tmp_path, monkeypatch):
     monkeypatch.setattr(export.backends, "to_onnx", broken_to_onnx)
     out = tmp_path / "exported"
     with pytest.raises(ExportError, match="does not reproduce"):
-        export.run(fast_params(), world["data"], world["student"], world["evaluation"], out, None)
+        export.run(fast_params(), world["data"], world["student"], world["evaluation"], out, None,
+                        world["generator"])
     assert not out.exists() and not list(tmp_path.iterdir())
 
 

@@ -74,7 +74,7 @@ def test_baselines_must_differ_from_the_method(repo_root):
 
 
 @pytest.mark.slow
-def test_run_local_smoke_end_to_end(repo_root, tmp_path, mnist_dir):
+def test_run_local_smoke_end_to_end(repo_root, tmp_path, mnist_dir, monkeypatch):
     """`gandistill run --local --profile smoke`: every artifact, the MLflow runs and a registry version."""
     runs = tmp_path / "runs"
     db = tmp_path / "mlflow.db"
@@ -101,6 +101,11 @@ def test_run_local_smoke_end_to_end(repo_root, tmp_path, mnist_dir):
     assert 0.0 < summary["evaluation"]["baseline_kd_test_acc"] <= 1.0  # the fanned-out baseline student
     assert "| baseline kd" in (artifacts["evaluate"] / "summary.md").read_text()
     assert (artifacts["export"] / "model.onnx").is_file() and (artifacts["export"] / "model.ts").is_file()
+    # the INT8 student: shipped by export, timed by evaluate (same bytes), carried by the registry
+    int8 = artifacts["export"] / "model.int8.onnx"
+    exported = json.loads((artifacts["export"] / "result.json").read_text())
+    assert int8.is_file() and exported["int8"]["calibration"] == "generated" and exported["int8"]["same_as_evaluated"]
+    assert summary["evaluation"]["student_int8_test_acc"] == pytest.approx(exported["int8_test_acc"])
 
     from mlflow.tracking import MlflowClient
 
@@ -117,4 +122,12 @@ def test_run_local_smoke_end_to_end(repo_root, tmp_path, mnist_dir):
     assert client.get_metric_history(gan_run.info.run_id, "loss_d")  # per-step metrics, not just finals
     versions = client.search_model_versions("name = 'gandistill-student'")
     assert len(versions) == 1
+    assert versions[0].tags["int8_artifact"] == "extra_files/model.int8.onnx"
+    assert float(versions[0].tags["int8_test_acc"]) == pytest.approx(exported["int8_test_acc"], abs=1e-6)
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    local = mlflow.artifacts.download_artifacts(f"models:/gandistill-student/{versions[0].version}",
+                                                dst_path=str(tmp_path / "dl"))
+    assert next(Path(local).rglob("model.int8.onnx")).read_bytes() == int8.read_bytes()
     assert str(summary["registry"]["version"]) in {str(v.version) for v in versions}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,9 +48,10 @@ def registry(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    world = make_world(root, generator=False)
+    world = make_world(root)
     write_result(root / "eval0", {"metrics": {"student_test_acc": 0.97, "teacher_test_acc": 0.99}})
-    export.run(fast_params(), world["data"], world["student"], root / "eval0", root / "exported", None)
+    export.run(fast_params(), world["data"], world["student"], root / "eval0", root / "exported", None,
+               world["generator"])
     world |= {"exported": root / "exported", "root": root, "uri": uri}
     promote.run(params_for("m-warmup"), world["exported"], root / "eval0", "warm-up", None)
     mp.undo()
@@ -105,6 +107,29 @@ def test_pass_becomes_champion_and_reproduces_evaluated_accuracy(registry):
     signature = mlflow.models.get_model_info("models:/m-pass@champion").signature
     assert signature is not None
     assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 16, 16]
+
+
+def test_registry_version_carries_the_int8_model_with_its_numbers(registry, tmp_path):
+    """The INT8 ONNX model travels inside the registered model (extra_files), its numbers as
+    version tags, and the copy downloaded from the registry reproduces the tagged accuracy."""
+    import mlflow
+    import onnxruntime as ort
+
+    ev = evaluation(registry["root"], "eval_int8", 0.97)
+    result = promote.run(params_for("m-int8"), registry["exported"], ev, "run-int8", None)
+    version = mlflow.MlflowClient().get_model_version("m-int8", result["version"])
+    assert version.tags["int8_artifact"] == "extra_files/model.int8.onnx"
+    assert version.tags["int8_calibration"] == "generated"
+    local = mlflow.artifacts.download_artifacts(f"models:/m-int8/{result['version']}", dst_path=str(tmp_path))
+    int8 = next(Path(local).rglob("model.int8.onnx"))
+    assert int8.parent.name == "extra_files"
+    assert int8.read_bytes() == (registry["exported"] / "model.int8.onnx").read_bytes()
+    assert next(Path(local).rglob("model_card.md")).read_text().count("student INT8") >= 1
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    test = load_split(registry["data"], "test")
+    logits = session.run(None, {session.get_inputs()[0].name: test.x.astype(np.float32) / 255.0})[0]
+    assert float((logits.argmax(1) == test.y).mean()) == pytest.approx(float(version.tags["int8_test_acc"]), abs=1e-6)
+    assert float(version.tags["int8_agreement"]) > 0.9
 
 
 def test_fail_becomes_challenger_with_reason(registry):

@@ -278,9 +278,10 @@ def test_failed_model_upload_registers_no_version(tmp_path: Path, monkeypatch: p
     from gandistill.stages import export, promote
     from gandistill.stages.common import write_result
 
-    world = make_world(tmp_path / "world", generator=False)
+    world = make_world(tmp_path / "world")
     write_result(tmp_path / "eval", {"metrics": {"student_test_acc": 0.97, "teacher_test_acc": 0.99}})
-    export.run(fast_params(), world["data"], world["student"], tmp_path / "eval", tmp_path / "exported", None)
+    export.run(fast_params(), world["data"], world["student"], tmp_path / "eval", tmp_path / "exported", None,
+               world["generator"])
     (tmp_path / "not-a-dir").write_text("a file where the artifact store should be")
     client = tracking.client()
     client.create_experiment("broken-store", artifact_location=str(tmp_path / "not-a-dir" / "artifacts"))

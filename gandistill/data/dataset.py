@@ -115,6 +115,18 @@ def as_float(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.float().div_(255.0)
 
 
+def noise_images(meta: DatasetMeta, n: int, device: torch.device | str = "cpu",
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gaussian images with the data's per-channel pixel mean and std, clipped to [0, 1]: what
+    the `noise` method trains on (and its INT8 model is calibrated on). Reads no image."""
+    shape = (1, meta.channels, 1, 1)
+    mean = torch.tensor(meta.mean, device=device).view(shape)
+    std = torch.tensor(meta.std, device=device).view(shape)
+    z = (torch.randn(n, *meta.input_shape, device=device) if generator is None
+         else torch.randn(n, *meta.input_shape, generator=generator).to(device))
+    return (mean + std * z).clamp_(0, 1)
+
+
 class StepBatches:
     """Batches as a pure function of the step: epoch e uses permutation seeded by (seed, e).
 

@@ -167,17 +167,43 @@ def distance_histogram(audits: dict[str, tuple[np.ndarray, np.ndarray, float]], 
 
 
 def speed_bars(speed: dict[str, dict[str, dict[str, float]]], path: str | Path) -> Path:
-    """Batch-1 p50 latency and batch throughput per backend, teacher vs student."""
+    """Batch-1 p50 latency and batch throughput per backend and model (a model timed on fewer
+    backends, like the INT8 student on ONNX Runtime only, leaves the others empty)."""
     models = list(speed)
-    backends = list(next(iter(speed.values())))
-    fig, axes = _subplots(1, 2, figsize=(9, 3.2))
+    backends = list(dict.fromkeys(b for per in speed.values() for b in per))
+    fig, axes = _subplots(1, 2, figsize=(9.5, 3.4))
     width = 0.8 / len(models)
     for i, model in enumerate(models):
         x = np.arange(len(backends)) + i * width
-        axes[0].bar(x, [speed[model][b]["latency_p50_ms"] for b in backends], width=width, label=model)
-        axes[1].bar(x, [speed[model][b]["throughput_ips"] for b in backends], width=width, label=model)
-    for ax, title in zip(axes, ("batch-1 latency p50 (ms)", "throughput (images/s)"), strict=True):
+        get = lambda key, m=model: [speed[m][b][key] if b in speed[m] else np.nan for b in backends]  # noqa: E731
+        axes[0].bar(x, get("latency_p50_ms"), width=width, label=model)
+        axes[1].bar(x, get("throughput_ips"), width=width, label=model)
+    for ax, title in zip(axes, ("batch-1 latency p50 (ms)", "throughput (images/s, largest batch)"), strict=True):
         ax.set_xticks(np.arange(len(backends)) + 0.4 - width / 2, backends)
         ax.set_title(title)
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names of the points no other point beats on both axes (lower cost, higher accuracy),
+    ordered by cost."""
+    front = [n for n, (c, a) in points.items()
+             if not any(c2 <= c and a2 >= a and (c2, a2) != (c, a) for c2, a2 in points.values())]
+    return sorted(front, key=lambda n: points[n][0])
+
+
+def accuracy_vs_latency(points: dict[str, tuple[float, float]], path: str | Path) -> Path:
+    """Test accuracy against batch-1 latency, one point per model, the Pareto front joined."""
+    fig, ax = _subplots(figsize=(5.2, 3.6))
+    for name, (latency, acc) in points.items():
+        ax.scatter([latency], [acc * 100], s=40, zorder=3)
+        ax.annotate(name, (latency, acc * 100), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    front = pareto_front(points)
+    ax.plot([points[n][0] for n in front], [points[n][1] * 100 for n in front], "k--", lw=1, alpha=0.6,
+            label="Pareto front")
+    ax.set(xlabel="batch-1 latency p50 (ms, ONNX Runtime)", ylabel="test accuracy (%)",
+           title="accuracy vs latency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)

@@ -17,7 +17,7 @@ from gandistill.errors import DataError
 from gandistill.files import atomic_write_text, file_hash
 from gandistill.loop import atomic_torch_save
 from gandistill.nets import build_classifier, build_gan
-from gandistill.nets.gan import MLPGenerator
+from gandistill.nets.gan import DFADGenerator, MLPGenerator
 
 MODEL_FILE = "model.pt"
 RESULT_FILE = "result.json"
@@ -94,13 +94,23 @@ def load_frozen_teacher(folder: str | Path, device: torch.device | str) -> nn.Mo
     return teacher
 
 
+def _generator_arch(generator: nn.Module) -> str:
+    """The `build_gan` name that rebuilds `generator`."""
+    if isinstance(generator, DFADGenerator):
+        return "dfad"
+    return "mlp" if isinstance(generator, MLPGenerator) else "conv"
+
+
 def save_generator(generator: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Weights plus what rebuilds the generator, including its pixel output mode (a data-free
+    generator's "normalised" output carries BatchNorm state and the data's mean/std)."""
     path = Path(out_dir) / MODEL_FILE
     atomic_torch_save({
-        "kind": "generator", "arch": "mlp" if isinstance(generator, MLPGenerator) else "conv",
+        "kind": "generator", "arch": _generator_arch(generator),
         "state_dict": generator.state_dict(), "nz": generator.nz,
         "num_classes": generator.num_classes, "image_size": list(generator.image_size),
-        "out_channels": generator.out_channels, "ngf": generator.ngf, **(extra or {}),
+        "out_channels": generator.out_channels, "ngf": generator.ngf, "output": generator.to_pixels.mode,
+        **(extra or {}),
     }, path)
     return path
 
@@ -108,7 +118,8 @@ def save_generator(generator: nn.Module, out_dir: str | Path, extra: dict[str, A
 def load_generator(folder: str | Path) -> nn.Module:
     blob = load_model_file(folder)
     generator, _ = build_gan(blob.get("arch", "conv"), blob["nz"], blob["num_classes"], blob["out_channels"],
-                             tuple(blob["image_size"]), blob["ngf"], 8, hidden=blob["ngf"])
+                             tuple(blob["image_size"]), blob["ngf"], 8, hidden=blob["ngf"],
+                             output=blob.get("output", "sigmoid"))
     generator.load_state_dict(blob["state_dict"])
     return generator.eval()
 
@@ -131,3 +142,15 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def params_sections(params: Params, *names: str) -> dict[str, Any]:
     return {name: getattr(params, name).model_dump() for name in names} | {"seed": params.seed}
+
+
+FREE_GENERATOR_DIR = "generator"  # inside a data-free student's folder
+
+
+def save_free_generator(generator: nn.Module, state: dict[str, Any], student_dir: str | Path) -> Path:
+    """Save the generator a data-free method trained with its student (in the state selected
+    with the student), next to it. It was only ever sampled with BatchNorm on batch statistics,
+    so it is marked to be sampled that way again."""
+    generator.load_state_dict(state)
+    return save_generator(generator.cpu(), Path(student_dir) / FREE_GENERATOR_DIR,
+                          extra={"sampling": "batch_statistics"})

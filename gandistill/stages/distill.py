@@ -41,10 +41,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from gandistill import archs, losses, methods, transfer
+from gandistill import archs, losses, methods, qat, transfer
 from gandistill.augment import random_affine
 from gandistill.config import Params
-from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
+from gandistill.data.dataset import (
+    DatasetMeta,
+    StepBatches,
+    as_float,
+    load_meta,
+    load_split,
+    noise_images,
+    to_tensors,
+)
 from gandistill.errors import ConfigError
 from gandistill.loop import EMA, TrainingLoop, warmup_cosine
 from gandistill.nets import build_classifier, build_gan, count_parameters
@@ -59,6 +67,7 @@ from gandistill.stages.common import (
     params_sections,
     predict_logits,
     save_classifier,
+    save_free_generator,
     write_result,
 )
 from gandistill.tracking import NullTracker, Tracker
@@ -114,10 +123,7 @@ class Context:
 
     def noise_batch(self, n: int) -> torch.Tensor:
         """Gaussian images with the data's per-channel pixel mean and std, clipped to [0, 1]."""
-        shape = (1, self.meta.channels, 1, 1)
-        mean = torch.tensor(self.meta.mean, device=self.device).view(shape)
-        std = torch.tensor(self.meta.std, device=self.device).view(shape)
-        return (mean + std * torch.randn(n, *self.meta.input_shape, device=self.device)).clamp_(0, 1)
+        return noise_images(self.meta, n, self.device)
 
     @torch.no_grad()
     def generated_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -604,6 +610,9 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
                   **{k: v for k, v in transfer_parts.items() if k != "teacher"})
     scored = ctx.scored_student
     step_fn = STEPS[dp.method](ctx, addons)
+    fake_quant = qat.LastSteps(unwrap(student), dp.steps, dp.qat_fraction) if dp.qat else None
+    if fake_quant is not None:  # quantisation-aware: the last qat_fraction of steps see INT8 rounding
+        step_fn = fake_quant.wrap(step_fn)
     tracker.log_params({f"distill.{k}": v for k, v in dp.model_dump().items()} | {"seed": params.seed})
 
     select_key = method.selection
@@ -655,6 +664,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         log_fn=tracker.log_metrics, progress=params.runtime.progress and runtime.is_main,
         samples_per_step=dp.batch_size,
         observer=(lambda step: observer(step, scored)) if observer is not None else None,
+        select_from=fake_quant.start if fake_quant is not None else 0,  # select a student that saw QAT
     )
     loop.track("student", student, optimizer, scheduler, ema=ctx.student_ema)
     if addons.active:
@@ -662,6 +672,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     for name, module in ctx.extra_modules.items():
         loop.track(name, module, ctx.extra_optimizers.get(name), ctx.extra_schedulers.get(name))
     outcome = loop.run(step_fn, eval_fn)
+    if fake_quant is not None:
+        fake_quant.remove()  # the result is a float student; export quantises it for real
 
     student = unwrap(student).cpu().eval()
     student.load_state_dict(outcome.best_state["student_ema" if ctx.student_ema is not None else "student"])
@@ -681,6 +693,9 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         "history": outcome.history, "wall_s": time.perf_counter() - started,
     }
     save_classifier(student, dp.student_arch, meta, out_dir, extra={"method": dp.method})
+    if "generator" in outcome.best_state and not method.needs_trained_gan:
+        # data-free: keep the generator the student learned from (export calibrates INT8 on its samples)
+        save_free_generator(ctx.generator, outcome.best_state["generator"], out_dir)
     write_result(out_dir, result)
     tracker.log_metrics({"final_val_acc": val_acc, "test_acc": test_acc, "params": float(result["params"])})
     log.info("[distill] %s → %s: val %.4f, test %.4f (%d params, selected at step %s on %s)", dp.method,

@@ -1,4 +1,4 @@
-"""export: ship the student as TorchScript and ONNX, prove both reproduce it, write a model card.
+"""export: ship the student as TorchScript, ONNX and INT8 ONNX, prove each, write a model card.
 
 Parity is proven, not assumed: the exported files are re-loaded from disk and run on a real
 test batch (and a batch of one, to prove the batch axis is dynamic). Export fails with an
@@ -6,11 +6,17 @@ test batch (and a batch of one, to prove the batch axis is dynamic). Export fail
 
     max_ij |f_export(x)_ij − f_torch(x)_ij| ≤ export.parity_atol   and   argmax agreement = 100 %.
 
+The INT8 model (`export.int8`, see `gandistill.quantization`: static QDQ quantisation calibrated
+on generated samples for methods that have a generator) cannot reproduce the logits to 1e-4 —
+quantisation is lossy by design — so it is held to what matters: its test accuracy, from a fresh
+ONNX Runtime session on the written file, may be at most `export.int8_max_drop` below the FP32
+student's on the whole test split, or export fails naming both accuracies and their agreement.
+
 Everything is written into a temporary sibling folder and moved into place only after the
 checks pass, so a failed export never leaves a half-written or unproven artifact behind.
 
 Outputs: model.pt (the student's weights, for the registry), model.ts, model.onnx,
-example_input.npy / example_logits.npy (a real test batch and the logits PyTorch gives —
+model.int8.onnx, example_input.npy / example_logits.npy (a real test batch and the logits PyTorch gives —
 promote re-checks the registered model against them), model_card.md, result.json.
 """
 
@@ -27,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gandistill import methods
+from gandistill import methods, quantization
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, as_float, load_meta, load_split
 from gandistill.errors import DataError, ExportError
@@ -41,6 +47,7 @@ from gandistill.transfer import method_data_dir
 log = logging.getLogger(__name__)
 
 PARITY_BATCH = 256
+INT8_FILE = quantization.INT8_FILE
 EXAMPLE_SIZE = 8  # rows of example_input.npy (≥ 2: MLflow's pt2 format freezes a batch of 1)
 
 
@@ -90,6 +97,55 @@ def verify_exports(model: torch.nn.Module, batch: torch.Tensor, onnx_path: Path,
             "torchscript_argmax_agreement": script["argmax_agreement"], "parity_samples": float(len(batch))}
 
 
+def export_int8(params: Params, student: torch.nn.Module, method: str, data_dir: Path, student_dir: Path,
+                generator_dir: Path | None, test_x: torch.Tensor, test_y: torch.Tensor, out: Path,
+                evaluated_digest: str | None) -> dict[str, Any]:
+    """Quantise the student into `out`, then hold it to its accuracy (see the module doc)."""
+    ep = params.export
+    plan = quantization.calibration_plan(ep.int8_calibration, method, student_dir, generator_dir)
+    quantization.quantize_student(student, quantization.example_input(test_x), out, plan, data_dir,
+                                  ep.int8_calibration_samples, params.seed, ep.onnx_opset)
+    numbers = quantization.int8_accuracy(out, student, test_x, test_y)
+    quantization.check_int8(numbers, ep.int8_max_drop)
+    digest = file_digest(out)
+    if evaluated_digest and digest != evaluated_digest:
+        log.warning("[export] the INT8 model differs from the one evaluate timed (%s vs %s): its speed figures "
+                    "describe a different build", digest, evaluated_digest)
+    return numbers | {"calibration": plan.source, "calibration_why": plan.why,
+                      "calibration_samples": ep.int8_calibration_samples, "max_drop": ep.int8_max_drop,
+                      "same_as_evaluated": digest == evaluated_digest}
+
+
+def _int8_card(evaluation: dict[str, Any], int8: dict[str, Any] | None) -> list[str]:
+    """The model card's comparison of the two deployable ONNX models (FP32 and INT8)."""
+    if int8 is None:
+        return ["## Deployment formats", "Only FP32 was exported (export.int8 = false).", ""]
+    m = lambda key, kind="": _metric(evaluation, key, kind)  # noqa: E731
+    faster = (evaluation.get("metrics") or {}).get("speedup_throughput_b256_int8_vs_student")
+    advice = ("" if faster is None else
+              f" On the evaluation machine INT8 gave {faster:.2f}× the FP32 student's batch-256 throughput"
+              + ("." if faster > 1 else ": it is NOT faster there — prefer model.onnx where speed matters, "
+                 "model.int8.onnx where size matters."))
+    return [
+        "## Deployment formats (ONNX Runtime, CPU, test split)",
+        "| model | file | test accuracy | agreement with FP32 student | p50 latency, batch 1 | images/s, batch 256 |",
+        "|---|---|---|---|---|---|",
+        f"| teacher FP32 | – | {m('teacher_test_acc', '%')} | | {m('latency_p50_ms_teacher_onnxruntime', 'ms')} | "
+        f"{m('throughput_ips_b256_teacher_onnxruntime', 'int')} |",
+        f"| student FP32 | `model.onnx` | {int8['fp32_test_acc'] * 100:.2f} % | 100.00 % | "
+        f"{m('latency_p50_ms_student_onnxruntime', 'ms')} | {m('throughput_ips_b256_student_onnxruntime', 'int')} |",
+        f"| student INT8 | `{INT8_FILE}` | {int8['int8_test_acc'] * 100:.2f} % | "
+        f"{int8['int8_agreement'] * 100:.2f} % | "
+        f"{m('latency_p50_ms_student_int8_onnxruntime', 'ms')} | "
+        f"{m('throughput_ips_b256_student_int8_onnxruntime', 'int')} |", "",
+        f"INT8: static quantisation (QDQ, int8 per-channel weights, uint8 activations, MinMax ranges) calibrated "
+        f"on {int8['calibration_samples']} {int8['calibration_why']}. Accuracy drop "
+        f"{int8['int8_acc_drop'] * 100:.2f} points (allowed export.int8_max_drop = {int8['max_drop'] * 100:.2f}), "
+        f"measured by a fresh ONNX Runtime session on the written file over {int(int8['int8_test_samples'])} test "
+        f"images.{advice}", "",
+    ]
+
+
 def _metric(evaluation: dict[str, Any], key: str, kind: str = "") -> str:
     value = evaluation.get("metrics", {}).get(key)
     if value is None:
@@ -103,7 +159,7 @@ def _metric(evaluation: dict[str, Any], key: str, kind: str = "") -> str:
 
 def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], student: torch.nn.Module,
                info: dict[str, Any], parity: dict[str, float], files: dict[str, dict[str, Any]],
-               commit: str | None) -> str:
+               commit: str | None, int8: dict[str, Any] | None = None) -> str:
     """Markdown model card (after Mitchell et al., "Model Cards for Model Reporting", FAT* 2019)."""
     method = info.get("method") or evaluation.get("student", {}).get("method", "unknown")
     record = methods.METHODS.get(method)
@@ -160,6 +216,7 @@ def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], st
         f"| TorchScript | {parity['torchscript_max_abs_diff']:.3g} | "
         f"{parity['torchscript_argmax_agreement'] * 100:.2f} % |", "",
         f"Tolerance: export.parity_atol = {params.export.parity_atol:g}.", "",
+        *_int8_card(evaluation, int8),
         "## Limitations",
         "- " + ((record.limitation if record else "") or "Inherits the errors and biases of the teacher and its data."),
         f"- Accuracy is measured on one test split of {meta.source}; expect lower accuracy under "
@@ -173,8 +230,10 @@ def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], st
 
 
 def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluation_dir: str | Path,
-        out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
-    """Export the student in `student_dir` into `out_dir`; returns (and writes) result.json."""
+        out_dir: str | Path, tracker: Tracker | None = None,
+        generator_dir: str | Path | None = None) -> dict[str, Any]:
+    """Export the student in `student_dir` into `out_dir`; returns (and writes) result.json.
+    `generator_dir`: the trained cGAN, for methods that distilled from it (INT8 calibration)."""
     tracker = tracker or NullTracker()
     started = time.perf_counter()
     data_dir, student_dir, out_dir = Path(data_dir), Path(student_dir), Path(out_dir)
@@ -210,15 +269,24 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
         with torch.inference_mode():
             np.save(tmp / "example_input.npy", example.numpy())
             np.save(tmp / "example_logits.npy", student(example).numpy())
+        int8 = None
+        if params.export.int8:
+            int8 = export_int8(params, student, info.get("method", params.distill.method), data_dir, student_dir,
+                               Path(generator_dir) if generator_dir else None,
+                               torch.from_numpy(test.x), torch.from_numpy(test.y), tmp / INT8_FILE,
+                               (evaluation.get("int8") or {}).get("sha256_16"))
+        shipped = (MODEL_FILE, "model.ts", "model.onnx", *((INT8_FILE,) if int8 else ()))
         files = {name: {"bytes": (tmp / name).stat().st_size, "sha256_16": file_digest(tmp / name)}
-                 for name in (MODEL_FILE, "model.ts", "model.onnx")}
+                 for name in shipped}
         commit = git_commit()
         (tmp / "model_card.md").write_text(model_card(params, meta, evaluation, student, info, parity, files,
-                                                      commit), encoding="utf-8")
+                                                      commit, int8), encoding="utf-8")
         result: dict[str, Any] = {
             **parity, "parity_atol": params.export.parity_atol, "onnx_opset": params.export.onnx_opset,
             "files": files | {"model_card.md": {"bytes": (tmp / "model_card.md").stat().st_size}},
             "torchscript": "model.ts", "onnx": "model.onnx", "model_card": "model_card.md",
+            "onnx_int8": INT8_FILE if int8 else None, "int8": int8,
+            **({k: v for k, v in int8.items() if k.startswith("int8_")} if int8 else {}),
             "input_shape": [None, *meta.input_shape], "num_classes": meta.num_classes,
             "class_names": meta.class_names, "data_version": meta.version, "data_source": meta.source,
             "git_commit": commit, "student": info, "model_name": params.promote.model_name,
@@ -231,9 +299,9 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    tracker.log_metrics({k: v for k, v in parity.items()})
+    tracker.log_metrics(parity | ({k: v for k, v in int8.items() if k.startswith("int8_")} if int8 else {}))
     tracker.set_tags({"export.git_commit": commit or "unknown"})
-    for name in ("model.onnx", "model_card.md", "result.json"):
+    for name in ("model.onnx", *((INT8_FILE,) if int8 else ()), "model_card.md", "result.json"):
         tracker.log_artifact(out_dir / name, "export")
     log.info("[export] ONNX max |Δ| %.2g, TorchScript max |Δ| %.2g on %d test images → %s",
              parity["onnx_max_abs_diff"], parity["torchscript_max_abs_diff"], len(batch), out_dir)

@@ -10,6 +10,12 @@ otherwise it becomes `@challenger` with a tag saying why. Previous champions sta
 versions (an alias moves, nothing is deleted), so rolling back is one alias change:
 `gandistill promote --version N` (gandistill.registry).
 
+What a version carries: the PyTorch student (the registered model, loadable with
+`mlflow.pytorch.load_model`) and, inside the same logged model under `extra_files/`, the INT8
+ONNX model and the model card — so `models:/NAME/N` downloads both deployable formats — plus
+tags with the INT8 model's numbers (test accuracy, agreement with FP32, accuracy drop, speed-ups
+vs the teacher) next to the FP32 ones.
+
 Idempotence: every version carries the tag `gandistill.pipeline_run_id`; re-running promote
 for the same pipeline run finds that version and re-applies the gate instead of logging a
 duplicate.
@@ -45,6 +51,7 @@ import torch
 
 from gandistill.config import Params
 from gandistill.errors import DataError, ExportError, ServiceError
+from gandistill.quantization import INT8_FILE
 from gandistill.stages.common import MODEL_FILE, file_digest, load_classifier, read_result
 from gandistill.tracking import NullTracker, Tracker, ensure_experiment, redact, tracking_uri
 from gandistill.tracking import client as mlflow_client
@@ -183,10 +190,12 @@ def _log_and_register(client: Any, params: Params, export_dir: Path, tags: dict[
     run_id = tracker.run_id or client.create_run(ensure_experiment(client), run_name="promote").info.run_id
     mlflow.set_tracking_uri(tracking_uri())
     with _EXPORT_LOCK, mlflow.start_run(run_id=run_id):
+        carried = [str(export_dir / name) for name in (INT8_FILE, "model_card.md") if (export_dir / name).is_file()]
         info = mlflow.pytorch.log_model(
             student, name="student", input_example=example[: max(2, min(4, len(example)))],
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
-            metadata={k: v for k, v in tags.items() if not k.startswith("gandistill.")})
+            metadata={k: v for k, v in tags.items() if not k.startswith("gandistill.")},
+            extra_files=carried or None)
         for extra in ("model.onnx", "model.ts", "model_card.md"):
             if (export_dir / extra).is_file():
                 mlflow.log_artifact(str(export_dir / extra), "export")
@@ -196,6 +205,22 @@ def _log_and_register(client: Any, params: Params, export_dir: Path, tags: dict[
         client.update_model_version(params.promote.model_name, version.version,
                                     description=card.read_text(encoding="utf-8")[:5000])
     return client.get_model_version(params.promote.model_name, version.version)
+
+
+def int8_tags(exported: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, str]:
+    """The INT8 model's numbers as version tags (empty when export shipped no INT8 model)."""
+    int8 = exported.get("int8") or {}
+    if not int8:
+        return {}
+    metrics = evaluation.get("metrics") or {}
+    tags = {"int8_artifact": f"extra_files/{INT8_FILE}", "int8_calibration": str(int8.get("calibration", "")),
+            "int8_test_acc": f"{int8['int8_test_acc']:.6f}", "int8_agreement": f"{int8['int8_agreement']:.6f}",
+            "int8_acc_drop": f"{int8['int8_acc_drop']:.6f}"}
+    for key in ("latency_p50_ms_student_int8_onnxruntime", "speedup_latency_int8_vs_teacher",
+                "speedup_throughput_b256_int8_vs_teacher", "speedup_throughput_b256_int8_vs_student"):
+        if key in metrics:
+            tags[key] = f"{metrics[key]:.4g}"
+    return tags
 
 
 def verify_registered(name: str, version: str, export_dir: Path, atol: float) -> float:
@@ -262,7 +287,7 @@ def run(params: Params, export_dir: str | Path, evaluation_dir: str | Path, pipe
         "data_version": json.dumps(data_version, sort_keys=True)[:4900],
         "data_dvc_hash": next((str(v) for k, v in data_version.items() if "dvc" in k.lower()), ""),
         "git_commit": exported.get("git_commit") or "",
-    }
+    } | int8_tags(exported, evaluation)
     client = _client()
     try:
         with registry_lock() as locked:

@@ -73,7 +73,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
 
     cross_domain = transfer_block(ev)
     acc = accuracy.block(ev)
-    cost = speed.block(ev)
+    cost = speed.block(ev, acc)
     generated = gan_quality.sample(ev) if ev.generator_dir is not None else None
     gan = gan_quality.block(ev, generated) if generated is not None else Block()
     audit = privacy.block(ev, generated) if generated is not None else Block()
