@@ -1,14 +1,21 @@
-"""Speed benchmark: per-step cost of the pieces whose speed drove design choices.
+"""Speed benchmark, two parts:
 
-    python -m bench.speed            (or: make bench-speed)
+- training: per-step cost of the pieces whose speed drove design choices (GAN architectures,
+  G upsampling, a KD step);
+- inference: teacher FP32 vs student FP32 vs student INT8 in ONNX Runtime, per teacher/student
+  pair, with a profile of where the time goes (`bench.inference`).
+
+    python -m bench.speed [--part training|inference] [--threads N]      (or: make bench-speed)
 
 Measured side by side in one process, interleaved round-robin after warm-up, medians of
-N rounds, with ratios — so machine noise hits every variant alike. Writes
-bench/results/speed.md and speed.json.
+N rounds, with ratios — so machine noise hits every variant alike. A part's run replaces its
+own entry in bench/results/speed.json; speed.md is rewritten from the json (both parts, each
+with the command, machine and date that made it).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -18,7 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.quality import machine
+from bench import inference
+from bench.quality import git_commit, machine
 from gandistill import losses
 from gandistill.nets import build_classifier, build_gan
 
@@ -85,7 +93,7 @@ CASES: dict[str, Callable[[], Callable[[], None]]] = {
 }
 
 
-def main(rounds: int = 15, reps: int = 5) -> None:
+def training(rounds: int = 15, reps: int = 5) -> dict[str, object]:
     torch.manual_seed(0)
     fns = {name: make() for name, make in CASES.items()}
     for fn in fns.values():  # warm-up
@@ -98,12 +106,16 @@ def main(rounds: int = 15, reps: int = 5) -> None:
             for _ in range(reps):
                 fn()
             times[name].append((time.perf_counter() - start) / reps * 1000)
-    medians = {name: statistics.median(v) for name, v in times.items()}
+    return {"median_ms": {name: statistics.median(v) for name, v in times.items()}, "samples_ms": times,
+            "rounds": rounds, "reps": reps}
+
+
+def training_markdown(result: dict[str, object]) -> list[str]:
+    medians: dict[str, float] = result["median_ms"]  # type: ignore[assignment]
     mlp = medians["gan step, MLP G/D (hidden 256)"]
-    rows = ["# Speed benchmark", "", "Command: `python -m bench.speed`", f"Machine: {machine()}",
-            f"Updated: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-            f"Median ms per call over {rounds} interleaved rounds of {reps} (batch {BATCH} unless noted).", "",
-            "| case | median ms | ratio |", "|---|---|---|"]
+    rows = ["## Training steps", "",
+            f"Median ms per call over {result.get('rounds', 15)} interleaved rounds of {result.get('reps', 5)} "
+            f"(batch {BATCH} unless noted).", "", "| case | median ms | ratio |", "|---|---|---|"]
     for name, value in medians.items():
         if name.startswith("gan step"):
             ratio = f"{value / mlp:.1f}× the MLP step"
@@ -112,12 +124,48 @@ def main(rounds: int = 15, reps: int = 5) -> None:
         else:
             ratio = ""
         rows.append(f"| {name} | {value:.1f} | {ratio} |")
+    return rows + [""]
+
+
+PARTS = {"training": (training, training_markdown), "inference": (inference.run, inference.markdown)}
+
+
+def _load() -> dict[str, dict[str, object]]:
+    path = RESULTS / "speed.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    if "median_ms" in data:  # written before the benchmark had parts: it is the training part
+        data = {"training": data | {"command": "python -m bench.speed",
+                                    "updated": "2026-11-28 19:05 UTC"}}
+    return data
+
+
+def main(parts: list[str], threads: int | None = None) -> None:
+    if threads:  # PyTorch's intra-op threads; ONNX Runtime sessions take the same count
+        torch.set_num_threads(threads)
+    data = _load()
+    for part in parts:
+        measure, _ = PARTS[part]
+        command = f"python -m bench.speed --part {part}" + (f" --threads {threads}" if threads else "")
+        data[part] = measure() | {"machine": machine(), "command": command,
+                                  "updated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                  "git_commit": git_commit()}
+    rows = ["# Speed benchmark", ""]
+    for part, (_, to_markdown) in PARTS.items():
+        if part in data:
+            meta = data[part]
+            rows += [f"Command: `{meta['command']}` — machine: {meta['machine']} — updated: {meta['updated']}"
+                     + (f" — commit: {meta['git_commit']}" if "git_commit" in meta else ""), "",
+                     *to_markdown(meta)]
     RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(data, indent=2))
     (RESULTS / "speed.md").write_text("\n".join(rows) + "\n")
-    (RESULTS / "speed.json").write_text(json.dumps({"median_ms": medians, "samples_ms": times,
-                                                    "machine": machine()}, indent=2))
     print("\n".join(rows))
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=sorted(PARTS), action="append",
+                        help="measure only this part (repeatable); default: all")
+    parser.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime intra-op threads")
+    args = parser.parse_args()
+    main(args.part or list(PARTS), args.threads)
