@@ -90,8 +90,12 @@ def headline(stage: str, result: dict[str, Any]) -> str:
         return (f"student {_pct(m.get('student_test_acc'))} vs teacher {_pct(m.get('teacher_test_acc'))}, "
                 f"agreement {_pct(m.get('agreement'))}")
     if stage == "export":
-        return (f"ONNX max |Δ| {_num(result.get('onnx_max_abs_diff'), '.2g')}, "
+        line = (f"ONNX max |Δ| {_num(result.get('onnx_max_abs_diff'), '.2g')}, "
                 f"TorchScript max |Δ| {_num(result.get('torchscript_max_abs_diff'), '.2g')}")
+        if result.get("int8_test_acc") is not None:
+            line += (f", INT8 test {_pct(result['int8_test_acc'])} "
+                     f"(drop {_num(100 * result.get('int8_acc_drop', float('nan')), '.2f')} points)")
+        return line
     if stage == "promote_gate":
         return ("passed" if result.get("passed") else "failed") + (f": {result['reason']}" if result.get("reason")
                                                                   else "")
