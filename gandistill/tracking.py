@@ -245,6 +245,47 @@ def start_parent_run(run_name: str, tags: dict[str, str] | None = None) -> str:
     return run.info.run_id
 
 
+# On a cluster, `submit` cannot name the parent run (it does not exist before the KFP run, and
+# a run-specific task input would change every task's cache key). Instead every pod gets its KFP
+# run id in $KFP_RUN_ID from its `pipeline/runid` label (pipeline/kubernetes.py), and the first
+# stage that runs creates the parent run, tagged with that id; the others find it by the tag.
+KFP_RUN_ID_ENV = "KFP_RUN_ID"
+TAG_KFP_RUN = "gandistill.kfp_run_id"
+_KFP_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def _runs_tagged(mlflow_client: Any, experiment_id: str, kfp_run_id: str) -> list[Any]:
+    runs = mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{TAG_KFP_RUN}` = '{kfp_run_id}'",
+                                     max_results=50)
+    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
+def pipeline_parent(parent_run_id: str, tags: dict[str, str] | None = None) -> str:
+    """The pipeline's parent run id: `parent_run_id` when given (`gandistill run --local`);
+    when empty (a submitted run), the run tagged with $KFP_RUN_ID in the experiment — found,
+    or created by the first stage to ask — provided MLFLOW_TRACKING_URI is set; else ""
+    (the stage runs untracked). Two stages creating it at once both keep the earliest run."""
+    kfp_run_id = os.environ.get(KFP_RUN_ID_ENV, "")
+    if parent_run_id or not kfp_run_id or not os.environ.get("MLFLOW_TRACKING_URI"):
+        return parent_run_id
+    if not _KFP_RUN_ID_RE.match(kfp_run_id):
+        raise TrackingError(f"{KFP_RUN_ID_ENV}={kfp_run_id[:80]!r} is not a KFP run id; it is set from the pod's "
+                            "`pipeline/runid` label: unset it outside a KFP pod")
+    c = client()
+    with _guard("finding the pipeline's parent run"):
+        experiment_id = ensure_experiment(c)
+        found = _runs_tagged(c, experiment_id, kfp_run_id)
+        if found:
+            return found[0].info.run_id
+        own = c.create_run(experiment_id, run_name=f"kfp-{kfp_run_id}",
+                           tags={**(tags or {}), TAG_KFP_RUN: kfp_run_id}).info.run_id
+        winner = _runs_tagged(c, experiment_id, kfp_run_id)[0].info.run_id
+        if winner != own:  # another stage created one first: use it, drop ours
+            c.delete_run(own)
+        log.info("MLflow parent run %s for KFP run %s", winner, kfp_run_id)
+        return winner
+
+
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
     with _guard("closing the pipeline's parent run"):
         client().set_terminated(run_id, status=status)

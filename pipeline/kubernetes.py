@@ -13,6 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from gandistill.config import Params
+from gandistill.tracking import KFP_RUN_ID_ENV
+
+RUN_ID_LABEL = "pipeline/runid"  # set by KFP on every pod of a run
 
 # Stages whose result depends on state outside their inputs (the registry's champion): a
 # cache hit would skip a promotion that should happen.
@@ -45,13 +48,15 @@ def configure(task: Any, stage: str, params: Params) -> None:
         if res.accelerator_type:
             task.set_accelerator_type(res.accelerator_type)
             task.set_accelerator_limit(res.accelerator_count or 1)
-    node_selector, tolerations = placement(stage, params)
-    if node_selector or tolerations or params.pipeline.secrets:
-        from kfp import kubernetes as k8s
+    from kfp import kubernetes as k8s
 
-        for key, value in node_selector.items():
-            k8s.add_node_selector(task, label_key=key, label_value=value)
-        for toleration in tolerations:
-            k8s.add_toleration(task, **toleration)
-        for secret_name, mapping in params.pipeline.secrets.items():
-            k8s.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=mapping)
+    # The KFP run id, from the pod's own label: stages find the run's MLflow parent by it
+    # (tracking.pipeline_parent). Platform config, not an input: cache keys stay unchanged.
+    k8s.use_field_path_as_env(task, env_name=KFP_RUN_ID_ENV, field_path=f"metadata.labels['{RUN_ID_LABEL}']")
+    node_selector, tolerations = placement(stage, params)
+    for key, value in node_selector.items():
+        k8s.add_node_selector(task, label_key=key, label_value=value)
+    for toleration in tolerations:
+        k8s.add_toleration(task, **toleration)
+    for secret_name, mapping in params.pipeline.secrets.items():
+        k8s.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=mapping)

@@ -132,6 +132,16 @@ def test_a_stage_s_own_empty_placement_replaces_the_pipeline_wide_one(tmp_path: 
     assert k8s["exec-train-gan"]["nodeSelector"]["labels"] == {"cloud.google.com/gke-nodepool": "train"}
 
 
+def test_every_task_reads_its_kfp_run_id_from_its_pod_label_not_an_input(compiled: Any) -> None:
+    """tracking.pipeline_parent finds the run's MLflow parent by $KFP_RUN_ID; it comes from the
+    pod's own `pipeline/runid` label (downward API), so no task input (cache key) changes per run."""
+    spec, k8s = compiled
+    for name in spec["deploymentSpec"]["executors"]:
+        assert {"name": "KFP_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"} in k8s[name]["fieldPathAsEnv"]
+    for task in _all_tasks(spec).values():
+        assert "KFP_RUN_ID" not in json.dumps(task.get("inputs", {}))
+
+
 def test_credentials_are_never_parameters(compiled: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec, _ = compiled
     inputs = spec["root"]["inputDefinitions"]["parameters"]

@@ -1,5 +1,6 @@
-"""The adapter every kfp component calls: validate params, open the stage's MLflow child
-run, run the stage, turn user-facing errors into one clear log line and an exit code.
+"""The adapter every kfp component calls: validate params, find the pipeline's MLflow parent
+run (tracking.pipeline_parent), open the stage's child run, run the stage, turn user-facing
+errors into one clear log line and an exit code.
 
 Lives in the library so components stay a few lines and tests can call it directly.
 """
@@ -19,7 +20,7 @@ from gandistill import console
 from gandistill.config import Params
 from gandistill.data.dataset import load_meta
 from gandistill.errors import GandistillError
-from gandistill.tracking import Tracker, dataset_input, redact, stage_run, system_metrics
+from gandistill.tracking import Tracker, dataset_input, finish_run, pipeline_parent, redact, stage_run, system_metrics
 
 log = logging.getLogger("gandistill")
 
@@ -35,6 +36,11 @@ def configure_logging() -> None:
 TRAINING_STAGES = ("train_teacher", "train_gan", "train_translator", "distill")  # system metrics while they run
 
 
+# The pipeline's last stage: on a submitted run it closes the parent run the stages shared
+# (`gandistill run --local` closes its own).
+LAST_STAGE = "promote"
+
+
 def run_stage(stage: str, params_json: str, parent_run_id: str,
               body: Callable[[Params, Tracker], dict[str, Any]], dataset: str | None = None) -> dict[str, Any]:
     """Run one stage in its MLflow child run; `dataset` (the prepared dataset's folder) is
@@ -47,7 +53,9 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
     training = stage.startswith(TRAINING_STAGES)
     try:
         params = Params.from_json(params_json)
-        with stage_run(stage, parent_run_id) as tracker:
+        parent = pipeline_parent(parent_run_id, {"gandistill.method": params.distill.method,
+                                                 "git_commit": os.environ.get("GIT_COMMIT", "")})
+        with stage_run(stage, parent) as tracker:
             with system_metrics(tracker) if training else contextlib.nullcontext():
                 result = body(params, tracker)
             if dataset is not None and (Path(dataset) / "meta.json").is_file():
@@ -55,6 +63,8 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
                 tracker.log_dataset(dataset_input(meta.source, meta.version, list(meta.input_shape),
                                                   meta.class_names, meta.counts),
                                     "training" if training else stage)
+        if stage == LAST_STAGE and parent and not parent_run_id:
+            finish_run(parent)
     except GandistillError as exc:
         message = redact(str(exc))
         log.error("[%s] %s", stage, message, extra={"console": False})  # the console gets it once, below

@@ -57,3 +57,44 @@ def test_pipeline_tracks_to_mlflow_server_and_s3(mlflow_server: Any, s3_env: dic
     listed = storage.client().list_objects_v2(Bucket="gandistill", Prefix=f"mlflow/{exp.experiment_id}/")
     keys = [o["Key"] for o in listed.get("Contents", [])]
     assert any(k.endswith("MLmodel") for k in keys), keys[:20]
+
+
+def test_a_submitted_run_gets_one_parent_and_a_child_run_per_stage(mlflow_server: Any, tmp_path: Path,
+                                                                     monkeypatch: Any) -> None:
+    """The DAG run with the arguments `submit` sends (no parent_run_id): the stages find or
+    create one parent by the KFP run id. On a cluster KFP_RUN_ID comes from each pod's
+    `pipeline/runid` label (compiled-spec test); kfp.local has no pods, so this test sets it
+    in the environment the task processes inherit — the stand-in for that label."""
+    from gandistill_pipeline.dag import build_pipeline
+    from kfp import local
+    from mlflow.tracking import MlflowClient
+
+    from gandistill import tracking
+    from gandistill.config import load_params
+
+    tag = uuid.uuid4().hex[:8]
+    model, experiment, kfp_run_id = f"it-submitted-{tag}", f"it-submitted-{tag}", str(uuid.uuid4())
+    for key, value in mlflow_server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+    monkeypatch.setenv(tracking.KFP_RUN_ID_ENV, kfp_run_id)
+    monkeypatch.chdir(ROOT)  # data/mnist, as `make test` fetched it
+    params = load_params(ROOT / "params.yaml", [*TINY, f"promote.model_name={model}"], profile="smoke")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    build_pipeline(params)(params_json=params.to_json(), data_rev="")  # submit's arguments: no parent_run_id
+
+    client = MlflowClient(tracking_uri=mlflow_server.mlflow_uri)
+    exp = client.get_experiment_by_name(experiment)
+    parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.TAG_KFP_RUN}` = '{kfp_run_id}'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"  # closed by promote, the last stage
+    assert parent.data.tags["gandistill.method"] == params.distill.method
+    children = client.search_runs([exp.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    names = [r.info.run_name for r in children]
+    assert set(names) >= STAGES | {"promote_gate"} and any(n.startswith("distill") for n in names), names
+    assert len(names) == len(set(names))  # one child run per stage
+    assert all(r.info.status == "FINISHED" for r in children)
+    runs = client.search_runs([exp.experiment_id])
+    assert {r.info.run_id for r in runs} == {parent.info.run_id} | {r.info.run_id for r in children}

@@ -1,0 +1,68 @@
+"""tracking.pipeline_parent: how the stages of a submitted run (no parent run id) share one
+MLflow parent run, found by the KFP run id every pod reads from its `pipeline/runid` label.
+Real MLflow (the sqlite store of the test's tmp folder); the whole pipeline against the real
+MLflow server is in tests/integration/test_mlflow_server.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from gandistill import tracking
+
+
+def _tagged(kfp_run_id: str) -> list:
+    c = tracking.client()
+    return c.search_runs([tracking.ensure_experiment(c)], filter_string=f"tags.`{tracking.TAG_KFP_RUN}` = "
+                                                                       f"'{kfp_run_id}'")
+
+
+def test_a_given_parent_or_no_kfp_run_id_creates_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(tracking.KFP_RUN_ID_ENV, raising=False)
+    assert tracking.pipeline_parent("") == ""  # a stage run on its own stays untracked
+    monkeypatch.setenv(tracking.KFP_RUN_ID_ENV, "0c9f-run")
+    assert tracking.pipeline_parent("given-id") == "given-id"  # gandistill run --local names its parent
+    assert _tagged("0c9f-run") == []
+
+
+def test_stages_of_one_kfp_run_share_one_parent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tracking.KFP_RUN_ID_ENV, "5d1e2f3a-run-a")
+    first = tracking.pipeline_parent("", {"gandistill.method": "gan"})
+    assert first and tracking.pipeline_parent("") == first  # the next stage finds it
+    (run,) = _tagged("5d1e2f3a-run-a")
+    assert run.info.run_id == first and run.data.tags["gandistill.method"] == "gan"
+    assert run.info.run_name == "kfp-5d1e2f3a-run-a"
+    monkeypatch.setenv(tracking.KFP_RUN_ID_ENV, "5d1e2f3a-run-b")  # another KFP run: its own parent
+    assert tracking.pipeline_parent("") not in ("", first)
+
+
+def test_without_a_tracking_server_configured_stages_stay_untracked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tracking.KFP_RUN_ID_ENV, "run-c")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.pipeline_parent("") == ""
+
+
+def test_a_malformed_kfp_run_id_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tracking.KFP_RUN_ID_ENV, "x' OR 1=1")
+    with pytest.raises(tracking.TrackingError, match="KFP_RUN_ID=.* is not a KFP run id"):
+        tracking.pipeline_parent("")
+
+
+def test_two_stages_creating_the_parent_at_once_both_keep_the_earliest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another pod creates its parent between this stage's search and its create (the race is
+    forced by running the other pod's create inside the first search; MLflow is real)."""
+    monkeypatch.setenv(tracking.KFP_RUN_ID_ENV, "run-race")
+    search = tracking._runs_tagged
+    other: list[str] = []
+
+    def search_then_other_pod_creates(c, experiment_id, kfp_run_id):
+        found = search(c, experiment_id, kfp_run_id)
+        if not other:
+            earlier = found[0].info.start_time - 1000 if found else 1
+            other.append(c.create_run(experiment_id, start_time=earlier,
+                                      tags={tracking.TAG_KFP_RUN: kfp_run_id}).info.run_id)
+        return found
+
+    monkeypatch.setattr(tracking, "_runs_tagged", search_then_other_pod_creates)
+    assert tracking.pipeline_parent("") == other[0]
+    monkeypatch.setattr(tracking, "_runs_tagged", search)
+    assert [r.info.run_id for r in _tagged("run-race")] == other  # this stage's own run was deleted
