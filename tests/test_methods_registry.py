@@ -43,7 +43,7 @@ def test_dag_follows_the_record(repo_root, tmp_path):
         out = tmp_path / f"{name}.yaml"
         overrides = [f"distill.method={name}", *(target if record.domain == "target" else [])]
         compile_pipeline(load_params(repo_root / "params.yaml", overrides), str(out))
-        spec = yaml.safe_load(out.read_text())
+        spec = next(yaml.safe_load_all(out.read_text()))  # the pipeline spec; the platform spec follows
         tasks = spec["root"]["dag"]["tasks"]
         assert ("train-gan" in tasks) == record.needs_trained_gan, name
         assert ("train-translator" in tasks) == record.needs_translator, name

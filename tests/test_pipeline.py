@@ -31,7 +31,7 @@ def test_compiled_pipeline_loads_back_with_every_stage(repo_root, tmp_path):
     compile_pipeline(load_params(repo_root / "params.yaml"), str(output))
     loaded = components.load_component_from_file(str(output))
     assert loaded.name == "gandistill"
-    spec = yaml.safe_load(output.read_text())
+    spec = next(yaml.safe_load_all(output.read_text()))
     tasks = _tasks(spec)
     for stage in STAGES:
         assert any(t.startswith(stage) for t in tasks), stage
@@ -42,7 +42,7 @@ def test_compiled_pipeline_loads_back_with_every_stage(repo_root, tmp_path):
 def test_data_free_dag_has_no_gan_on_real_data(repo_root, tmp_path):
     output = tmp_path / "pipeline.yaml"
     compile_pipeline(load_params(repo_root / "params.yaml", ["distill.method=data_free"]), str(output))
-    tasks = _tasks(yaml.safe_load(output.read_text()))
+    tasks = _tasks(next(yaml.safe_load_all(output.read_text())))
     assert not any(t.startswith("train-gan") for t in tasks)
 
 
@@ -53,7 +53,7 @@ def test_baselines_fan_out_and_feed_evaluate(repo_root, tmp_path):
         output = tmp_path / f"{method}.yaml"
         compile_pipeline(load_params(repo_root / "params.yaml", [f"distill.method={method}",
                                                                  f"evaluate.baselines={baselines}"]), str(output))
-        spec = yaml.safe_load(output.read_text())
+        spec = next(yaml.safe_load_all(output.read_text()))
         tasks = spec["root"]["dag"]["tasks"]
         loop = next(t for t in tasks.values() if t["taskInfo"]["name"] == "baselines")
         assert json.loads(loop["parameterIterator"]["items"]["raw"]) == yaml.safe_load(baselines)

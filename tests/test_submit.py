@@ -132,6 +132,16 @@ def _posted(state: FakeKfpApi, path: str) -> Recorded:
     return matches[0]
 
 
+def _pipeline_spec(run: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline spec of a posted run; kfp wraps it with the Kubernetes platform spec
+    (every task reads its KFP run id from its pod label, so there always is one)."""
+    wrapped = run["pipeline_spec"]
+    executors = wrapped["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert all({"name": "KFP_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"} in e["fieldPathAsEnv"]
+               for e in executors.values())
+    return wrapped["pipeline_spec"]
+
+
 def test_one_off_run(kfp_api: tuple[str, FakeKfpApi], params: Any) -> None:
     host, state = kfp_api
     result = submit(params, host=host, experiment="nightly", run_name="r1", pipeline_root="s3://art/gandistill",
@@ -144,7 +154,7 @@ def test_one_off_run(kfp_api: tuple[str, FakeKfpApi], params: Any) -> None:
     assert runtime["pipeline_root"] == "s3://art/gandistill"
     assert runtime["parameters"]["data_rev"] == "a" * 40
     assert json.loads(runtime["parameters"]["params_json"]) == params.model_dump()
-    spec = run["pipeline_spec"]
+    spec = _pipeline_spec(run)
     assert spec["pipelineInfo"]["name"] == "gandistill"
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example/gandistill:1.2.3"}
@@ -203,7 +213,7 @@ def test_caching_follows_the_data_revision(kfp_api: tuple[str, FakeKfpApi], para
     result = submit(dvc_branch, host=host)
     run = _posted(state, "/apis/v2beta1/runs").json()
     assert result["caching"] is False
-    tasks = run["pipeline_spec"]["root"]["dag"]["tasks"]
+    tasks = _pipeline_spec(run)["root"]["dag"]["tasks"]
     assert all(t.get("cachingOptions", {}).get("enableCache") is not True for t in tasks.values())
 
 
