@@ -86,6 +86,18 @@ def test_torch_version_comes_from_requirements(dockerfile: Path) -> None:
     assert index in text
 
 
+def test_every_package_dependency_is_pinned_for_the_image() -> None:
+    """The image installs requirements-image.txt, then the package with --no-deps: a dependency
+    added to pyproject.toml without a pin there would be missing (or unpinned) in the pods."""
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in deps}
+    pins = {ln.split("==")[0].lower() for ln in (ROOT / "requirements-image.txt").read_text().splitlines()
+            if "==" in ln and not ln.startswith("#")}
+    assert names - pins == set(), "pin these in requirements-image.txt"
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_commit_is_baked_in_as_env_and_oci_label(dockerfile: Path) -> None:
     final = instructions(dockerfile)
