@@ -3,7 +3,8 @@
     python -m bench.plot                 # quality.json → quality-vs-time.png
     python -m bench.plot --results ablations-data-free
 
-One panel per (dataset, budget); one line per method (and override set): the mean over seeds
+One column per (dataset, budget), the second row zoomed on the top 4 points below the teacher;
+one line per method (and override set): the mean over seeds
 of the student's test accuracy against the training wall time of the method's own stages
 (for `gan`: the GAN's training time first, then distillation), with a band from the lowest
 to the highest seed. Test accuracy here is the benchmark's probe, recorded off the clock; the
@@ -51,17 +52,23 @@ def mean_band(seed_curves: list[list[dict]], points: int = 60) -> tuple[np.ndarr
 def draw(name: str) -> Path:
     runs = json.loads((RESULTS / f"{name}.json").read_text())["runs"]
     panels = curves(runs)
-    figure = Figure(figsize=(6.5 * len(panels), 4.5), layout="constrained")
-    axes = figure.subplots(1, max(1, len(panels)), squeeze=False)[0]
-    for ax, ((dataset, budget), lines) in zip(axes, sorted(panels.items()), strict=False):
-        for label, seed_curves in sorted(lines.items()):
-            grid, mean, low, high = mean_band(seed_curves)
-            (line,) = ax.plot(grid / 60, mean, label=f"{label} ({len(seed_curves)} seeds)")
-            ax.fill_between(grid / 60, low, high, color=line.get_color(), alpha=0.2)
-        ax.set(title=f"{dataset}, {budget} budget", xlabel="training wall time of the method's stages (min)",
-               ylabel="student test accuracy (%)", ylim=(max(0, ax.get_ylim()[0]), 100))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+    figure = Figure(figsize=(6.5 * len(panels), 9), layout="constrained")
+    grid_axes = figure.subplots(2, max(1, len(panels)), squeeze=False)
+    for column, ((dataset, budget), lines) in enumerate(sorted(panels.items())):
+        teacher = max(100 * r["teacher_acc"] for r in runs.values()
+                      if (r["dataset"], r["budget"]) == (dataset, budget))
+        for row, ax in enumerate(grid_axes[:, column]):
+            for label, seed_curves in sorted(lines.items()):
+                grid, mean, low, high = mean_band(seed_curves)
+                (line,) = ax.plot(grid / 60, mean, label=f"{label} ({len(seed_curves)} seeds)")
+                ax.fill_between(grid / 60, low, high, color=line.get_color(), alpha=0.2)
+            ax.axhline(teacher, color="black", linestyle=":", linewidth=1, label=f"teacher {teacher:.2f}")
+            zoomed = row == 1
+            ax.set(title=f"{dataset}, {budget} budget" + (" (zoom)" if zoomed else ""),
+                   xlabel="training wall time of the method's stages (min)", ylabel="student test accuracy (%)",
+                   ylim=(teacher - 4, teacher + 0.5) if zoomed else (max(0, ax.get_ylim()[0]), 100))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="lower right")
     out = RESULTS / f"{name}-vs-time.png"
     figure.savefig(out, dpi=110)
     return out
