@@ -219,7 +219,8 @@ def row_key(run: dict[str, Any]) -> str:
 
 
 def settings_fingerprint(run: dict[str, Any]) -> str:
-    return fingerprint(run["params"], run["code"])
+    """What a row's runs must share: every param but the seed (a row is seeds of one setting), and the code."""
+    return fingerprint({k: v for k, v in run["params"].items() if k != "seed"}, run["code"])
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
