@@ -197,6 +197,14 @@ def information_entropy(teacher_logits: torch.Tensor) -> torch.Tensor:
     return (mean_p * torch.log(mean_p + 1e-8)).sum()
 
 
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation, R_TV(x) = mean |x[i+1, j] − x[i, j]| + mean |x[i, j+1] − x[i, j]|
+    over every channel and sample: a smoothness prior on synthesised images (Mahendran & Vedaldi
+    2015; used by DeepInversion, Yin et al. 2020, as R_TV). It keeps a data-free generator away
+    from the high-frequency textures that fool the teacher without looking like any class."""
+    return (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean() + (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean()
+
+
 def class_coverage(probs: torch.Tensor) -> torch.Tensor:
     """Normalised entropy of the mean prediction, H(mean p) / log K ∈ [0, 1].
 

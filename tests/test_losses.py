@@ -96,6 +96,13 @@ def test_information_entropy_and_coverage():
     assert float(losses.class_coverage(collapsed)) == pytest.approx(0.0, abs=1e-5)
 
 
+def test_total_variation_by_hand():
+    # one 1×2×2 image [[0, 1], [3, 5]]: vertical |3-0|, |5-1| → mean 3.5; horizontal |1-0|, |5-3| → mean 1.5
+    x = torch.tensor([[[[0.0, 1.0], [3.0, 5.0]]]])
+    assert float(losses.total_variation(x)) == pytest.approx(3.5 + 1.5)
+    assert float(losses.total_variation(torch.full((2, 3, 4, 4), 0.7))) == 0.0  # flat images: no penalty
+
+
 def test_dafl_terms():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     expected = (-math.log(_softmax([2, 0])[0]) - math.log(_softmax([0, 1])[1])) / 2

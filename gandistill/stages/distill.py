@@ -425,14 +425,6 @@ def _with_free_generator(ctx: Context, addons: AddOns, generator_loss: Generator
     return step
 
 
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    """Anisotropic total variation, R_TV(x) = mean |x[i+1, j] − x[i, j]| + mean |x[i, j+1] − x[i, j]|
-    over every channel and sample: a smoothness prior on synthesised images (Mahendran & Vedaldi
-    2015; used by DeepInversion, Yin et al. 2020, as R_TV). It keeps a data-free generator away
-    from the high-frequency textures that fool the teacher without looking like any class."""
-    return (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean() + (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean()
-
-
 def _data_free(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     """DFAD (Fang et al. 2019): the generator maximises the teacher–student L1 logit gap, the
     student minimises it. Added: DAFL's information-entropy term γ·L_ie (class balance of the
@@ -450,7 +442,7 @@ def _data_free(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
         if dp.generator_guidance_weight:
             loss = loss + dp.generator_guidance_weight * losses.teacher_guidance(t, y)
         if dp.generator_tv_weight:
-            terms["g_tv"] = total_variation(x)
+            terms["g_tv"] = losses.total_variation(x)
             loss = loss + dp.generator_tv_weight * terms["g_tv"]
         return loss, terms
 
