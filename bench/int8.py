@@ -62,6 +62,7 @@ def run_method(method: str, overrides: list[str]) -> dict[str, Any]:
         "teacher_test_acc": m["teacher_test_acc"], "student_fp32_test_acc": exported["int8"]["fp32_test_acc"],
         "student_int8_test_acc": exported["int8_test_acc"], "int8_acc_drop": exported["int8_acc_drop"],
         "int8_agreement": exported["int8_agreement"], "calibration": exported["int8"]["calibration_why"],
+        "test_samples": int(exported["int8"]["int8_test_samples"]),
         "int8_same_as_evaluated": exported["int8"]["same_as_evaluated"],
         "real_images_seen_by_student": trained["real_images_seen_by_student"],
         "speed": {name: evaluated["speed"][name]["onnxruntime"] for name in ("teacher", "student", "student_int8")},
@@ -73,7 +74,9 @@ def markdown(data: dict[str, Any]) -> str:
     rows = ["# INT8 students of the default pipeline", "",
             f"Command: `{data['command']}` — machine: {data['machine']} — updated: {data['updated']} — commit: "
             + ", ".join(sorted({r.get("git_commit", "?") for r in data["runs"].values()})), "",
-            "Test accuracy on the real MNIST test split (10,000 images). INT8: static QDQ quantisation "
+            "Test accuracy on the real test split ("
+            + ", ".join(sorted({f"{r.get('test_samples', 0):,}" for r in data["runs"].values()})) + " images). "
+            "INT8: static QDQ quantisation "
             "(int8 per-channel weights, uint8 activations, MinMax) by the export stage; accuracy from a fresh ONNX "
             "Runtime session on the written file.", "",
             "| method | real training images seen | calibration | teacher | student FP32 | student INT8 | drop "
