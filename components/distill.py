@@ -5,15 +5,13 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 def distill(params_json: str, parent_run_id: str, method: str, data: Input[Dataset], teacher: Input[Model],
             student: Output[Model], generator: Optional[Input[Model]] = None,
-            translator: Optional[Input[Model]] = None):
-    """Distill the student by `method` (overrides distill.method, so baselines can fan out)."""
-    from gandistill.stages import distill as stage
+            translator: Optional[Input[Model]] = None, launch: str = ""):
+    """Distill the student by `method` (overrides distill.method, so baselines can fan out).
+    `launch`: the torchrun command compiled from pipeline.resources.distill ("" = one process)."""
     from gandistill.stages import entry
 
-    def body(params, tracker):
-        params.distill.method = method
-        return stage.run(params, data.path, teacher.path, generator.path if generator else None, student.path,
-                         tracker, translator_dir=translator.path if translator else None)
-
-    result = entry.run_stage(f"distill_{method}", params_json, parent_run_id, body, dataset=data.path)
+    result = entry.run_training("distill", params_json, parent_run_id, launch, run_name=f"distill_{method}",
+                                overrides={"distill.method": method}, data_dir=data.path,
+                                teacher_dir=teacher.path, generator_dir=generator.path if generator else None,
+                                out_dir=student.path, translator_dir=translator.path if translator else None)
     student.metadata.update(entry.scalar_metrics(result) | {"method": method})

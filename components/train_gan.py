@@ -2,12 +2,11 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 
 def train_gan(params_json: str, parent_run_id: str, data: Input[Dataset], teacher: Input[Model],
-              generator: Output[Model]):
-    """Train the conditional GAN (adversarial + λ·feature matching, optional teacher guidance)."""
+              generator: Output[Model], launch: str = ""):
+    """Train the conditional GAN (adversarial + λ·feature matching, optional teacher guidance).
+    `launch`: the torchrun command compiled from pipeline.resources.train_gan ("" = one process)."""
     from gandistill.stages import entry
-    from gandistill.stages import train_gan as stage
 
-    result = entry.run_stage("train_gan", params_json, parent_run_id,
-                             lambda params, tracker: stage.run(params, data.path, teacher.path, generator.path,
-                                                               tracker), dataset=data.path)
+    result = entry.run_training("train_gan", params_json, parent_run_id, launch, data_dir=data.path,
+                                teacher_dir=teacher.path, out_dir=generator.path)
     generator.metadata.update(entry.scalar_metrics(result))

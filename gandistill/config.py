@@ -246,6 +246,8 @@ class RuntimeParams(Section):
     max_retries: int = Field(2, ge=0, le=10, description="divergence retries with a lower learning rate")
     retry_lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
     progress: bool = True
+    # torchrun workers: a collective that waits longer than this fails the stage (a hung rank).
+    collective_timeout_s: int = Field(600, ge=10, le=86400)
 
 
 class StageResources(Section):

@@ -42,3 +42,9 @@ class ExportError(GandistillError):
     """An exported model does not reproduce the PyTorch model (parity check failed)."""
 
     exit_code = 6
+
+
+class WorkerError(GandistillError):
+    """A data-parallel worker process (a torchrun rank) died or hung, so the stage failed."""
+
+    exit_code = 7

@@ -18,6 +18,10 @@ A stage states only its math — a `step_fn(step) -> {name: loss}` and an option
   wall time so far and the samples processed so far. An optional `observer` (the benchmark's
   test-accuracy probe) runs after each eval; its metrics join the history but never the
   selection, and its time is not counted as training time.
+- data parallelism (with a distributed `Runtime`): only rank 0 writes checkpoints and logs;
+  every rank resumes from rank 0's checkpoint (broadcast, so no shared disk is needed);
+  step losses are averaged over ranks and eval metrics are rank 0's, broadcast — so every
+  rank takes the same divergence, selection and retry decisions and stays in lockstep.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from gandistill import console
 from gandistill.errors import TrainingError
 from gandistill.files import atomic_write
-from gandistill.runtime import unwrap
+from gandistill.runtime import Runtime, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +117,8 @@ def _rng_state() -> dict[str, Any]:
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
         "python": random.getstate(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_initialized():  # this process's device only: one CUDA context per rank, not one per GPU
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -124,8 +128,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_initialized():
+        cuda = state["cuda"]
+        torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, list | tuple) else cuda)  # older files: one per GPU
 
 
 @dataclass
@@ -148,7 +153,7 @@ class TrainingLoop:
                  retry_lr_factor: float = 0.5, log_fn: LogFn | None = None, log_every: int = 50,
                  progress: bool = True, samples_per_step: int = 0, observer: ObserverFn | None = None,
                  collapse_hint: str = ", or (GAN) raise gan.fm_weight / gan.teacher_weight or lower gan.min_coverage",
-                 select_from: int = 0):
+                 select_from: int = 0, runtime: Runtime | None = None):
         self.name = name
         self.total_steps = total_steps
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -162,7 +167,8 @@ class TrainingLoop:
         self.retry_lr_factor = retry_lr_factor
         self.log_fn = log_fn
         self.log_every = log_every
-        self.progress = progress
+        self.runtime = runtime or Runtime(torch.device("cpu"))
+        self.progress = progress and self.runtime.is_main
         self.samples_per_step = samples_per_step
         self.observer = observer
         self.collapse_hint = collapse_hint  # the stage's knobs, named when a collapse cannot be recovered
@@ -232,11 +238,11 @@ class TrainingLoop:
         self.best_state = snap["best_state"]
         self.history = list(snap["history"])
 
-    def save_checkpoint(self) -> None:
-        if self.last_path is not None:
-            atomic_torch_save(self._snapshot(), self.last_path)
+    def save_checkpoint(self, snapshot: dict[str, Any] | None = None) -> None:
+        if self.last_path is not None and self.runtime.is_main:
+            atomic_torch_save(snapshot if snapshot is not None else self._snapshot(), self.last_path)
 
-    def _try_resume(self) -> int | None:
+    def _read_checkpoint(self) -> dict[str, Any] | None:
         path = self.last_path
         if path is None or not path.is_file():
             return None
@@ -252,8 +258,15 @@ class TrainingLoop:
         if snap.get("fingerprint") != self.fingerprint:
             log.warning("[%s] checkpoint %s belongs to different params/inputs; starting fresh", self.name, path)
             return None
+        return snap
+
+    def _try_resume(self) -> int | None:
+        # Rank 0 reads; every rank restores the very same state.
+        snap = self.runtime.broadcast(self._read_checkpoint() if self.runtime.is_main else None)
+        if snap is None:
+            return None
         self._restore(snap)
-        log.info("[%s] resumed from step %d (%s)", self.name, self.step, path)
+        log.info("[%s] resumed from step %d (%s)", self.name, self.step, self.last_path)
         return self.step
 
     # -- divergence -------------------------------------------------------------------
@@ -300,7 +313,7 @@ class TrainingLoop:
             for m in self.modules.values():
                 m.train()
             raw = step_fn(self.step)
-            values = {k: float(v) for k, v in raw.items()}
+            values = dict(zip(raw, self.runtime.mean_over_ranks([float(v) for v in raw.values()]), strict=True))
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
                 bar.reset(total=self.total_steps)
@@ -327,8 +340,7 @@ class TrainingLoop:
             # Only a healthy state becomes the "last good" checkpoint that divergence returns to.
             if (self.step % self.checkpoint_every == 0 or at_end) and self.unhealthy == 0:
                 good = copy.deepcopy(self._snapshot())
-                if self.last_path is not None:
-                    atomic_torch_save(good, self.last_path)
+                self.save_checkpoint(good)
         bar.close()
         if not self.best_state:  # no selection metric: the final weights are the result
             self.best_state = {k: copy.deepcopy(unwrap(m).state_dict()) for k, m in self.modules.items()}
@@ -341,7 +353,7 @@ class TrainingLoop:
         for m in self.modules.values():
             m.eval()
         with torch.no_grad():
-            metrics = eval_fn(self.step)
+            metrics = self.runtime.broadcast(eval_fn(self.step))  # rank 0's numbers decide for all
         entry = {"step": float(self.step), "wall_s": self._elapsed(),
                  "samples": float(self.step * self.samples_per_step), **metrics}
         self.history.append(entry)
@@ -378,5 +390,5 @@ class TrainingLoop:
         self._clock_start += time.perf_counter() - started  # not training time
 
     def _log(self, metrics: dict[str, float]) -> None:
-        if self.log_fn is not None:
+        if self.log_fn is not None and self.runtime.is_main:
             self.log_fn(metrics, self.step)

@@ -8,6 +8,8 @@ All losses return a scalar mean over the batch.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -212,7 +214,7 @@ def class_coverage(probs: torch.Tensor) -> torch.Tensor:
     metric (no gradient needed), used for collapse detection.
     """
     mean_p = probs.mean(dim=0).clamp_min(1e-12)
-    return -(mean_p * mean_p.log()).sum() / torch.log(torch.tensor(float(probs.shape[1])))
+    return -(mean_p * mean_p.log()).sum() / math.log(probs.shape[1])
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ preceding convolution during the simulation (ONNX Runtime folds it before quanti
 students the weight rounding is simulated approximately; LeNet students have no BatchNorm.
 With `distill.student_ema` the hooks sit on the trained student, not on its EMA copy: the copy
 (what is evaluated and returned) averages fake-quant-trained weights but is scored in float.
+Data-parallel (torchrun): the running min/max are those of the global batch (one all-reduce per
+observed tensor), so every rank rounds with the same scales one process would use.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandistill.distributed import World, global_range
+
 MOMENTUM = 0.01  # running min/max update per training batch (torch's MovingAverageMinMaxObserver)
 
 
@@ -43,15 +47,16 @@ def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
 
 
 class _Range:
-    """Running min/max of a tensor stream, and its uint8 fake quantisation."""
+    """Running min/max of a tensor stream (over all ranks' shards), and its uint8 fake quantisation."""
 
-    def __init__(self) -> None:
+    def __init__(self, world: World | None = None) -> None:
+        self.world = world or World()
         self.low: float | None = None
         self.high: float | None = None
 
     def __call__(self, x: torch.Tensor, training: bool) -> torch.Tensor:
         if training or self.low is None:
-            low, high = float(x.detach().min()), float(x.detach().max())
+            low, high = global_range(x, self.world)
             if self.low is None or self.high is None:
                 self.low, self.high = low, high
             else:
@@ -74,7 +79,7 @@ def _linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 class FakeQuant:
     """Fake quantisation attached to a model's Conv2d / Linear layers until `remove()`."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, world: World | None = None):
         self.model = model
         layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
         if not layers:
@@ -82,13 +87,13 @@ class FakeQuant:
         self._handles: list[Any] = []
         self._patched: list[nn.Module] = []
         for layer in layers:
-            seen = _Range()
+            seen = _Range(world)
             self._handles.append(layer.register_forward_pre_hook(
                 lambda mod, args, seen=seen: (seen(args[0], mod.training), *args[1:])))
             layer.forward = types.MethodType(_conv_forward if isinstance(layer, nn.Conv2d) else _linear_forward,
                                              layer)
             self._patched.append(layer)
-        logits = _Range()
+        logits = _Range(world)
         self._handles.append(model.register_forward_hook(lambda mod, args, out: logits(out, mod.training)))
 
     def remove(self) -> None:
@@ -102,15 +107,16 @@ class FakeQuant:
 class LastSteps:
     """Attach `FakeQuant` to `model` from step `start` on (also after a resume past `start`)."""
 
-    def __init__(self, model: nn.Module, total_steps: int, fraction: float):
+    def __init__(self, model: nn.Module, total_steps: int, fraction: float, world: World | None = None):
         self.model = model
+        self.world = world
         self.start = max(0, min(total_steps - 1, round(total_steps * (1.0 - fraction))))
         self.active: FakeQuant | None = None
 
     def wrap(self, step_fn: Callable[[int], dict[str, Any]]) -> Callable[[int], dict[str, Any]]:
         def step(i: int) -> dict[str, Any]:
             if i >= self.start and self.active is None:
-                self.active = FakeQuant(self.model)
+                self.active = FakeQuant(self.model, self.world)
             return step_fn(i)
 
         return step

@@ -1,24 +1,27 @@
-"""Device placement, threads, seeding, mixed precision and (optional) DDP in one place.
+"""Device placement, threads, seeding, mixed precision and data parallelism in one place.
 
 Minimal intrusion in the spirit of huggingface/accelerate: stages ask the Runtime for the
-device, wrap trainable modules with `prepare`, and run forward passes under `autocast()`;
-the same code then runs on CPU, one GPU, or several (torchrun sets WORLD_SIZE/RANK).
+device, wrap trainable modules with `prepare`, run forward passes under `autocast()`, and
+take their slice of a global batch with `shard`; the same code then runs on CPU, one GPU,
+or several processes started by torchrun (WORLD_SIZE/RANK/LOCAL_RANK; see
+gandistill.distributed for why N processes compute what one process computes).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from gandistill import distributed
 from gandistill.config import RuntimeParams
+from gandistill.distributed import World
 
 
 def seed_everything(seed: int) -> None:
@@ -31,8 +34,7 @@ def seed_everything(seed: int) -> None:
 class Runtime:
     device: torch.device
     precision: str = "fp32"
-    world_size: int = 1
-    rank: int = 0
+    world: World = field(default_factory=World)
 
     @classmethod
     def from_params(cls, params: RuntimeParams) -> Runtime:
@@ -43,23 +45,29 @@ class Runtime:
 
             raise ConfigError("runtime.device=cuda but no CUDA device is visible; use runtime.device=auto or cpu")
         use_cuda = params.device == "cuda" or (params.device == "auto" and torch.cuda.is_available())
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        if world_size > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if use_cuda else "gloo")
+        world = World.from_env()
         if use_cuda:
-            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local_rank)
-            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(world.local_rank)  # before the group: NCCL binds to the current device
+            device = torch.device("cuda", world.local_rank)
         else:
             device = torch.device("cpu")
+        distributed.init_process_group(world, "nccl" if use_cuda else "gloo", params.collective_timeout_s)
         # Mixed precision only where it pays: CPU autocast is slower than fp32 for these nets.
         precision = params.precision if device.type == "cuda" else "fp32"
-        return cls(device=device, precision=precision, world_size=world_size, rank=rank)
+        return cls(device=device, precision=precision, world=world)
+
+    @property
+    def world_size(self) -> int:
+        return self.world.size
+
+    @property
+    def rank(self) -> int:
+        return self.world.rank
 
     @property
     def is_main(self) -> bool:
-        return self.rank == 0
+        """Rank 0: the one process that writes checkpoints, outputs and MLflow records."""
+        return self.world.is_main
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -70,12 +78,46 @@ class Runtime:
             yield
 
     def prepare(self, module: nn.Module) -> nn.Module:
-        """Move to the device; wrap in DDP when running distributed."""
+        """Move to the device; when distributed, BatchNorm over the global batch and DDP.
+
+        Every training forward must go through the returned module (DDP averages the
+        gradients of what passed through it); evaluation uses `unwrap(module)`.
+        Buffers are synced from rank 0 once, not before every forward: global BatchNorm
+        statistics and identical weights keep them equal on every rank.
+        """
         module = module.to(self.device)
-        if self.world_size > 1 and any(p.requires_grad for p in module.parameters()):
+        if self.world.active and any(p.requires_grad for p in module.parameters()):
+            module = distributed.sync_batchnorm(module, self.device)
             module = nn.parallel.DistributedDataParallel(
-                module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                forward_sync_buffers=False)
         return module
+
+    def shard(self, t: torch.Tensor, what: str = "batch") -> torch.Tensor:
+        """This rank's slice of a global batch (the tensor itself on one process)."""
+        return distributed.shard(t, self.world, what)
+
+    def gather(self, local: torch.Tensor, total: int | None = None) -> torch.Tensor:
+        """The global batch from every rank's shard (differentiable; itself on one process).
+        The collective runs on the runtime's device (NCCL needs CUDA tensors); the result
+        comes back on `local`'s device."""
+        if not self.world.active:
+            return local
+        if local.device != self.device:
+            return distributed.gather(local.to(self.device), self.world, total).to(local.device)
+        return distributed.gather(local, self.world, total)
+
+    def eval_slice(self, t: torch.Tensor) -> torch.Tensor:
+        """This rank's part of an evaluation split (shards may differ by one sample; pair
+        with `gather(..., total=len(t))`)."""
+        return t[self.world.rank :: self.world.size] if self.world.active else t
+
+    def mean_over_ranks(self, values: list[float]) -> list[float]:
+        return distributed.mean_over_ranks(values, self.world, self.device)
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's object on every rank."""
+        return distributed.broadcast_object(obj, self.world)
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -38,6 +38,13 @@ def _add_params_args(parser: argparse.ArgumentParser) -> None:
                         help="named override set from params.yaml 'profiles:' (e.g. smoke: seconds per stage)")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def _params(args: argparse.Namespace) -> Params:
     path = args.params if Path(args.params).exists() or args.params != DEFAULT_PARAMS_FILE else None
     return load_params(path, args.overrides, args.profile)
@@ -108,6 +115,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gandistill import archs
 
     archs.check_before_run(params)  # an architecture that cannot fit the data: exit 2 before any stage
+    if args.nproc is not None:
+        from gandistill.launch import TRAINING_STAGES, check_batch_split
+
+        for stage in TRAINING_STAGES:
+            check_batch_split(params, stage, args.nproc)
     from gandistill.data.fetch import fetch_mnist
     from gandistill.data.sources import MNIST_BACKED
 
@@ -117,7 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             fetch_mnist(path)
     run_name = args.run_name or default_run_name()
     try:
-        summary = run_local(params, runs_root=args.runs_dir, run_name=run_name, verbose=args.verbose)
+        summary = run_local(params, runs_root=args.runs_dir, run_name=run_name, verbose=args.verbose,
+                            nproc=args.nproc)
     except RuntimeError as exc:  # kfp.local raises RuntimeError naming the failed task
         log_file = Path(args.runs_dir) / run_name / "kfp.log"
         print(f"gandistill run: pipeline failed: {exc}\nThe failing stage's own message is above (✗); "
@@ -309,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", default=None, help="name of this run (default: run-<timestamp>)")
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="also stream the full kfp log (always kept in runs/<run>/kfp.log)")
+    p.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+                   help="train teacher, GAN and student data-parallel in N processes (torchrun; gloo on CPU, "
+                        "NCCL on GPUs); the batch sizes are global batches, split over the N")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compile", help="write the kfp pipeline YAML", description="Compile the DAG to kfp YAML.")

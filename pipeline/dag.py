@@ -23,12 +23,21 @@ from kfp import dsl
 
 from gandistill import methods
 from gandistill.config import Params
+from gandistill.launch import check_batch_split, torchrun_command
 
 PIPELINE_NAME = "gandistill"
 
 
-def build_pipeline(params: Params) -> Callable[..., Any]:
+def build_pipeline(params: Params, nproc: int | None = None) -> Callable[..., Any]:
+    """`nproc`: worker processes for every training stage (`gandistill run --local --nproc`);
+    default: one per accelerator in pipeline.resources.<stage> (torchrun when more than one)."""
     comps = gandistill_components.build(params.pipeline.image)
+
+    def launch_command(stage: str) -> str:  # compiled into the task: what its pod runs
+        processes = nproc or kubernetes.processes(params, stage)
+        check_batch_split(params, stage, processes)
+        return torchrun_command(processes)
+
     method = params.distill.method
     record = methods.get(method)
     # students trained only for the report's side-by-side: the record's own, then the user's
@@ -45,10 +54,11 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
         # params + same data revision = cache hit; new data re-runs prepare_data and, through its
         # new artifact, everything downstream. (submit disables caching when no revision is known.)
         prep = comps.prepare_data(**common, data_rev=data_rev).set_display_name("prepare_data")
-        teacher = comps.train_teacher(**common, data=prep.outputs["data"])
+        teacher = comps.train_teacher(**common, data=prep.outputs["data"], launch=launch_command("train_teacher"))
         generator = None
         if needs_gan:
-            gan = comps.train_gan(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"])
+            gan = comps.train_gan(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"],
+                                  launch=launch_command("train_gan"))
             generator = gan.outputs["generator"]
             kubernetes.configure(gan, "train_gan", params)
         # kfp refuses an explicit None for an optional artifact: pass it only when it exists.
@@ -59,12 +69,14 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
             kubernetes.configure(translator, "train_translator", params)
             with_translator = {"translator": translator.outputs["translator"]}
         student = comps.distill(**common, method=method, data=prep.outputs["data"],
-                                teacher=teacher.outputs["teacher"], **with_generator, **with_translator)
+                                teacher=teacher.outputs["teacher"], launch=launch_command("distill"),
+                                **with_generator, **with_translator)
         compared = {}
         if baselines:  # known at compile time: the DAG is built from the params
             with dsl.ParallelFor(baselines, name="baselines") as baseline_method:
                 baseline = comps.distill(**common, method=baseline_method, data=prep.outputs["data"],
-                                         teacher=teacher.outputs["teacher"], **with_generator)
+                                         teacher=teacher.outputs["teacher"], launch=launch_command("distill"),
+                                         **with_generator)
                 kubernetes.configure(baseline, "distill", params)
             compared = {"baselines": dsl.Collected(baseline.outputs["student"])}
         evaluation = comps.evaluate(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"],
@@ -90,7 +102,7 @@ def build_pipeline(params: Params) -> Callable[..., Any]:
     return gandistill_pipeline
 
 
-def compile_pipeline(params: Params, output: str) -> None:
+def compile_pipeline(params: Params, output: str, nproc: int | None = None) -> None:
     from kfp import compiler
 
-    compiler.Compiler().compile(build_pipeline(params), output)
+    compiler.Compiler().compile(build_pipeline(params, nproc), output)

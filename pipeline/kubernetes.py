@@ -32,6 +32,12 @@ def placement(stage: str, params: Params) -> tuple[dict[str, str], list[dict[str
             params.pipeline.tolerations if own_tolerations is None else own_tolerations)
 
 
+def processes(params: Params, stage: str) -> int:
+    """Worker processes for a stage in its one pod: one per accelerator it asks for."""
+    res = params.pipeline.resources.get(stage)  # type: ignore[call-overload]
+    return (res.accelerator_count or 1) if res is not None and res.accelerator_type else 1
+
+
 def configure(task: Any, stage: str, params: Params) -> None:
     if stage in NEVER_CACHED:
         task.set_caching_options(False)

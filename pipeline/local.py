@@ -192,12 +192,13 @@ def run_console(folder: Path, verbose: bool = False) -> Iterator[Path]:
 
 
 def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | None = None,
-              runner: Any = None, verbose: bool = False) -> dict[str, Any]:
+              runner: Any = None, verbose: bool = False, nproc: int | None = None) -> dict[str, Any]:
     """Execute the whole DAG with kfp.local; returns the summary (also written to disk).
     `runner`: a kfp.local runner; default SubprocessRunner (this venv). The container test
     passes a DockerRunner to run every task in the component image. The console shows one
     line per stage (tasks in this venv report to it); the full kfp log is `runs/<run>/kfp.log`
-    (also streamed to the terminal with `verbose`)."""
+    (also streamed to the terminal with `verbose`). `nproc`: torchrun worker processes for
+    each training stage (CPU: gloo)."""
     from gandistill_pipeline.dag import build_pipeline
     from kfp import local
 
@@ -226,7 +227,7 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
     status = "FAILED"
     try:
         with run_console(runs_root / run_name, verbose):
-            build_pipeline(params)(params_json=params.to_json(), parent_run_id=parent_run_id)
+            build_pipeline(params, nproc)(params_json=params.to_json(), parent_run_id=parent_run_id)
         status = "FINISHED"
     finally:
         try:

@@ -190,3 +190,24 @@ def test_data_revision_keys_the_cache(compiled: Any) -> None:
     for name, task in _all_tasks(spec).items():
         if name.startswith("promote"):
             assert task.get("cachingOptions", {}).get("enableCache") is not True, name
+
+
+def test_a_stage_with_several_accelerators_runs_torchrun_in_its_one_pod(compiled: Any) -> None:
+    """pipeline.resources.train_gan asks for 2 GPUs: its one task (one pod, both GPUs) runs the
+    stage under torchrun with 2 processes; one accelerator or none: one process."""
+    spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    launch = {name: tasks[name]["inputs"]["parameters"]["launch"]["runtimeValue"]["constant"]
+              for name in ("train-teacher", "train-gan", "distill")}
+    assert launch == {"train-gan": "torchrun --standalone --nnodes=1 --nproc_per_node=2 --max-restarts=0",
+                      "train-teacher": "", "distill": ""}
+    gan = spec["deploymentSpec"]["executors"][_executor(spec, "train-gan")]["container"]
+    assert gan["resources"]["accelerator"]["resourceCount"] == "2"
+
+
+def test_a_global_batch_that_cannot_split_over_the_accelerators_fails_at_compile(tmp_path: Path) -> None:
+    from gandistill.errors import ConfigError
+
+    params = load_params(ROOT / "params.yaml", [*CLUSTER, "gan.batch_size=127"])
+    with pytest.raises(ConfigError, match=r"gan.batch_size=127 cannot be split evenly over the 2 processes"):
+        compile_pipeline(params, str(tmp_path / "p.yaml"))

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gandistill.errors import DataError
+from gandistill.distributed import World, shard
+from gandistill.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")  # every prepared dataset has exactly these (test only for reporting)
 # Cross-domain transfer: the target domain's splits + meta.json, inside the source dataset's folder.
@@ -111,8 +112,10 @@ def to_tensors(split: Split, device: torch.device | str = "cpu") -> tuple[torch.
 
 
 def as_float(x_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] → float [0, 1]. Models normalise internally, so they take raw pixels."""
-    return x_uint8.float().div_(255.0)
+    """uint8 [0, 255] → float [0, 1] in torch's default dtype (float32 unless a caller sets
+    another, as the float64 equivalence tests do). Models normalise internally, so they take
+    raw pixels."""
+    return x_uint8.to(torch.get_default_dtype()).div_(255.0)
 
 
 def noise_images(meta: DatasetMeta, n: int, device: torch.device | str = "cpu",
@@ -130,26 +133,41 @@ def noise_images(meta: DatasetMeta, n: int, device: torch.device | str = "cpu",
 class StepBatches:
     """Batches as a pure function of the step: epoch e uses permutation seeded by (seed, e).
 
-    Drop-last batching over a fixed-size tensor; no iterator state to checkpoint.
+    Drop-last batching over a fixed-size tensor; no iterator state to checkpoint. With a
+    distributed `world`, `batch_size` is the global batch and `indices` returns this rank's
+    slice of it (every world.size-th index from its rank): the ranks together see exactly
+    the batch one process would see at that step.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    def __init__(self, n: int, batch_size: int, seed: int, world: World | None = None,
+                 what: str = "batch_size"):
         if n < 1:
             raise DataError("cannot batch an empty split")
         self.n = n
         self.batch_size = min(batch_size, n)
         self.seed = seed
+        self.world = world or World()
+        if self.batch_size % self.world.size:
+            raise ConfigError(f"{what}={self.batch_size} cannot be split evenly over {self.world.size} processes; "
+                              f"use a multiple of {self.world.size} (it is the global batch, shared by all processes)")
         self.per_epoch = max(1, n // self.batch_size)
         self._cached_epoch = -1
         self._perm = torch.empty(0, dtype=torch.long)
 
-    def indices(self, step: int) -> torch.Tensor:
+    def global_indices(self, step: int) -> torch.Tensor:
+        """The whole batch of `step`, as one process would draw it."""
         epoch, within = divmod(step, self.per_epoch)
         if epoch != self._cached_epoch:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._perm = torch.randperm(self.n, generator=generator)
+            # On the CPU on purpose, whatever the model's device: indices are cheap to draw
+            # there, the draw is the same on every machine, and they index a device tensor fine.
+            generator = torch.Generator(device="cpu").manual_seed(self.seed * 100_003 + epoch)
+            self._perm = torch.randperm(self.n, generator=generator, device="cpu")
             self._cached_epoch = epoch
         return self._perm[within * self.batch_size : (within + 1) * self.batch_size]
+
+    def indices(self, step: int) -> torch.Tensor:
+        """This rank's part of the batch of `step` (all of it on one process)."""
+        return shard(self.global_indices(step), self.world)
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

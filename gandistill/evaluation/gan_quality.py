@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gandistill.losses import class_coverage
+from gandistill.runtime import Runtime
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
@@ -62,13 +63,21 @@ def teacher_features(teacher: nn.Module, images: torch.Tensor,
 
 @torch.no_grad()
 def sample_balanced(generator: nn.Module, num_samples: int, num_classes: int, seed: int = 1234,
-                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+                    device: torch.device | str = "cpu",
+                    runtime: Runtime | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`num_samples` images with labels 0, 1, …, K−1, 0, … (class-balanced) from a fixed seed,
-    so every check of the same generator sees the same samples."""
+    so every check of the same generator sees the same samples. With a distributed runtime
+    each rank generates its part and every rank gets all of them."""
     gen = torch.Generator(device=device).manual_seed(seed)
     labels = torch.arange(num_samples, device=device) % num_classes
     z = torch.randn(num_samples, generator.nz, generator=gen, device=device)
-    images = torch.cat([generator(z[i : i + 500], labels[i : i + 500]) for i in range(0, num_samples, 500)])
+    if runtime is not None:
+        z, mine = runtime.eval_slice(z), runtime.eval_slice(labels)
+    else:
+        mine = labels
+    images = torch.cat([generator(z[i : i + 500], mine[i : i + 500]) for i in range(0, len(z), 500)])
+    if runtime is not None:
+        images = runtime.gather(images, total=num_samples)
     return images, labels
 
 
@@ -109,8 +118,8 @@ def sample_quality(images: torch.Tensor, labels: torch.Tensor, teacher: nn.Modul
 @torch.no_grad()
 def generator_report(generator: nn.Module, teacher: nn.Module, real_images: torch.Tensor, num_samples: int,
                      num_classes: int, seed: int = 1234, device: torch.device | str = "cpu",
-                     real_labels: torch.Tensor | None = None) -> dict[str, float]:
+                     real_labels: torch.Tensor | None = None, runtime: Runtime | None = None) -> dict[str, float]:
     """Conditioning agreement, class coverage, diversity, teacher-IS and teacher-FID for
     `num_samples` class-balanced samples drawn with a fixed seed (comparable across checks)."""
-    images, labels = sample_balanced(generator, num_samples, num_classes, seed, device)
+    images, labels = sample_balanced(generator, num_samples, num_classes, seed, device, runtime)
     return sample_quality(images, labels, teacher, real_images, real_labels)

@@ -18,6 +18,7 @@ from gandistill.files import atomic_write_text, file_hash
 from gandistill.loop import atomic_torch_save
 from gandistill.nets import build_classifier, build_gan
 from gandistill.nets.gan import DFADGenerator, MLPGenerator
+from gandistill.runtime import Runtime
 
 MODEL_FILE = "model.pt"
 RESULT_FILE = "result.json"
@@ -45,6 +46,12 @@ def checkpoint_dir(stage: str, fp: str) -> Path:
 
 def write_result(out_dir: str | Path, result: dict[str, Any]) -> None:
     atomic_write_text(Path(out_dir) / RESULT_FILE, json.dumps(result, indent=2, default=float))
+
+
+def follower_result(runtime: Runtime, steps: int | None = None) -> dict[str, Any]:
+    """What a rank other than 0 returns from a training stage: it trained its share and
+    stops there — rank 0 alone writes the model, result.json and the final metrics."""
+    return {"rank": runtime.rank, "world_size": runtime.world_size, "steps": steps, "writes": False}
 
 
 def read_result(folder: str | Path) -> dict[str, Any]:

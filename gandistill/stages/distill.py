@@ -53,6 +53,7 @@ from gandistill.data.dataset import (
     noise_images,
     to_tensors,
 )
+from gandistill.distributed import World, gather
 from gandistill.errors import ConfigError
 from gandistill.loop import EMA, TrainingLoop, warmup_cosine
 from gandistill.nets import build_classifier, build_gan, count_parameters
@@ -62,6 +63,7 @@ from gandistill.stages.common import (
     checkpoint_dir,
     file_digest,
     fingerprint,
+    follower_result,
     load_frozen_teacher,
     load_generator,
     params_sections,
@@ -111,19 +113,25 @@ class Context:
         """The student that is validated, selected and returned: its EMA when enabled."""
         return self.student_ema.shadow if self.student_ema is not None else self.student
 
-    def real_batch(self, step: int, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def real_batch(self, step: int, size: int | None = None,
+                   what: str = "distill.batch_size × distill.real_fraction (real samples per step)",
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's part of the step's real batch (the first `size` samples of it; `what`
+        names that count when it does not split over the processes)."""
         assert self.real is not None and self.batches is not None
-        idx = self.batches.indices(step)
+        idx = self.batches.global_indices(step)
         if size is not None:
             idx = idx[:size]
+        idx = self.runtime.shard(idx, "distill.batch_size" if size is None else what)
         x = as_float(self.real[0][idx])
         if self.params.distill.augment:
-            x = random_affine(x)
+            x = random_affine(x, world=self.runtime.world)
         return x, self.real[1][idx]
 
     def noise_batch(self, n: int) -> torch.Tensor:
-        """Gaussian images with the data's per-channel pixel mean and std, clipped to [0, 1]."""
-        return noise_images(self.meta, n, self.device)
+        """This rank's part of n Gaussian images with the data's per-channel pixel mean and std,
+        clipped to [0, 1] (drawn for all n)."""
+        return self.runtime.shard(noise_images(self.meta, n, self.device), "distill.batch_size")
 
     @torch.no_grad()
     def generated_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -131,29 +139,46 @@ class Context:
         (x, y, teacher logits on x — or None when mixup changed x after they were computed)."""
         dp = self.params.distill
         n_hard = round(n * dp.hard_fraction)
-        x, y = self.generator.sample(n + n_hard, self.device)  # type: ignore[union-attr]
+        assert self.generator is not None
+        x, y = sample_shard(self.runtime, self.generator, n + n_hard,
+                            "distill.batch_size × (1 + distill.hard_fraction) (candidates per step)")
         if dp.augment:  # before mining: the student is scored on exactly what it will learn from
-            x = random_affine(x)
+            x = random_affine(x, world=self.runtime.world)
         with self.runtime.autocast():
             t = self.teacher(x)
-        if n_hard:
-            keep = self._hardest(x, t, n, n_hard)
-            x, y, t = x[keep], y[keep], t[keep]
+        if n_hard:  # every rank scores its candidates; the choice is made over all of them
+            keep = self.runtime.shard(self._hardest(x, t, n, n_hard), "distill.batch_size")
+            x, y, t = self.runtime.gather(x)[keep], self.runtime.gather(y)[keep], self.runtime.gather(t)[keep]
         if dp.mixup > 0:
-            return _mixup(x, dp.mixup), y, None
+            return _mixup(x, dp.mixup, self.runtime), y, None
         return x, y, t
 
     def _hardest(self, x: torch.Tensor, t: torch.Tensor, n: int, n_hard: int) -> torch.Tensor:
         """Hard-sample mining on the GAN's manifold: of n + n_hard candidates keep the n_hard
         the student gets most wrong (per-sample T²·KL to the teacher) plus n − n_hard of the
         rest at random. Easy samples the student already matches teach it little; keeping a
-        random share stops the batch from becoming all ambiguous, off-manifold samples."""
-        was_training = self.student.training
-        self.student.eval()  # scoring must not move BatchNorm statistics
+        random share stops the batch from becoming all ambiguous, off-manifold samples.
+        Returns indices into the global candidate batch (x, t: this rank's part of it)."""
+        student = unwrap(self.student)
+        was_training = student.training
+        student.eval()  # scoring must not move BatchNorm statistics
         with self.runtime.autocast():
-            gap = losses.kd_kl_per_sample(self.student(x), t, self.params.distill.temperature)
-        self.student.train(was_training)
-        return hard_sample_indices(gap, n, n_hard)
+            gap = losses.kd_kl_per_sample(student(x), t, self.params.distill.temperature)
+        student.train(was_training)
+        return hard_sample_indices(self.runtime.gather(gap), n, n_hard)
+
+
+def sample_shard(runtime: Runtime, generator: nn.Module, n: int,
+                 what: str = "distill.batch_size") -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's part of n generated samples. Labels and z are drawn for all n (the RNG
+    every rank shares, in the order `ConditionalGenerator.sample` draws them); images are
+    generated for the shard only, through `generator`'s forward — so an in-stage generator
+    wrapped in DDP gets its gradients averaged."""
+    inner = unwrap(generator)
+    labels = torch.randint(0, inner.num_classes, (n,), device=runtime.device)
+    z = torch.randn(n, inner.nz, device=runtime.device)
+    labels, z = runtime.shard(labels, what), runtime.shard(z, what)
+    return generator(z, labels), labels
 
 
 def hard_sample_indices(gap: torch.Tensor, n: int, n_hard: int) -> torch.Tensor:
@@ -163,11 +188,14 @@ def hard_sample_indices(gap: torch.Tensor, n: int, n_hard: int) -> torch.Tensor:
     return torch.cat([order[:n_hard], rest[torch.randperm(len(rest), device=rest.device)[: n - n_hard]]])
 
 
-def _mixup(x: torch.Tensor, probability: float) -> torch.Tensor:
-    """Blend a random subset of samples with a shuffled partner; the teacher labels the blend."""
-    chosen = torch.rand(x.shape[0], device=x.device) < probability
-    lam = torch.distributions.Beta(1.0, 1.0).sample((x.shape[0],)).to(x.device).view(-1, 1, 1, 1)
-    partner = x[torch.randperm(x.shape[0], device=x.device)]
+def _mixup(x: torch.Tensor, probability: float, runtime: Runtime) -> torch.Tensor:
+    """Blend a random subset of samples with a shuffled partner; the teacher labels the blend.
+    x is this rank's shard: draws are made for the global batch and partners come from it."""
+    n = x.shape[0] * runtime.world_size
+    chosen = runtime.shard(torch.rand(n, device=x.device) < probability)
+    one = torch.ones((), device=x.device)
+    lam = runtime.shard(torch.distributions.Beta(one, one).sample((n,))).view(-1, 1, 1, 1)
+    partner = runtime.gather(x)[runtime.shard(torch.randperm(n, device=x.device))]
     mixed = lam * x + (1 - lam) * partner
     return torch.where(chosen.view(-1, 1, 1, 1), mixed, x)
 
@@ -177,9 +205,11 @@ def _mixup(x: torch.Tensor, probability: float) -> torch.Tensor:
 class AddOns(nn.Module):
     """FitNets hint regressor + RKD terms, applied to (student, teacher) feature lists."""
 
-    def __init__(self, params: Params, student: nn.Module, teacher: nn.Module, meta: DatasetMeta):
+    def __init__(self, params: Params, student: nn.Module, teacher: nn.Module, meta: DatasetMeta,
+                 world: World | None = None):
         super().__init__()
         dp = params.distill
+        self.world = world or World()
         self.hint_weight, self.rkd_d, self.rkd_a = dp.hint_weight, dp.rkd_distance_weight, dp.rkd_angle_weight
         self.regressor: nn.Module | None = None
         needs_features = [k for k, v in (("distill.hint_weight", dp.hint_weight),
@@ -191,7 +221,7 @@ class AddOns(nn.Module):
             raise ConfigError(f"{', '.join(needs_features)} need(s) teacher features, but this teacher (an imported "
                               "TorchScript model) provides logits only — turn those settings off")
         if self.hint_weight > 0:
-            probe = torch.zeros(2, *meta.input_shape)
+            probe = torch.zeros(2, *meta.input_shape, device=next(student.parameters()).device)
             with torch.no_grad():
                 s_feat = student.forward_features(probe)[1][0]
                 t_feat = teacher.forward_features(probe)[1][0]
@@ -208,19 +238,22 @@ class AddOns(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if self.regressor is not None:
             terms["hint"] = self.hint_weight * losses.fitnet_hint(self.regressor(s_feats[0]), t_feats[0].detach())
+        if self.rkd_d > 0 or self.rkd_a > 0:  # relations between all samples of the global batch
+            s_emb, t_emb = gather(s_feats[-1], self.world), gather(t_feats[-1], self.world)
         if self.rkd_d > 0:
-            terms["rkd_distance"] = self.rkd_d * losses.rkd_distance(s_feats[-1], t_feats[-1])
+            terms["rkd_distance"] = self.rkd_d * losses.rkd_distance(s_emb, t_emb)
         if self.rkd_a > 0:
-            terms["rkd_angle"] = self.rkd_a * losses.rkd_angle(s_feats[-1], t_feats[-1])
+            terms["rkd_angle"] = self.rkd_a * losses.rkd_angle(s_emb, t_emb)
         return terms
 
 
 def _forward_pair(ctx: Context, addons: AddOns, x: torch.Tensor,
                   teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Student logits (with grad), teacher logits (no grad; reused when already computed for
-    x), and add-on loss terms."""
-    if addons.active:
-        s_logits, s_feats = unwrap(ctx.student).forward_features(x)
+    x), and add-on loss terms. The student's features come through its (DDP) forward, so the
+    add-ons' gradients are averaged too."""
+    if unwrap(addons).active:
+        s_logits, s_feats = ctx.student(x, features=True)
         with torch.no_grad():
             t_logits, t_feats = ctx.teacher.forward_features(x)
         return s_logits, t_logits, addons(s_feats, t_feats)
@@ -276,7 +309,7 @@ def _distill_step(ctx: Context, addons: AddOns, x: torch.Tensor, labels: torch.T
     with ctx.runtime.autocast():
         s, t, extra = _forward_pair(ctx, addons, x, teacher_logits)
         kd = losses.kd_objective(s, t, labels, dp.temperature, dp.alpha)
-        loss = kd + sum(extra.values(), torch.zeros(()))
+        loss = kd + sum(extra.values(), torch.zeros((), device=ctx.device))
     _optimise(ctx, loss)
     return {"loss": loss.detach(), "kd": kd.detach(), **{k: v.detach() for k, v in extra.items()}}
 
@@ -311,7 +344,7 @@ def _gan_real(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
             real_kd = losses.kd_objective(s[: len(xr)], t[: len(xr)], yr, dp.temperature, dp.alpha)
             gen_kd = losses.kd_kl(s[len(xr) :], t[len(xr) :], dp.temperature)
             share = len(xr) / len(x)
-            loss = share * real_kd + (1 - share) * gen_kd + sum(extra.values(), torch.zeros(()))
+            loss = share * real_kd + (1 - share) * gen_kd + sum(extra.values(), torch.zeros((), device=ctx.device))
         _optimise(ctx, loss)
         return {"loss": loss.detach(), "kd_real": real_kd.detach(), "kd_gen": gen_kd.detach()}
 
@@ -323,8 +356,8 @@ def _adversarial(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]
     student; the student minimises kd plus the non-saturating fool-D term."""
     dp = ctx.params.distill
     k = ctx.meta.num_classes
-    disc = nn.Sequential(nn.Linear(2 * k, 128), nn.LeakyReLU(0.2), nn.Linear(128, 64), nn.LeakyReLU(0.2),
-                         nn.Linear(64, 1)).to(ctx.device)
+    disc = ctx.runtime.prepare(nn.Sequential(nn.Linear(2 * k, 128), nn.LeakyReLU(0.2), nn.Linear(128, 64),
+                                             nn.LeakyReLU(0.2), nn.Linear(64, 1)))
     opt_d = torch.optim.Adam(disc.parameters(), lr=dp.lr, betas=(0.5, 0.999))
     ctx.extra_modules["output_discriminator"] = disc
     ctx.extra_optimizers["output_discriminator"] = opt_d
@@ -343,7 +376,7 @@ def _adversarial(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]
         with ctx.runtime.autocast():
             kd = losses.kd_objective(s, t, y, dp.temperature, dp.alpha)
             fool = losses.g_loss_bce(score(s, y))
-            loss = kd + dp.adversarial_weight * fool + sum(extra.values(), torch.zeros(()))
+            loss = kd + dp.adversarial_weight * fool + sum(extra.values(), torch.zeros((), device=ctx.device))
         _optimise(ctx, loss)
         return {"loss": loss.detach(), "kd": kd.detach(), "loss_d": loss_d.detach(), "fool": fool.detach()}
 
@@ -358,7 +391,7 @@ def _new_free_generator(ctx: Context) -> tuple[nn.Module, torch.optim.Optimizer,
     generator, _ = build_gan(dp.generator_arch, dp.generator_nz, meta.num_classes, meta.channels,
                              (meta.height, meta.width), width, width, hidden=width, output="normalised",
                              mean=meta.mean, std=meta.std)
-    generator = generator.to(ctx.device)
+    generator = ctx.runtime.prepare(generator)
     opt_g = torch.optim.Adam(generator.parameters(), lr=dp.generator_lr, betas=(dp.generator_beta1, 0.999))
     # Matched schedules: the generator's lr decays with the student's, or it out-runs a
     # student that can no longer follow and accuracy drifts down late in training.
@@ -382,9 +415,10 @@ def _step_generator(optimizer: torch.optim.Optimizer, scheduler: Any, loss: torc
 def _free_batch(ctx: Context, generator: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """A student batch for the data-free schedule: fresh generator samples (no augmentation —
     the generator is the only source of variety, as in DFAD/DAFL) with the teacher's logits.
+    Data-parallel: this rank's shard of the global batch (z and labels drawn for all of it).
     (A replay pool of past batches and a momentum copy of the generator were measured and
     dropped: both lowered accuracy, bench/README.md.)"""
-    x, _ = generator.sample(ctx.params.distill.batch_size, ctx.device)
+    x, _ = sample_shard(ctx.runtime, generator, ctx.params.distill.batch_size)
     with ctx.runtime.autocast():
         t = ctx.teacher(x).float()
     return x, t
@@ -408,7 +442,7 @@ def _with_free_generator(ctx: Context, addons: AddOns, generator_loss: Generator
         if i % dp.student_steps_per_generator_step == 0:
             generator.train()
             ctx.student.eval()  # a BatchNorm student: the generator's probe must not move its statistics
-            x, y = generator.sample(dp.batch_size, ctx.device)
+            x, y = sample_shard(ctx.runtime, generator, dp.batch_size)
             with ctx.runtime.autocast():
                 loss_g, g_terms = generator_loss(x, y)
             _step_generator(opt_g, sched_g, loss_g)
@@ -418,7 +452,7 @@ def _with_free_generator(ctx: Context, addons: AddOns, generator_loss: Generator
         with ctx.runtime.autocast():
             s, t, extra = _forward_pair(ctx, addons, x, t)
             distill_loss = student_loss(s, t)
-            loss = distill_loss + sum(extra.values(), torch.zeros(()))
+            loss = distill_loss + sum(extra.values(), torch.zeros((), device=ctx.device))
         _optimise(ctx, loss)
         return terms | {"loss": loss.detach(), "distill_loss": distill_loss.detach()}
 
@@ -436,7 +470,7 @@ def _data_free(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     def generator_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         t = ctx.teacher(x)
         discrepancy = losses.logit_l1(ctx.student(x), t)
-        balance = losses.information_entropy(t)
+        balance = losses.information_entropy(ctx.runtime.gather(t))  # class balance of the global batch
         loss = -discrepancy + dp.balance_weight * balance
         terms = {"g_discrepancy": discrepancy, "g_balance": balance}
         if dp.generator_guidance_weight:
@@ -458,7 +492,7 @@ def _dafl(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     def generator_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         t_logits, t_feats = ctx.teacher.forward_features(x)
         onehot, activation = losses.dafl_onehot(t_logits), losses.dafl_activation(t_feats[-1])
-        balance = losses.information_entropy(t_logits)
+        balance = losses.information_entropy(ctx.runtime.gather(t_logits))  # class balance of the global batch
         loss = onehot + dp.dafl_activation_weight * activation + dp.balance_weight * balance
         return loss, {"g_onehot": onehot, "g_activation": activation, "g_balance": balance}
 
@@ -476,32 +510,38 @@ def _cyclegan(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     """Cross-domain transfer through the CycleGAN: each batch holds target images x_b, softly
     labelled by the teacher on G_BA(x_b) (ctx.teacher), and — a `distill.source_fraction` share —
     source images translated to the target domain, G_AB(x_a), labelled by the teacher on x_a
-    itself (pixel-level adaptation as in CyCADA). Loss T²·KL on both; no target label anywhere."""
+    itself (pixel-level adaptation as in CyCADA). Loss T²·KL on both; no target label anywhere.
+    Data-parallel: each rank takes its shard of both shares (the weights below are per-rank
+    counts, in the same ratio as the global ones)."""
     dp = ctx.params.distill
     n_source = round(dp.batch_size * dp.source_fraction)
     n_target = dp.batch_size - n_source
 
     def step(i: int) -> dict[str, Any]:
-        x_b, _ = ctx.real_batch(i, n_target)
+        x_b, _ = ctx.real_batch(i, n_target, "distill.batch_size × (1 − distill.source_fraction) "
+                                             "(target samples per step)")
         with torch.no_grad():
             t_b = ctx.teacher(x_b)
             parts, targets = [x_b], [t_b]
             if n_source:
                 assert ctx.source is not None and ctx.source_batches is not None and ctx.translator is not None
-                x_a = as_float(ctx.source[0][ctx.source_batches.indices(i)[:n_source]])
+                idx = ctx.runtime.shard(ctx.source_batches.global_indices(i)[:n_source],
+                                        "distill.batch_size × distill.source_fraction (source samples per step)")
+                x_a = as_float(ctx.source[0][idx])
                 if dp.augment:
-                    x_a = random_affine(x_a)
+                    x_a = random_affine(x_a, world=ctx.runtime.world)
                 parts.append(ctx.translator.g_ab(x_a))
                 targets.append(ctx.source_teacher(x_a))  # type: ignore[misc]
         x, t = torch.cat(parts), torch.cat(targets)
+        local_target = len(x_b)
         with ctx.runtime.autocast():
             s = ctx.student(x)
-            kd_target = losses.kd_kl(s[:n_target], t[:n_target], dp.temperature)
+            kd_target = losses.kd_kl(s[:local_target], t[:local_target], dp.temperature)
             loss = kd_target
             terms = {"kd_target": kd_target.detach()}
             if n_source:
-                kd_source = losses.kd_kl(s[n_target:], t[n_target:], dp.temperature)
-                loss = (n_target * kd_target + n_source * kd_source) / dp.batch_size
+                kd_source = losses.kd_kl(s[local_target:], t[local_target:], dp.temperature)
+                loss = (local_target * kd_target + (len(x) - local_target) * kd_source) / len(x)
                 terms["kd_translated_source"] = kd_source.detach()
         _optimise(ctx, loss)
         return terms | {"loss": loss.detach()}
@@ -590,19 +630,20 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         teacher = transfer_parts["teacher"]
     student = runtime.prepare(build_classifier(dp.student_arch, meta.channels, (meta.height, meta.width),
                                                meta.num_classes, mean=meta.mean, std=meta.std))
-    addons = AddOns(params, unwrap(student), teacher, meta).to(device)
+    addons = runtime.prepare(AddOns(params, unwrap(student), teacher, meta, runtime.world))
     optimizer = build_student_optimizer(dp, [*student.parameters(), *addons.parameters()])
     scheduler = build_schedule(optimizer, dp.schedule, dp.steps, warmup_steps=min(200, dp.steps // 10))
     generator = None
     if method.needs_trained_gan:
         generator = load_generator(generator_dir).to(device).eval()  # type: ignore[arg-type]
     ctx = Context(params, runtime, meta, teacher, student, optimizer, scheduler, real,
-                  StepBatches(len(real[1]), dp.batch_size, params.seed) if real is not None else None, generator,
+                  StepBatches(len(real[1]), dp.batch_size, params.seed, runtime.world, "distill.batch_size")
+                  if real is not None else None, generator,
                   student_ema=EMA(student, dp.student_ema) if dp.student_ema else None,
                   **{k: v for k, v in transfer_parts.items() if k != "teacher"})
-    scored = ctx.scored_student
+    scored = unwrap(ctx.scored_student)  # evaluation: the plain module, no collectives
     step_fn = STEPS[dp.method](ctx, addons)
-    fake_quant = qat.LastSteps(unwrap(student), dp.steps, dp.qat_fraction) if dp.qat else None
+    fake_quant = qat.LastSteps(unwrap(student), dp.steps, dp.qat_fraction, runtime.world) if dp.qat else None
     if fake_quant is not None:  # quantisation-aware: the last qat_fraction of steps see INT8 rounding
         step_fn = fake_quant.wrap(step_fn)
     tracker.log_params({f"distill.{k}": v for k, v in dp.model_dump().items()} | {"seed": params.seed})
@@ -616,17 +657,23 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         synthetic_bank: list[torch.Tensor] = []
 
         def eval_fn(step: int) -> dict[str, float]:
+            # Each rank generates and scores its part of the bank; the predictions are gathered.
             if ctx.generator is not None:
                 # Batch statistics, as in training: the bank must look like what the student learns
                 # from (the in-stage generator is never used in eval mode).
-                ctx.generator.train()  # the loop put every tracked module in eval mode
-                x, _ = ctx.generator.sample(512, device, generator=torch.Generator(device).manual_seed(step))
-                ctx.generator.eval()
+                generator = unwrap(ctx.generator).train()  # the loop put every tracked module in eval mode
+                draw = torch.Generator(device).manual_seed(step)
+                labels = torch.randint(0, meta.num_classes, (512,), device=device, generator=draw)
+                z = torch.randn(512, generator.nz, device=device, generator=draw)
+                x = generator(runtime.eval_slice(z), runtime.eval_slice(labels))
+                generator.eval()
             else:
                 x = ctx.noise_batch(512)
             synthetic_bank.append(x)  # a growing bank: samples from every phase of the generator
             bank = torch.cat(synthetic_bank[-20:])
-            return {"synthetic_agreement": macro_agreement(scored(bank).argmax(1), teacher(bank).argmax(1),
+            total = 512 * len(synthetic_bank[-20:])
+            return {"synthetic_agreement": macro_agreement(runtime.gather(scored(bank).argmax(1), total),
+                                                           runtime.gather(teacher(bank).argmax(1), total),
                                                            meta.num_classes)}
     elif select_key == "val_agreement":
         # Target labels never choose a step: agreement with the method's own teacher signal on
@@ -635,13 +682,14 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         val_signal = predict_logits(teacher, val_x, device=device).argmax(1)
 
         def eval_fn(step: int) -> dict[str, float]:
-            return {"val_agreement": float((predict_logits(scored, val_x, device=device).argmax(1)
-                                            == val_signal).float().mean())}
+            logits = runtime.gather(predict_logits(scored, runtime.eval_slice(val_x), device=device), total=len(val_x))
+            return {"val_agreement": float((logits.argmax(1) == val_signal).float().mean())}
     else:
         val_x, val_y = to_tensors(load_split(data_dir, "val"), device)
 
         def eval_fn(step: int) -> dict[str, float]:
-            return {"val_acc": accuracy(predict_logits(scored, val_x, device=device), val_y.cpu())}
+            logits = predict_logits(scored, runtime.eval_slice(val_x), device=device)
+            return {"val_acc": accuracy(runtime.gather(logits, total=len(val_y)), val_y.cpu())}
 
     teacher_id = file_digest(Path(teacher_dir) / "model.pt") if (Path(teacher_dir) / "model.pt").is_file() else ""
     generator_id = file_digest(Path(generator_dir) / "model.pt") if generator is not None else ""
@@ -653,19 +701,21 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         checkpoint_every=params.runtime.checkpoint_every, eval_every=dp.eval_every,
         select=None if select_key == "final" else (select_key, "max"),
         max_retries=params.runtime.max_retries, retry_lr_factor=params.runtime.retry_lr_factor,
-        log_fn=tracker.log_metrics, progress=params.runtime.progress and runtime.is_main,
+        log_fn=tracker.log_metrics, progress=params.runtime.progress, runtime=runtime,
         samples_per_step=dp.batch_size,
         observer=(lambda step: observer(step, scored)) if observer is not None else None,
         select_from=fake_quant.start if fake_quant is not None else 0,  # select a student that saw QAT
     )
     loop.track("student", student, optimizer, scheduler, ema=ctx.student_ema)
-    if addons.active:
+    if unwrap(addons).active:
         loop.track("addons", addons)
     for name, module in ctx.extra_modules.items():
         loop.track(name, module, ctx.extra_optimizers.get(name), ctx.extra_schedulers.get(name))
     outcome = loop.run(step_fn, eval_fn)
     if fake_quant is not None:
         fake_quant.remove()  # the result is a float student; export quantises it for real
+    if not runtime.is_main:
+        return follower_result(runtime, outcome.steps)
 
     student = unwrap(student).cpu().eval()
     student.load_state_dict(outcome.best_state["student_ema" if ctx.student_ema is not None else "student"])

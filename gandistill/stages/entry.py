@@ -78,6 +78,25 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
     return result
 
 
+def run_training(stage: str, params_json: str, parent_run_id: str, launch_command: str = "", *,
+                 run_name: str | None = None, overrides: dict[str, Any] | None = None,
+                 **paths: str | None) -> dict[str, Any]:
+    """`run_stage` for a training stage (train_teacher, train_gan, distill): the stage's `run`
+    gets `paths` as keyword arguments, here or — with a launch command (torchrun, compiled
+    from pipeline.resources) — in data-parallel worker processes. `overrides`: params set
+    before the stage runs (`section.key` → value, e.g. the distill method of a fan-out task).
+    `paths["data_dir"]` (the prepared dataset) is logged as the run's input."""
+    from gandistill import launch
+
+    def body(params: Params, tracker: Tracker) -> dict[str, Any]:
+        for key, value in (overrides or {}).items():
+            section, name = key.split(".")
+            setattr(getattr(params, section), name, value)
+        return launch.run(stage, params, paths, tracker, launch_command)
+
+    return run_stage(run_name or stage, params_json, parent_run_id, body, dataset=paths.get("data_dir"))
+
+
 def scalar_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """The numeric top-level entries of a stage result (for kfp artifact metadata / Metrics)."""
     return {f"{prefix}{k}": float(v) for k, v in result.items()

@@ -33,6 +33,7 @@ from gandistill.stages.common import (
     checkpoint_dir,
     file_digest,
     fingerprint,
+    follower_result,
     load_frozen_teacher,
     params_sections,
     save_generator,
@@ -65,14 +66,14 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     opt_g = torch.optim.Adam(generator.parameters(), lr=gp.lr_g, betas=(gp.beta1, gp.beta2))
     opt_d = torch.optim.Adam(disc.parameters(), lr=gp.lr_d, betas=(gp.beta1, gp.beta2))
     ema = EMA(generator, gp.ema_decay) if gp.ema_decay else None
-    batches = StepBatches(len(train_y), gp.batch_size, params.seed)
+    batches = StepBatches(len(train_y), gp.batch_size, params.seed, runtime.world, "gan.batch_size")
     d_loss = losses.d_loss_hinge if gp.loss == "hinge" else losses.d_loss_bce
     g_adv = losses.g_loss_hinge if gp.loss == "hinge" else losses.g_loss_bce
 
     def step_fn(step: int) -> dict[str, Any]:
         idx = batches.indices(step)
         real, y = as_float(train_x[idx]), train_y[idx]
-        z = torch.randn(len(idx), gp.nz, device=device)
+        z = runtime.shard(torch.randn(batches.batch_size, gp.nz, device=device))  # the global draw, this rank's part
         with runtime.autocast():
             fake = generator(z, y)
             real_logit, real_feat = disc(real, y)
@@ -85,7 +86,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
         with runtime.autocast():
             fake_logit, fake_feat = disc(fake, y)
             adv = g_adv(fake_logit)
-            fm = losses.feature_matching(real_feat, fake_feat)
+            # Batch means over the global batch (gathered), as on one process.
+            fm = losses.feature_matching(runtime.gather(real_feat.detach()), runtime.gather(fake_feat))
             loss_g = adv + gp.fm_weight * fm
             terms = {"loss_d": loss_d.detach(), "loss_g_adv": adv.detach(), "loss_fm": fm.detach()}
             if gp.teacher_weight > 0:
@@ -106,7 +108,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     def eval_fn(step: int) -> dict[str, float]:
         judged = ema.shadow if ema is not None else unwrap(generator)
         return generator_report(judged, teacher, val_images, gp.eval_samples, meta.num_classes, device=device,
-                                real_labels=val_labels)
+                                real_labels=val_labels, runtime=runtime)
 
     def health_fn(metrics: dict[str, float]) -> str | None:
         if metrics["coverage"] < gp.min_coverage:
@@ -127,11 +129,13 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
         checkpoint_every=params.runtime.checkpoint_every, eval_every=gp.eval_every, select=("fid", "min"),
         patience=gp.collapse_patience, max_retries=params.runtime.max_retries,
         retry_lr_factor=params.runtime.retry_lr_factor, log_fn=tracker.log_metrics,
-        progress=params.runtime.progress and runtime.is_main,
+        progress=params.runtime.progress, runtime=runtime,
     )
     loop.track("generator", generator, opt_g, ema=ema)
     loop.track("discriminator", disc, opt_d)
     outcome = loop.run(step_fn, eval_fn, health_fn)
+    if not runtime.is_main:
+        return follower_result(runtime, outcome.steps)
 
     best = unwrap(generator).cpu()
     best.load_state_dict(outcome.best_state["generator_ema" if ema is not None else "generator"])

@@ -32,6 +32,7 @@ from gandistill.stages.common import (
     accuracy,
     checkpoint_dir,
     fingerprint,
+    follower_result,
     params_sections,
     predict_logits,
     save_classifier,
@@ -194,6 +195,8 @@ def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Trac
     tracker.log_params({f"teacher.{k}": v for k, v in tp.model_dump().items()} | {"seed": params.seed})
 
     if tp.source != "train":
+        if not runtime.is_main:
+            return follower_result(runtime)  # nothing to train: rank 0 imports and writes
         model = _import_teacher(params, data_dir, out_dir)
         result: dict[str, Any] = {"source": tp.source, "steps": 0, "retries": 0}
     else:
@@ -202,7 +205,7 @@ def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Trac
                                  mean=meta.mean, std=meta.std)
         model = runtime.prepare(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
-        batches = StepBatches(len(train_y), tp.batch_size, params.seed)
+        batches = StepBatches(len(train_y), tp.batch_size, params.seed, runtime.world, "teacher.batch_size")
         total = max(1, math.ceil(tp.epochs * batches.per_epoch))
         scheduler = warmup_cosine(optimizer, total, warmup_steps=min(200, total // 10))
 
@@ -210,7 +213,7 @@ def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Trac
             idx = batches.indices(step)
             x = as_float(train_x[idx])
             if tp.augment:
-                x = random_affine(x)
+                x = random_affine(x, world=runtime.world)
             with runtime.autocast():
                 loss = F.cross_entropy(model(x), train_y[idx], label_smoothing=tp.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -220,7 +223,10 @@ def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Trac
             return {"loss": loss.detach()}
 
         def eval_fn(step: int) -> dict[str, float]:
-            logits = predict_logits(model, val_x, device=runtime.device)
+            # Each rank scores its part of val; the logits are gathered, so every rank's
+            # metrics cover the whole split.
+            logits = runtime.gather(predict_logits(unwrap(model), runtime.eval_slice(val_x), device=runtime.device),
+                                    total=len(val_y))
             return {"val_acc": accuracy(logits, val_y.cpu()),
                     "val_loss": float(F.cross_entropy(logits, val_y.cpu()))}
 
@@ -230,10 +236,12 @@ def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Trac
             checkpoint_every=params.runtime.checkpoint_every, eval_every=max(1, batches.per_epoch // 2),
             select=("val_acc", "max"), max_retries=params.runtime.max_retries,
             retry_lr_factor=params.runtime.retry_lr_factor, log_fn=tracker.log_metrics,
-            progress=params.runtime.progress and runtime.is_main,
+            progress=params.runtime.progress, runtime=runtime,
         )
         loop.track("model", model, optimizer, scheduler)
         outcome = loop.run(step_fn, eval_fn)
+        if not runtime.is_main:
+            return follower_result(runtime, outcome.steps)
         model = unwrap(model)
         model.load_state_dict(outcome.best_state["model"])
         save_classifier(model, tp.arch, meta, out_dir)
