@@ -207,15 +207,21 @@ def worker_main(spec_path: str | Path) -> int:
         raise
 
 
-def _main(spec_path: str) -> int:
+def _main(argv: list[str]) -> int:
+    """`python -m gandistill.launch SPEC_FILE`, or `--spec-json JSON` (a PyTorchJob's pods:
+    the spec travels in the manifest, gandistill_pipeline.trainer)."""
     import torch.distributed as dist
 
     try:
-        return worker_main(spec_path)
+        if argv[:1] == ["--spec-json"]:
+            with tempfile.TemporaryDirectory(prefix="gandistill-spec-") as tmp:
+                (Path(tmp) / "spec.json").write_text(argv[1])
+                return worker_main(Path(tmp) / "spec.json")
+        return worker_main(argv[0])
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1]))
+    sys.exit(_main(sys.argv[1:]))

@@ -26,7 +26,7 @@ TINY = ["runtime.progress=false", "runtime.checkpoint_every=5", "teacher.epochs=
 METHODS = {
     "scratch": [], "kd": ["distill.hint_weight=1", "distill.rkd_distance_weight=1", "distill.rkd_angle_weight=1"],
     "gan": ["distill.mixup=0.5"], "gan_real": [], "data_free": ["distill.hint_weight=1"], "dafl": [],
-    "adversarial": [],
+    "adversarial": [], "noise": [],
 }
 
 

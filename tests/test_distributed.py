@@ -24,6 +24,7 @@ from gandistill.config import Params, load_params
 from gandistill.data.dataset import StepBatches
 from gandistill.distributed import World
 from gandistill.errors import ConfigError
+from gandistill.methods import METHOD_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "torchrun_worker.py"
@@ -108,10 +109,15 @@ METHODS = {  # every distill method; the add-ons, mining, mixup and augmentation
     "kd": ["distill.hint_weight=1", "distill.rkd_distance_weight=1", "distill.rkd_angle_weight=1"],
     "gan": ["distill.hard_fraction=0.5", "distill.mixup=0.5"],
     "gan_real": ["distill.rkd_distance_weight=0.5"],
-    "data_free": ["distill.hint_weight=0.5"],
+    "data_free": ["distill.hint_weight=0.5", "distill.replay_size=64", "distill.replay_fraction=0.5",
+                  "distill.student_ema=0.9"],
     "dafl": [],
-    "adversarial": [],
+    "adversarial": [], "noise": [],
 }
+
+
+def test_the_equivalence_check_covers_every_distill_method() -> None:
+    assert set(METHODS) == set(METHOD_NAMES)
 
 
 def _pipeline_runs(dataset: Path, out: Path) -> list[Run]:
