@@ -50,8 +50,9 @@ compile: setup ## write the compiled kfp pipeline to runs/pipeline.yaml
 bench-quality: setup data ## quality benchmark: METHODS="teacher kd gan" SEEDS="0 1 2"
 	$(BIN)/python -m bench.quality --methods $(or $(METHODS),all) --seeds $(or $(SEEDS),0 1 2)
 
-bench-speed: setup ## speed benchmark (interleaved medians and ratios) → bench/results/speed.md
+bench-speed: setup data ## speed benchmarks (interleaved medians and ratios) → bench/results/speed.md, scaling.md
 	$(BIN)/python -m bench.speed
+	$(BIN)/python -m bench.scaling
 
 clean: ## remove run outputs (keeps .venv and data)
 	rm -rf runs local_outputs mlflow.db mlartifacts

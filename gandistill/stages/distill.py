@@ -420,7 +420,7 @@ def _free_batch(ctx: Context, generator: nn.Module) -> tuple[torch.Tensor, torch
     dropped: both lowered accuracy, bench/README.md.)"""
     x, _ = sample_shard(ctx.runtime, generator, ctx.params.distill.batch_size)
     with ctx.runtime.autocast():
-        t = ctx.teacher(x).float()
+        t = ctx.teacher(x).to(x.dtype)  # out of autocast's bf16
     return x, t
 
 
