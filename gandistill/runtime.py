@@ -89,9 +89,16 @@ class Runtime:
         if self.world.active and any(p.requires_grad for p in module.parameters()):
             module = distributed.sync_batchnorm(module, self.device)
             module = nn.parallel.DistributedDataParallel(
-                module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                _Forward(module), device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 forward_sync_buffers=False)
         return module
+
+    def forward_features(self, module: nn.Module, x: torch.Tensor) -> Any:
+        """`module.forward_features(x)` — through DDP's forward when `module` is wrapped, so
+        the gradients of a feature loss (hint, RKD) are averaged like the logits'."""
+        if isinstance(module, nn.parallel.DistributedDataParallel):
+            return module(x, features=True)
+        return module.forward_features(x)
 
     def shard(self, t: torch.Tensor, what: str = "batch") -> torch.Tensor:
         """This rank's slice of a global batch (the tensor itself on one process)."""
@@ -120,5 +127,20 @@ class Runtime:
         return distributed.broadcast_object(obj, self.world)
 
 
+class _Forward(nn.Module):
+    """What DDP wraps: the module's forward, or with features=True its forward_features
+    (DDP averages the gradients of what passes through its own forward only)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args: Any, features: bool = False, **kwargs: Any) -> Any:
+        return self.inner.forward_features(*args, **kwargs) if features else self.inner(*args, **kwargs)
+
+
 def unwrap(module: nn.Module) -> nn.Module:
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
+    """The plain module inside a DDP wrapper (the module itself otherwise)."""
+    if isinstance(module, nn.parallel.DistributedDataParallel):
+        module = module.module
+    return module.inner if isinstance(module, _Forward) else module

@@ -259,3 +259,19 @@ def test_a_params_fault_raised_in_the_ranks_is_the_same_error_as_in_one_process(
     assert proc.returncode == 2  # ConfigError's exit code, as without torchrun
     assert "ERROR ConfigError: teacher.batch_size=33 cannot be split evenly over 2 processes" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_run_local_with_nproc_2_trains_teacher_gan_and_student_in_two_ranks(repo_root: Path, tmp_path: Path,
+                                                                           mnist_dir: Path) -> None:
+    """`gandistill run --local --nproc 2`: kfp.local runs the pipeline; each training task
+    starts torchrun with 2 gloo ranks and the run finishes with a promoted student."""
+    from gandistill_pipeline.local import run_local
+
+    params = load_params(repo_root / "params.yaml", ["runtime.threads=1"], "smoke")
+    summary = run_local(params, runs_root=tmp_path / "runs", run_name="nproc2", nproc=2)
+    assert summary["status"] == "FINISHED"
+    for stage in ("train_teacher", "train_gan", "distill"):
+        result = json.loads((Path(summary["artifacts"][stage]) / "result.json").read_text())
+        assert result["processes"] == 2, stage
+    assert summary["student"]["test_acc"] is not None and summary["registry"]

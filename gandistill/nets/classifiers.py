@@ -45,12 +45,8 @@ class ImageClassifier(nn.Module):
         feats = self.body((x - self.mean) / self.std)
         return self.head(feats[-1]), feats
 
-    def forward(self, x: torch.Tensor,
-                features: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits; with features=True what `forward_features` returns — through `forward`, so
-        a DDP wrapper sees (and averages the gradients of) the feature-distillation path."""
-        out = self.forward_features(x)
-        return out if features else out[0]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
 
 
 class LeNet5(ImageClassifier):

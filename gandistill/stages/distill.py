@@ -253,7 +253,7 @@ def _forward_pair(ctx: Context, addons: AddOns, x: torch.Tensor,
     x), and add-on loss terms. The student's features come through its (DDP) forward, so the
     add-ons' gradients are averaged too."""
     if unwrap(addons).active:
-        s_logits, s_feats = ctx.student(x, features=True)
+        s_logits, s_feats = ctx.runtime.forward_features(ctx.student, x)
         with torch.no_grad():
             t_logits, t_feats = ctx.teacher.forward_features(x)
         return s_logits, t_logits, addons(s_feats, t_feats)
@@ -725,7 +725,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     test_acc = accuracy(predict_logits(student, test_x), test_y)
     n_train = meta.counts.get("train", 0)
     result = {
-        "method": dp.method, "arch": dp.student_arch, "steps": outcome.steps,
+        "method": dp.method, "arch": dp.student_arch, "steps": outcome.steps, "processes": runtime.world_size,
         "best_step": outcome.steps if select_key == "final" else outcome.best_step,
         "selected_on": select_key, "selected_value": outcome.best_value, "retries": outcome.retries,
         "resumed_from": outcome.resumed_from, "val_acc": val_acc, "test_acc": test_acc,

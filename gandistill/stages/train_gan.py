@@ -144,6 +144,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     selected = next((h for h in outcome.history if h["step"] == outcome.best_step), final)
     result = {
         "steps": outcome.steps, "best_step": outcome.best_step, "retries": outcome.retries,
+        "processes": runtime.world_size,
         "resumed_from": outcome.resumed_from, "generator_params": count_parameters(best),
         "discriminator_params": count_parameters(unwrap(disc)),
         **{f"selected_{k}": v for k, v in selected.items() if k != "step"},

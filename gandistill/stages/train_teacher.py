@@ -245,7 +245,8 @@ def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Trac
         model = unwrap(model)
         model.load_state_dict(outcome.best_state["model"])
         save_classifier(model, tp.arch, meta, out_dir)
-        result = {"source": "train", "steps": outcome.steps, "best_step": outcome.best_step,
+        result = {"source": "train", "steps": outcome.steps, "processes": runtime.world_size,
+                  "best_step": outcome.best_step,
                   "retries": outcome.retries, "resumed_from": outcome.resumed_from, "history": outcome.history}
 
     model = model.cpu().eval()
