@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +26,9 @@ from gandistill.data.dataset import StepBatches
 from gandistill.distributed import World
 from gandistill.errors import ConfigError
 from gandistill.methods import METHOD_NAMES
+from gandistill.nets.gan import build_gan
+from gandistill.runtime import Runtime
+from gandistill.stages.distill import sample_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "torchrun_worker.py"
@@ -58,6 +62,24 @@ def test_augmentation_of_a_shard_is_the_global_batch_augmentation_sliced() -> No
         torch.testing.assert_close(part, whole[rank::2])
 
 
+@pytest.mark.parametrize("arch", ["conv", "mlp", "dfad"])
+def test_a_ranks_generated_batch_is_its_shard_of_the_one_process_batch(arch: str) -> None:
+    """gan and data_free batches: each rank draws z and labels for the global batch (the RNG
+    every rank shares, so it stays in step) and generates only its shard — the images one
+    process generates for those samples. (Eval mode: BatchNorm per sample, so slices compare.)"""
+    generator, _ = build_gan(arch, 16, 4, 1, (16, 16), 8, 8, hidden=8, output="normalised", mean=[0.5], std=[0.25])
+    generator.eval()
+    torch.manual_seed(3)
+    whole, labels = generator.sample(8)  # what one process draws (ConditionalGenerator.sample)
+    after = torch.get_rng_state()
+    for rank in range(2):
+        torch.manual_seed(3)
+        part, part_labels = sample_shard(Runtime(torch.device("cpu"), world=World(size=2, rank=rank)), generator, 8)
+        assert len(part) == 4 and torch.equal(part_labels, labels[rank::2])
+        torch.testing.assert_close(part, whole[rank::2])
+        assert torch.equal(torch.get_rng_state(), after)
+
+
 def test_torchrun_command_for_one_and_several_processes() -> None:
     assert launch.torchrun_command(1) == ""
     command = launch.torchrun_command(4)
@@ -76,7 +98,7 @@ def run_workers(nproc: int, runs: list[Run], folder: Path, *, float64: bool = Tr
     for i, (stage, params, paths, ckpt) in enumerate(runs):
         sub = folder / f"spec{i}"
         sub.mkdir(parents=True)
-        spec = launch.write_spec(sub, stage, params, {k: str(v) for k, v in paths.items()}, "")
+        spec = launch.write_spec(sub, stage, params, {k: None if v is None else str(v) for k, v in paths.items()}, "")
         data = json.loads(spec.read_text()) | {"env": {"GANDISTILL_CHECKPOINT_ROOT": str(ckpt)}}
         spec.write_text(json.dumps(data))
         specs.append(spec)
@@ -109,15 +131,20 @@ METHODS = {  # every distill method; the add-ons, mining, mixup and augmentation
     "kd": ["distill.hint_weight=1", "distill.rkd_distance_weight=1", "distill.rkd_angle_weight=1"],
     "gan": ["distill.hard_fraction=0.5", "distill.mixup=0.5"],
     "gan_real": ["distill.rkd_distance_weight=0.5"],
-    "data_free": ["distill.hint_weight=0.5", "distill.replay_size=64", "distill.replay_fraction=0.5",
-                  "distill.student_ema=0.9"],
+    "data_free": ["distill.hint_weight=0.5", "distill.student_ema=0.9", "distill.generator_tv_weight=5"],
     "dafl": [],
     "adversarial": [], "noise": [],
 }
 
 
+# Target-domain methods (their own test below: they need a target domain and a translator).
+# (Their teacher signal is a wrapped teacher with logits only, so no hint/RKD add-ons.)
+TRANSFER_METHODS = {"cyclegan": [], "target_kd": [], "target_supervised": []}
+
+
 def test_the_equivalence_check_covers_every_distill_method() -> None:
-    assert set(METHODS) == set(METHOD_NAMES)
+    assert set(METHODS) | set(TRANSFER_METHODS) == set(METHOD_NAMES)
+    assert not set(METHODS) & set(TRANSFER_METHODS)
 
 
 def _pipeline_runs(dataset: Path, out: Path) -> list[Run]:
@@ -135,6 +162,22 @@ def _pipeline_runs(dataset: Path, out: Path) -> list[Run]:
     return runs
 
 
+def assert_same_final_weights(one: list[Run], two: list[Run], results_one: list[dict[str, Any]],
+                              results_two: list[dict[str, Any]]) -> None:
+    """Every tensor of every run's final checkpoint within float64 rounding (atol 1e-9), and
+    the same steps and selected step."""
+    for (stage, params, _, ckpt_one), (_, _, _, ckpt_two), r1, r2 in zip(one, two, results_one, results_two,
+                                                                         strict=True):
+        name = f"{stage}[{params.distill.method}]" if stage == "distill" else stage
+        assert r2["steps"] == r1["steps"] and r2.get("best_step") == r1.get("best_step"), name
+        state_one, state_two = final_state(ckpt_one), final_state(ckpt_two)
+        assert state_one.keys() == state_two.keys(), name
+        for module, tensors in state_one.items():
+            for key, value in tensors.items():
+                torch.testing.assert_close(state_two[module][key], value, rtol=0, atol=1e-9,
+                                           msg=f"{name}: {module}.{key}")
+
+
 # -- the targets ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -149,16 +192,7 @@ def test_two_ranks_train_every_stage_and_method_to_the_weights_of_one_rank(tiny_
     results_one = run_workers(1, one, tmp_path / "specs-one")
     results_two = run_workers(2, two, tmp_path / "specs-two", audit=tmp_path / "audit")
 
-    for (stage, params, _, ckpt_one), (_, _, _, ckpt_two), r1, r2 in zip(one, two, results_one, results_two,
-                                                                         strict=True):
-        name = f"{stage}[{params.distill.method}]" if stage == "distill" else stage
-        assert r2["steps"] == r1["steps"] and r2.get("best_step") == r1.get("best_step"), name
-        state_one, state_two = final_state(ckpt_one), final_state(ckpt_two)
-        assert state_one.keys() == state_two.keys(), name
-        for module, tensors in state_one.items():
-            for key, value in tensors.items():
-                torch.testing.assert_close(state_two[module][key], value, rtol=0, atol=1e-9,
-                                           msg=f"{name}: {module}.{key}")
+    assert_same_final_weights(one, two, results_one, results_two)
 
     # Only rank 0 wrote outputs and checkpoints (the audit hook saw every file opened for writing).
     written = {rank: json.loads((tmp_path / "audit" / f"rank-{rank}.json").read_text()) for rank in (0, 1)}
@@ -167,6 +201,54 @@ def test_two_ranks_train_every_stage_and_method_to_the_weights_of_one_rank(tiny_
     rank0 = [p for p in written[0] if p.startswith(ours)]
     assert any(p.endswith("model.pt") or "/.model.pt." in p for p in rank0)  # the audit sees writes
     assert any("/ckpt/" in p for p in rank0)
+
+
+@pytest.mark.slow
+def test_two_ranks_train_the_target_domain_methods_to_the_weights_of_one_rank(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cross-domain methods under torchrun: cyclegan (target images through G_BA plus a
+    translated-source share, each sharded), target_kd and target_supervised — 2 ranks end
+    with the weights of 1 (float64). The teacher and translator are trained once, here, in
+    float64 (the translator stage runs in one process); only distill runs in the ranks."""
+    from helpers import make_pattern_images
+
+    from gandistill.stages import prepare_data, train_teacher, train_translator
+
+    xa, ya = make_pattern_images(400, 4, size=16, seed=0)
+    xb, yb = make_pattern_images(400, 4, size=16, channels=3, seed=5)
+    np.savez(tmp_path / "a.npz", x=xa, y=ya)
+    np.savez(tmp_path / "b.npz", x=(255 - xb) // 2 + np.arange(3, dtype=np.uint8).reshape(1, 3, 1, 1) * 40, y=yb)
+    domains = ["data.source=npz", f"data.path={tmp_path / 'a.npz'}", "data.target_source=npz",
+               f"data.target_path={tmp_path / 'b.npz'}", "translator.steps=4", "translator.eval_every=2",
+               "translator.eval_samples=40", "translator.batch_size=8", "translator.ngf=4", "translator.ndf=8",
+               "translator.n_blocks=1", "translator.min_diversity=0"]  # 4 steps: not a collapse check
+    base = load_params(None, [*TINY, *domains, "distill.method=cyclegan"])
+    data, out = tmp_path / "data", tmp_path / "out"
+    monkeypatch.setenv("GANDISTILL_CHECKPOINT_ROOT", str(tmp_path / "ckpt-setup"))
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        prepare_data.run(base, data)
+        train_teacher.run(base, data, out / "teacher")
+        train_translator.run(base, data, out / "teacher", out / "translator")
+    finally:
+        torch.set_default_dtype(default_dtype)
+
+    def runs(folder: Path) -> list[Run]:
+        result: list[Run] = []
+        for method, extra in TRANSFER_METHODS.items():
+            params = load_params(None, [*TINY, *domains, f"distill.method={method}", *extra])
+            translator = {"translator_dir": out / "translator"} if method == "cyclegan" else {}
+            result.append(("distill", params, {"data_dir": data, "teacher_dir": out / "teacher",
+                                               "generator_dir": None, "out_dir": folder / method, **translator},
+                           folder / "ckpt" / method))
+        return result
+
+    one, two = runs(tmp_path / "one"), runs(tmp_path / "two")
+    results_one = run_workers(1, one, tmp_path / "specs-one")
+    results_two = run_workers(2, two, tmp_path / "specs-two")
+    assert results_two[0]["selected_on"] == "val_agreement"  # cyclegan selects on the target val split
+    assert_same_final_weights(one, two, results_one, results_two)
 
 
 # -- failures: one clear error, never a hang -------------------------------------------------

@@ -187,11 +187,12 @@ def test_noise_baseline_sees_only_random_images_with_the_data_statistics(world, 
     result = distill.run(params, world / "data", world / "teacher", None, tmp_path / "student")
     assert result["selected_on"] == "final" and result["real_images_seen_by_student"] == 0
     from gandistill.data.dataset import load_meta
+    from gandistill.runtime import Runtime
     from gandistill.stages.distill import Context
 
     meta = load_meta(world / "data")
     ctx = Context.__new__(Context)
-    ctx.meta, ctx.runtime = meta, type("R", (), {"device": torch.device("cpu")})()
+    ctx.meta, ctx.runtime = meta, Runtime(torch.device("cpu"))
     torch.manual_seed(0)
     x = ctx.noise_batch(3)
     torch.manual_seed(0)
