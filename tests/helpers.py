@@ -3,6 +3,8 @@
 - `smoke_params`: the shipped params.yaml with the smoke profile and overrides;
 - `make_pattern_images`: a learnable image set of any size / channels / classes;
 - `artifact`: a kfp artifact pointing at a local folder, to call a component's function;
+- `transfer_domains` / `train_transfer_world`: two tiny domains (grey source, coloured target)
+  and the teacher + translator the target-domain distill methods need;
 - `make_world` / `fast_params`: a tiny learnable world for the evaluation/export/promote tests —
   3 classes of 16×16 grey images: dim noise plus a bright square whose position encodes the
   class, so a LeNet learns it in a few dozen steps and accuracies are real, not chance.
@@ -41,6 +43,31 @@ def make_pattern_images(n: int, num_classes: int, size: int = 16, channels: int 
         row = (label * size) // num_classes
         x[i, :, row : row + max(1, size // num_classes), :] = 230
     return x, y.astype(np.int64)
+
+
+def transfer_domains(folder: Path) -> list[str]:
+    """Two tiny domains as .npz files in `folder` — A: grey bars (`make_pattern_images`), B: the
+    same four classes in colour, inverted and tinted — and the params overrides that point
+    data.source / data.target_source at them, with a translator sized for a few steps."""
+    xa, ya = make_pattern_images(400, 4, size=16, seed=0)
+    xb, yb = make_pattern_images(400, 4, size=16, channels=3, seed=5)
+    np.savez(folder / "a.npz", x=xa, y=ya)
+    np.savez(folder / "b.npz", x=(255 - xb) // 2 + np.arange(3, dtype=np.uint8).reshape(1, 3, 1, 1) * 40, y=yb)
+    return ["data.source=npz", f"data.path={folder / 'a.npz'}", "data.target_source=npz",
+            f"data.target_path={folder / 'b.npz'}", "translator.steps=4", "translator.eval_every=2",
+            "translator.eval_samples=40", "translator.batch_size=8", "translator.ngf=4", "translator.ndf=8",
+            "translator.n_blocks=1", "translator.min_diversity=0"]  # 4 steps: not a collapse check
+
+
+def train_transfer_world(params: Params, folder: Path) -> dict[str, Path]:
+    """prepare_data (source + target), the teacher and the translator, run as the pipeline runs them."""
+    from gandistill.stages import prepare_data, train_teacher, train_translator
+
+    paths = {name: folder / name for name in ("data", "teacher", "translator")}
+    prepare_data.run(params, paths["data"])
+    train_teacher.run(params, paths["data"], paths["teacher"])
+    train_translator.run(params, paths["data"], paths["teacher"], paths["translator"])
+    return paths
 
 
 def artifact(cls: type, path: Path) -> object:

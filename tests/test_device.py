@@ -17,6 +17,7 @@ import torch
 
 from gandistill.config import load_params
 from gandistill.loop import TrainingLoop
+from gandistill.methods import METHOD_NAMES
 from gandistill.stages import distill, train_gan, train_teacher
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -28,6 +29,11 @@ METHODS = {
     "gan": ["distill.mixup=0.5"], "gan_real": [], "data_free": ["distill.hint_weight=1"], "dafl": [],
     "adversarial": [], "noise": [],
 }
+TRANSFER_METHODS = ["cyclegan", "target_kd", "target_supervised"]  # need a target domain and a translator
+
+
+def test_the_device_checks_cover_every_distill_method() -> None:
+    assert set(METHODS) | set(TRANSFER_METHODS) == set(METHOD_NAMES)
 
 
 @pytest.fixture
@@ -54,6 +60,20 @@ def _run_all_stages(dataset: Path, out: Path, *overrides: str) -> None:
     for method, extra in METHODS.items():
         method_params = load_params(None, [*TINY, *overrides, f"distill.method={method}", *extra])
         distill.run(method_params, dataset, out / "teacher", out / "generator", out / method)
+    _run_target_domain(out / "transfer", *overrides)
+
+
+def _run_target_domain(out: Path, *overrides: str) -> None:
+    """The translator stage and the target-domain methods, on two tiny domains."""
+    from helpers import train_transfer_world, transfer_domains
+
+    out.mkdir(parents=True)
+    domains = transfer_domains(out)
+    world = train_transfer_world(load_params(None, [*TINY, *domains, "distill.method=cyclegan", *overrides]), out)
+    for method in TRANSFER_METHODS:
+        params = load_params(None, [*TINY, *domains, f"distill.method={method}", *overrides])
+        distill.run(params, world["data"], world["teacher"], None, out / method,
+                    translator_dir=world["translator"] if method == "cyclegan" else None)
 
 
 def test_the_meta_default_device_catches_a_stray_tensor(stray_tensors_fail: None, tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
@@ -204,33 +203,18 @@ def test_two_ranks_train_every_stage_and_method_to_the_weights_of_one_rank(tiny_
 
 
 @pytest.mark.slow
-def test_two_ranks_train_the_target_domain_methods_to_the_weights_of_one_rank(tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_ranks_train_the_target_domain_methods_to_the_weights_of_one_rank(tmp_path: Path) -> None:
     """The cross-domain methods under torchrun: cyclegan (target images through G_BA plus a
     translated-source share, each sharded), target_kd and target_supervised — 2 ranks end
     with the weights of 1 (float64). The teacher and translator are trained once, here, in
     float64 (the translator stage runs in one process); only distill runs in the ranks."""
-    from helpers import make_pattern_images
+    from helpers import train_transfer_world, transfer_domains
 
-    from gandistill.stages import prepare_data, train_teacher, train_translator
-
-    xa, ya = make_pattern_images(400, 4, size=16, seed=0)
-    xb, yb = make_pattern_images(400, 4, size=16, channels=3, seed=5)
-    np.savez(tmp_path / "a.npz", x=xa, y=ya)
-    np.savez(tmp_path / "b.npz", x=(255 - xb) // 2 + np.arange(3, dtype=np.uint8).reshape(1, 3, 1, 1) * 40, y=yb)
-    domains = ["data.source=npz", f"data.path={tmp_path / 'a.npz'}", "data.target_source=npz",
-               f"data.target_path={tmp_path / 'b.npz'}", "translator.steps=4", "translator.eval_every=2",
-               "translator.eval_samples=40", "translator.batch_size=8", "translator.ngf=4", "translator.ndf=8",
-               "translator.n_blocks=1", "translator.min_diversity=0"]  # 4 steps: not a collapse check
-    base = load_params(None, [*TINY, *domains, "distill.method=cyclegan"])
-    data, out = tmp_path / "data", tmp_path / "out"
-    monkeypatch.setenv("GANDISTILL_CHECKPOINT_ROOT", str(tmp_path / "ckpt-setup"))
+    domains = transfer_domains(tmp_path)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        prepare_data.run(base, data)
-        train_teacher.run(base, data, out / "teacher")
-        train_translator.run(base, data, out / "teacher", out / "translator")
+        world = train_transfer_world(load_params(None, [*TINY, *domains, "distill.method=cyclegan"]), tmp_path / "w")
     finally:
         torch.set_default_dtype(default_dtype)
 
@@ -238,8 +222,8 @@ def test_two_ranks_train_the_target_domain_methods_to_the_weights_of_one_rank(tm
         result: list[Run] = []
         for method, extra in TRANSFER_METHODS.items():
             params = load_params(None, [*TINY, *domains, f"distill.method={method}", *extra])
-            translator = {"translator_dir": out / "translator"} if method == "cyclegan" else {}
-            result.append(("distill", params, {"data_dir": data, "teacher_dir": out / "teacher",
+            translator = {"translator_dir": world["translator"]} if method == "cyclegan" else {}
+            result.append(("distill", params, {"data_dir": world["data"], "teacher_dir": world["teacher"],
                                                "generator_dir": None, "out_dir": folder / method, **translator},
                            folder / "ckpt" / method))
         return result
