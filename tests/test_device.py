@@ -26,7 +26,7 @@ TINY = ["runtime.progress=false", "runtime.checkpoint_every=5", "teacher.epochs=
         "distill.steps=6", "distill.batch_size=32", "distill.eval_every=3", "distill.generator_width=8"]
 METHODS = {
     "scratch": [], "kd": ["distill.hint_weight=1", "distill.rkd_distance_weight=1", "distill.rkd_angle_weight=1"],
-    "gan": ["distill.mixup=0.5"], "gan_real": [], "data_free": ["distill.hint_weight=1"], "dafl": [],
+    "gan": ["distill.mixup=0.5"], "gan_real": ["distill.qat=true"], "data_free": ["distill.hint_weight=1"], "dafl": [],
     "adversarial": [], "noise": [],
 }
 TRANSFER_METHODS = ["cyclegan", "target_kd", "target_supervised"]  # need a target domain and a translator

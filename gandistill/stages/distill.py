@@ -737,7 +737,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     save_classifier(student, dp.student_arch, meta, out_dir, extra={"method": dp.method})
     if "generator" in outcome.best_state and not method.needs_trained_gan:
         # data-free: keep the generator the student learned from (export calibrates INT8 on its samples)
-        save_free_generator(ctx.generator, outcome.best_state["generator"], out_dir)
+        save_free_generator(unwrap(ctx.generator), outcome.best_state["generator"], out_dir)
     write_result(out_dir, result)
     tracker.log_metrics({"final_val_acc": val_acc, "test_acc": test_acc, "params": float(result["params"])})
     log.info("[distill] %s → %s: val %.4f, test %.4f (%d params, selected at step %s on %s)", dp.method,
