@@ -55,14 +55,15 @@ def draw(name: str) -> Path:
     figure = Figure(figsize=(6.5 * len(panels), 9), layout="constrained")
     grid_axes = figure.subplots(2, max(1, len(panels)), squeeze=False)
     for column, ((dataset, budget), lines) in enumerate(sorted(panels.items())):
-        teacher = max(100 * r["teacher_acc"] for r in runs.values()
-                      if (r["dataset"], r["budget"]) == (dataset, budget))
+        per_seed = {r["seed"]: 100 * r["teacher_acc"] for r in runs.values()
+                    if (r["dataset"], r["budget"]) == (dataset, budget)}
+        teacher = sum(per_seed.values()) / len(per_seed)  # mean over the seeds' teachers
         for row, ax in enumerate(grid_axes[:, column]):
             for label, seed_curves in sorted(lines.items()):
                 grid, mean, low, high = mean_band(seed_curves)
                 (line,) = ax.plot(grid / 60, mean, label=f"{label} ({len(seed_curves)} seeds)")
                 ax.fill_between(grid / 60, low, high, color=line.get_color(), alpha=0.2)
-            ax.axhline(teacher, color="black", linestyle=":", linewidth=1, label=f"teacher {teacher:.2f}")
+            ax.axhline(teacher, color="black", linestyle=":", linewidth=1, label=f"teacher {teacher:.2f} (mean)")
             zoomed = row == 1
             ax.set(title=f"{dataset}, {budget} budget" + (" (zoom)" if zoomed else ""),
                    xlabel="training wall time of the method's stages (min)", ylabel="student test accuracy (%)",
