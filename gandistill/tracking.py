@@ -223,7 +223,9 @@ def client() -> Any:
             f"MLflow tracking store {uri}: this environment has only the MLflow client (mlflow-skinny, as in the "
             "component image), which cannot open a sqlite store; set MLFLOW_TRACKING_URI to your MLflow server "
             "(on a cluster: map it from a secret in pipeline.secrets), or install the full mlflow package")
-    return MlflowClient(tracking_uri=tracking_uri(), registry_uri=os.environ.get("MLFLOW_REGISTRY_URI"))
+    # The registry defaults to the tracking store explicitly: left None, MLflow would resolve it from its
+    # process-global URI, which an earlier mlflow.set_tracking_uri in the same process may have set.
+    return MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
 
 
 def ensure_experiment(mlflow_client: Any, name: str | None = None) -> str:

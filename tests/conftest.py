@@ -4,6 +4,8 @@ Helper functions live in tests/helpers.py."""
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +19,24 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Checkpoints and MLflow go to the test's tmp folder, never the user's runs/ or mlflow.db."""
+def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Checkpoints and MLflow go to the test's tmp folder, never the user's runs/ or mlflow.db.
+    Afterwards MLflow's process-global URIs are cleared: mlflow.set_tracking_uri (promote calls it
+    in-process) outranks MLFLOW_TRACKING_URI, so the next test's client would open this test's store;
+    and an in-process MLflow server (tests/integration/test_faults.py) exports MLFLOW_REGISTRY_URI."""
+    mlflow_env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
     monkeypatch.setenv("GANDISTILL_CHECKPOINT_ROOT", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+    for key in [k for k in os.environ if k.startswith("MLFLOW_") and k not in mlflow_env]:
+        del os.environ[key]  # monkeypatch then restores the values it changed
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ using gandistill's bounded retry defaults."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -83,5 +84,9 @@ def test_mlflow_server_stopped_mid_stage_fails_the_task_with_one_clear_error(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, errors
     assert live_mlflow.uri in errors[0] and "unreachable" in errors[0] and "MLFLOW_TRACKING_URI" in errors[0]
-    assert elapsed < 20, f"took {elapsed:.1f} s after the server stopped"
+    # Fast = it gave up after the bounded retries (a behaviour, not a stopwatch on a shared machine).
+    retries = [r for r in caplog.records if r.name.startswith("urllib3") and "Retrying" in r.getMessage()
+               and "log-batch" in r.getMessage()]
+    assert len(retries) <= int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                                              tracking.HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]))
     print(f"clear error {elapsed:.1f} s after the MLflow server stopped")
