@@ -17,6 +17,8 @@ from onnx import numpy_helper
 from gandistill import qat, quantization
 from gandistill.data.dataset import as_float, load_meta, load_split, noise_images
 from gandistill.errors import DataError, ExportError
+from gandistill.evaluation import backends
+from gandistill.nets import build_classifier
 from gandistill.stages import distill, export
 from gandistill.stages.common import FREE_GENERATOR_DIR, load_classifier, load_generator, write_result
 
@@ -142,6 +144,51 @@ def test_int8_model_runs_in_a_fresh_session_with_the_reported_accuracy(world, ex
     assert any(s.ndim == 1 and s.size > 1 for s in scales.values()), "expected per-channel weight scales"
     card = (out / "model_card.md").read_text()
     assert "| student INT8 | `model.int8.onnx` |" in card and "generated samples only" in card
+    # at 16×16 no layer of LeNet-5-half reaches MIN_INT8_REDUCTION: every layer is quantised, and said so
+    assert set(quantization.layer_precision(out / "model.int8.onnx").values()) == {"int8"}
+    assert "all 5 weight layers in int8" in card
+
+
+def _quantised(arch, shape, tmp_path):
+    torch.manual_seed(0)
+    net = build_classifier(arch, shape[0], shape[1:], 10).eval()
+    fp32 = backends.to_onnx(net, torch.rand(2, *shape), tmp_path / f"{arch}.onnx")
+    images = np.random.default_rng(0).random((64, *shape), dtype=np.float32)
+    return quantization.quantize_onnx(fp32, tmp_path / f"{arch}.int8.onnx", quantization._Reader(iter([images])))
+
+
+@pytest.mark.parametrize("arch, shape, kept_float", [
+    ("lenet5_half", (1, 28, 28), ["/conv1/Conv", "/conv2/Conv"]),  # reductions 1·5·5 = 25, 3·5·5 = 75; fc1 200
+    ("lenet5", (1, 28, 28), ["/conv1/Conv"]),  # conv2 reduces over 6·5·5 = 150: int8 from there on
+    ("resnet8", (3, 32, 32), ["/stem/stem.0/Conv"]),  # 3·3·3 = 27; every later conv ≥ 16·3·3 = 144
+])
+def test_leading_layers_below_the_reduction_threshold_stay_float(arch, shape, kept_float, tmp_path):
+    path = _quantised(arch, shape, tmp_path)
+    precision = quantization.layer_precision(path)
+    assert [name for name, kind in precision.items() if kind == "float"] == kept_float
+    assert sum(kind == "int8" for kind in precision.values()) == len(precision) - len(kept_float) > 0
+    graph = onnx.load(str(path)).graph
+    weights = {i.name: i for i in graph.initializer}
+    for node in graph.node:  # a float layer reads its FP32 weight directly; an int8 one through DequantizeLinear
+        if node.name in kept_float:
+            assert weights[node.input[1]].data_type == onnx.TensorProto.FLOAT
+    dequantized = [n for n in graph.node if n.op_type == "DequantizeLinear"]
+    assert any(weights[n.input[0]].data_type == onnx.TensorProto.INT8 for n in dequantized if n.input[0] in weights)
+    text = quantization.float_layers_text(path)
+    assert all(name in text for name in kept_float) and f"below {quantization.MIN_INT8_REDUCTION}" in text
+    # the file runs in a fresh session
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.run(None, {session.get_inputs()[0].name: np.zeros((3, *shape), np.float32)})[0].shape == (3, 10)
+
+
+def test_threshold_moves_the_boundary(tmp_path):
+    torch.manual_seed(0)
+    fp32 = backends.to_onnx(build_classifier("lenet5_half", 1, (28, 28), 10).eval(), torch.rand(2, 1, 28, 28),
+                            tmp_path / "s.onnx")
+    model = onnx.load(str(fp32))
+    assert quantization.float_prefix(model, min_reduction=1) == []  # the first layer already pays
+    assert quantization.float_prefix(model, min_reduction=50) == ["/conv1/Conv"]
+    assert quantization.float_prefix(model, min_reduction=10_000) == []  # none pays: quantise all
 
 
 def tamper_int8(src, dst):

@@ -113,7 +113,7 @@ def export_int8(params: Params, student: torch.nn.Module, method: str, data_dir:
                     "describe a different build", digest, evaluated_digest)
     return numbers | {"calibration": plan.source, "calibration_why": plan.why,
                       "calibration_samples": ep.int8_calibration_samples, "max_drop": ep.int8_max_drop,
-                      "same_as_evaluated": digest == evaluated_digest}
+                      "layers": quantization.float_layers_text(out), "same_as_evaluated": digest == evaluated_digest}
 
 
 def _int8_card(evaluation: dict[str, Any], int8: dict[str, Any] | None) -> list[str]:
@@ -138,8 +138,8 @@ def _int8_card(evaluation: dict[str, Any], int8: dict[str, Any] | None) -> list[
         f"{int8['int8_agreement'] * 100:.2f} % | "
         f"{m('latency_p50_ms_student_int8_onnxruntime', 'ms')} | "
         f"{m('throughput_ips_b256_student_int8_onnxruntime', 'int')} |", "",
-        f"INT8: static quantisation (QDQ, int8 per-channel weights, uint8 activations, MinMax ranges) calibrated "
-        f"on {int8['calibration_samples']} {int8['calibration_why']}. Accuracy drop "
+        f"INT8: static quantisation (QDQ, int8 per-channel weights, uint8 activations, MinMax ranges; "
+        f"{int8['layers']}) calibrated on {int8['calibration_samples']} {int8['calibration_why']}. Accuracy drop "
         f"{int8['int8_acc_drop'] * 100:.2f} points (allowed export.int8_max_drop = {int8['max_drop'] * 100:.2f}), "
         f"measured by a fresh ONNX Runtime session on the written file over {int(int8['int8_test_samples'])} test "
         f"images.{advice}", "",

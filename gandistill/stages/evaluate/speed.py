@@ -68,7 +68,8 @@ def _int8(ev: Inputs, path: Path) -> tuple[dict[str, float], dict[str, str]]:
     numbers = quantization.int8_accuracy(path, ev.student, ev.test_x, ev.test_y, ev.params.evaluate.batch_size)
     metrics = {"student_int8_test_acc": numbers["int8_test_acc"], "int8_acc_drop": numbers["int8_acc_drop"],
                "int8_agreement": numbers["int8_agreement"], "int8_max_abs_diff": numbers["int8_max_abs_diff"]}
-    return metrics, {"sha256_16": file_digest(path), "calibration": plan.source, "calibration_why": plan.why}
+    return metrics, {"sha256_16": file_digest(path), "calibration": plan.source, "calibration_why": plan.why,
+                     "layers": quantization.float_layers_text(path)}
 
 
 def measure(ev: Inputs) -> tuple[Block, Speed]:
@@ -175,8 +176,9 @@ def report(ev: Inputs, block: Block, speed: Speed, accuracy: Block) -> Block:
         verdict = ("faster" if m["speedup_throughput_b256_int8_vs_student"] > 1.0 else
                    "NOT faster than the FP32 student here — ship model.onnx where speed matters")
         paragraphs.append(
-            f"INT8 student: static QDQ quantisation (int8 per-channel weights, uint8 activations) calibrated on "
-            f"{info['calibration_why']}; test accuracy {fmt(m['student_int8_test_acc'], '%')} vs FP32 "
+            f"INT8 student: static QDQ quantisation (int8 per-channel weights, uint8 activations; "
+            f"{info['layers']}) calibrated on {info['calibration_why']}; test accuracy "
+            f"{fmt(m['student_int8_test_acc'], '%')} vs FP32 "
             f"{fmt(m['student_test_acc'], '%')} (drop {m['int8_acc_drop'] * 100:.2f} points), agreement with the FP32 "
             f"student {fmt(m['int8_agreement'], '%')}. At batch 256 it is "
             f"{m['speedup_throughput_b256_int8_vs_teacher']:.2f}× the teacher's throughput and "
