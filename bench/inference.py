@@ -5,7 +5,8 @@ teacher/student pair, with a per-operator profile of where the time goes.
 
 Same code path as the evaluate stage: the FP32 ONNX export of `gandistill.evaluation.backends`,
 the INT8 quantisation of `gandistill.quantization` (QDQ, per-channel int8 weights, uint8
-activations), ONNX Runtime sessions at ORT_ENABLE_ALL, and `gandistill.evaluation.cost.benchmark`
+activations, leading layers whose reduction size is below 128 kept in FP32), ONNX Runtime sessions
+at ORT_ENABLE_ALL, and `gandistill.evaluation.cost.benchmark`
 (all runners interleaved round-robin in one process after warm-up; batch-1 latency p50/p95,
 throughput at batch 1/32/256 as the median of rounds). Speed does not depend on weight values,
 so the models are freshly initialised and INT8 is calibrated on uniform random images: this
@@ -64,16 +65,21 @@ def _kernel_events(path: Path, x: np.ndarray, runs: int = 10) -> list[dict[str, 
 
 
 def profile(path: Path, x: np.ndarray) -> dict[str, Any]:
-    """Share of kernel time per operator type, and the first convolution's share — the op that
-    dominates narrow single-channel students."""
+    """Share of kernel time per operator type, and the first convolution's share and its time per
+    image — the op that dominates narrow single-channel students (its cost hardly depends on the
+    number of output channels, so it bounds what a narrower student can gain)."""
     nodes = _kernel_events(path, x)
     total = sum(e["dur"] for e in nodes) or 1
     per_op: collections.Counter[str] = collections.Counter()
     for e in nodes:
         per_op[e["args"]["op_name"]] += e["dur"]
     convs = [e["name"] for e in nodes if "Conv" in e["args"]["op_name"]]
-    first = 100.0 * sum(e["dur"] for e in nodes if convs and e["name"] == convs[0]) / total
-    return {"per_op": {op: 100.0 * us / total for op, us in per_op.most_common()}, "first_conv": first}
+    first = [e["dur"] for e in nodes if convs and e["name"] == convs[0]]
+    calls = max(1, len(first))  # the profiler records every call, warm-up included: one event per call per node
+    per_image = lambda us: us / (calls * len(x))  # noqa: E731  profiler durations are µs
+    return {"per_op": {op: 100.0 * us / total for op, us in per_op.most_common()},
+            "first_conv": 100.0 * sum(first) / total, "first_conv_us_per_image": per_image(sum(first)),
+            "kernel_us_per_image": per_image(total)}
 
 
 def measure_pair(teacher_arch: str, student_arch: str, shape: tuple[int, int, int], runs: int,
@@ -96,6 +102,7 @@ def measure_pair(teacher_arch: str, student_arch: str, shape: tuple[int, int, in
             for kind in ("FP32", "INT8"):
                 out["models"][f"{role} {kind}"] = {"params": count_parameters(net), "macs": macs,
                                                    "onnx_bytes": paths[f"{role} {kind}"].stat().st_size}
+            out["models"][f"{role} INT8"]["layers"] = quantization.float_layers_text(paths[f"{role} INT8"])
         runners = {name: backends.onnx_runner(backends.onnx_session(paths[name])) for name in MODELS}
         load_before = os.getloadavg()
         timed = cost.benchmark(runners, batches[1], batches, runs=runs, warmup=10, throughput_runs=throughput_runs)
@@ -138,9 +145,19 @@ def markdown(result: dict[str, Any]) -> list[str]:
                 f"{v['latency_p95_ms']:.3f} | {v['throughput_ips_b1']:,.0f} | {v['throughput_ips_b32']:,.0f} | "
                 f"{v['throughput_ips_b256']:,.0f} | {teacher['latency_p50_ms'] / v['latency_p50_ms']:.2f}× | "
                 f"{v['throughput_ips_b256'] / teacher['throughput_ips_b256']:.2f}× |")
-        shares = ", ".join(f"{m} {p['first_conv']:.0f} %" for m, p in pair["profile_b256"].items())
-        rows += ["", "Where the time goes at batch 256 (share of ONNX Runtime kernel time per operator type; the "
-                 f"first convolution alone: {shares}):", "", "| student FP32 | | student INT8 | |", "|---|---|---|---|"]
+        prof = pair["profile_b256"]
+        shares = ", ".join(f"{m} {p['first_conv']:.0f} % ({p.get('first_conv_us_per_image', float('nan')):.2f} "
+                           f"of {p.get('kernel_us_per_image', float('nan')):.2f} µs/image)" for m, p in prof.items())
+        layers = "; ".join(f"{m}: {models[m]['layers']}" for m in models if "layers" in models[m])
+        bound = (prof["teacher FP32"].get("kernel_us_per_image", float("nan"))
+                 / prof["student FP32"].get("first_conv_us_per_image", float("nan")))
+        rows += ["", f"INT8 layers — {layers}.", "",
+                 "Where the time goes at batch 256 (share of ONNX Runtime kernel time per operator type, from its "
+                 f"profiler; the first convolution alone: {shares})."
+                 + (f" The FP32 student's first convolution alone takes 1/{bound:.1f} of the teacher's whole kernel "
+                    f"time: no student that keeps it can exceed {bound:.1f}× the teacher's throughput on this "
+                    "machine, whatever the rest costs." if bound < 4 else ""), "",
+                 "| student FP32 | | student INT8 | |", "|---|---|---|---|"]
         fp32, int8 = (list(pair["profile_b256"][k]["per_op"].items())[:6] for k in ("student FP32", "student INT8"))
         for i in range(max(len(fp32), len(int8))):
             left = fp32[i] if i < len(fp32) else ("", float("nan"))

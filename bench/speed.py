@@ -146,16 +146,16 @@ def main(parts: list[str], threads: int | None = None) -> None:
     for part in parts:
         measure, _ = PARTS[part]
         command = f"python -m bench.speed --part {part}" + (f" --threads {threads}" if threads else "")
-        data[part] = measure() | {"machine": machine(), "command": command,
+        key = part + (f"@{threads}" if threads and threads > 1 else "")  # 1- and N-thread results side by side
+        data[key] = measure() | {"machine": machine(), "command": command,
                                   "updated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                   "git_commit": git_commit()}
     rows = ["# Speed benchmark", ""]
-    for part, (_, to_markdown) in PARTS.items():
-        if part in data:
-            meta = data[part]
-            rows += [f"Command: `{meta['command']}` — machine: {meta['machine']} — updated: {meta['updated']}"
-                     + (f" — commit: {meta['git_commit']}" if "git_commit" in meta else ""), "",
-                     *to_markdown(meta)]
+    for key in sorted(data, key=lambda k: (list(PARTS).index(k.split("@")[0]), k)):
+        to_markdown, meta = PARTS[key.split("@")[0]][1], data[key]
+        rows += [f"Command: `{meta['command']}` — machine: {meta['machine']} — updated: {meta['updated']}"
+                 + (f" — commit: {meta['git_commit']}" if "git_commit" in meta else ""), "",
+                 *to_markdown(meta)]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "speed.json").write_text(json.dumps(data, indent=2))
     (RESULTS / "speed.md").write_text("\n".join(rows) + "\n")
