@@ -274,6 +274,19 @@ class PipelineParams(Section):
     tolerations: list[dict[str, str]] = Field(default_factory=list)
     secrets: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="k8s secret name -> {secret key: env var}")
+    checkpoint_root: str = Field(
+        "", description="where training tasks keep checkpoints so a retried pod resumes: an s3:// prefix "
+        "(credentials via pipeline.secrets) or a path on a mounted volume; empty = the pod's own disk")
+    retries: int = Field(2, ge=0, le=10, description="KFP retries of a failed training task (backoff 30 s, "
+                         "doubling); `run --local` does not retry (re-run the command: it resumes)")
+
+    @model_validator(mode="after")
+    def _checkpoint_root_is_storage_we_write(self) -> PipelineParams:
+        root = self.checkpoint_root
+        if "://" in root and not root.startswith("s3://"):
+            raise ValueError(f"pipeline.checkpoint_root={root!r}: use an s3://bucket/prefix URI (S3, MinIO, "
+                             "SeaweedFS, ...) or a path on a mounted volume")
+        return self
 
 
 class Params(Section):

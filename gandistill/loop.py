@@ -5,6 +5,8 @@ A stage states only its math — a `step_fn(step) -> {name: loss}` and an option
 
 - atomic checkpoints (temp file, fsync, rename) every N steps with every module, optimizer,
   scheduler and EMA state plus the RNG states, loadable with `torch.load(weights_only=True)`;
+- checkpoints on local disk or an object store (checkpoint_store: s3:// locations are uploaded
+  verified and committed, so a retried pod on another node resumes from them);
 - resume: a re-run with the same fingerprint continues from the last checkpoint, and because
   batches are a pure function of the step (`StepBatches`) and the RNG states are restored,
   the resumed run's weights equal an uninterrupted run's on CPU;
@@ -42,6 +44,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from gandistill import console
+from gandistill.checkpoint_store import CheckpointStore
 from gandistill.errors import TrainingError
 from gandistill.files import atomic_write
 from gandistill.runtime import Runtime, unwrap
@@ -156,7 +159,7 @@ class TrainingLoop:
                  select_from: int = 0, runtime: Runtime | None = None):
         self.name = name
         self.total_steps = total_steps
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.checkpoints = CheckpointStore(checkpoint_dir) if checkpoint_dir else None
         self.fingerprint = fingerprint
         self.checkpoint_every = checkpoint_every
         self.eval_every = eval_every
@@ -200,10 +203,6 @@ class TrainingLoop:
             self.emas[name] = ema
 
     # -- checkpoints ----------------------------------------------------------------
-    @property
-    def last_path(self) -> Path | None:
-        return self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
-
     def _snapshot(self) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
@@ -239,12 +238,12 @@ class TrainingLoop:
         self.history = list(snap["history"])
 
     def save_checkpoint(self, snapshot: dict[str, Any] | None = None) -> None:
-        if self.last_path is not None and self.runtime.is_main:
-            atomic_torch_save(snapshot if snapshot is not None else self._snapshot(), self.last_path)
+        if self.checkpoints is not None and self.runtime.is_main:
+            self.checkpoints.save(snapshot if snapshot is not None else self._snapshot())
 
     def _read_checkpoint(self) -> dict[str, Any] | None:
-        path = self.last_path
-        if path is None or not path.is_file():
+        path = self.checkpoints.fetch() if self.checkpoints is not None else None
+        if path is None:
             return None
         try:
             snap = torch.load(path, map_location="cpu", weights_only=True)
@@ -266,7 +265,7 @@ class TrainingLoop:
         if snap is None:
             return None
         self._restore(snap)
-        log.info("[%s] resumed from step %d (%s)", self.name, self.step, self.last_path)
+        log.info("[%s] resumed from step %d (%s)", self.name, self.step, self.checkpoints)
         return self.step
 
     # -- divergence -------------------------------------------------------------------

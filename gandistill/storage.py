@@ -1,6 +1,7 @@
-"""All artifact I/O: local paths or `s3://bucket/key` URIs, through one small API.
+"""File I/O to local paths or `s3://bucket/key` URIs: what the training loop's durable
+checkpoints (checkpoint_store) go through.
 
-    upload_file / download_file / upload_dir / download_dir / exists / copy
+    upload_file / download_file / exists
 
 S3 endpoint and credentials come from the standard environment (`AWS_ACCESS_KEY_ID`,
 `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` for MinIO/SeaweedFS/...),
@@ -10,8 +11,7 @@ Guarantees, for every backend:
 - bounded retries with exponential backoff (botocore "standard" mode,
   `GANDISTILL_S3_MAX_ATTEMPTS`, default 5) — never an endless hang;
 - write-then-commit: a file is uploaded to a staging key, verified, then copied to its
-  final key server-side, so a reader never sees a partial or unverified object; a folder is
-  complete only once its `_MANIFEST.json` (relpath -> md5, size) is written, last;
+  final key server-side, so a reader never sees a partial or unverified object;
 - verification by checksum: the server's ETag must equal the MD5 we computed (multipart:
   the md5-of-part-md5s form); downloads are re-hashed against the recorded md5;
 - failures raise `ServiceError` naming the endpoint and the fix.
@@ -22,19 +22,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gandistill.errors import ServiceError
-from gandistill.files import file_hash, staged_dir
+from gandistill.files import file_hash
 
-MANIFEST = "_MANIFEST.json"
 MD5_META = "gandistill-md5"  # x-amz-meta-*: the whole-object md5, survives server-side copy
 PART_SIZE = 64 * 1024 * 1024  # multipart above this size; also the part size for ETag checks
 _STAGING = ".staging-"
@@ -251,143 +248,23 @@ def download_file(src: str, dst: str | Path, md5: str | None = None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------
-# Folders: files first, manifest last (the commit)
-
-
-def _manifest_uri(uri: str) -> str:
-    return str(parse_s3(uri).child(MANIFEST)) if is_s3(uri) else str(Path(uri) / MANIFEST)
-
-
-def upload_dir(src: str | Path, dst: str) -> dict[str, dict[str, Any]]:
-    """Upload every file under `src` to `dst`, then write `dst/_MANIFEST.json`; return it."""
-    src = Path(src)
-    if not src.is_dir():
-        raise FileNotFoundError(f"{src}: not a folder")
-    files = sorted(p for p in src.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest: dict[str, dict[str, Any]] = {}
-    if not is_s3(dst):
-        # Local: stage the whole copy beside dst and rename it into place.
-        with staged_dir(dst) as staging:
-            for path in files:
-                rel = path.relative_to(src).as_posix()
-                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, staging / rel)
-                manifest[rel] = {"md5": file_hash(staging / rel), "size": path.stat().st_size}
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        return manifest
-    base = parse_s3(dst)
-    s3 = client()
-    # An old manifest must not vouch for a half-replaced folder: remove it first.
-    _call("upload", dst, s3.delete_object, Bucket=base.bucket, Key=base.child(MANIFEST).key)
-    for path in files:
-        rel = path.relative_to(src).as_posix()
-        manifest[rel] = {"md5": upload_file(path, str(base.child(rel))), "size": path.stat().st_size}
-    body = json.dumps(manifest, indent=1, sort_keys=True).encode()
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
-        handle.write(body)
-    try:
-        upload_file(handle.name, _manifest_uri(dst))
-    finally:
-        os.unlink(handle.name)
-    return manifest
-
-
-def read_manifest(uri: str) -> dict[str, dict[str, Any]]:
-    """The manifest of a committed folder; ServiceError if the folder is not committed."""
-    where = _manifest_uri(uri)
-    if not exists(where):
-        raise ServiceError(f"{uri}: no {MANIFEST} — the folder is missing or its upload never completed; "
-                           "re-run the stage that writes it")
-    if is_s3(where):
-        target = parse_s3(where)
-        body = _call("read", where, client().get_object, Bucket=target.bucket, Key=target.key)["Body"].read()
-    else:
-        body = Path(where).read_bytes()
-    return json.loads(body)
-
-
-def download_dir(src: str, dst: str | Path) -> Path:
-    """Download a committed folder (see upload_dir) to `dst`, verifying every file's md5.
-    `dst` appears complete or not at all."""
-    manifest = read_manifest(src)
-    with staged_dir(dst) as staging:
-        for rel, entry in manifest.items():
-            source = str(parse_s3(src).child(rel)) if is_s3(src) else str(Path(src) / rel)
-            download_file(source, staging / rel, md5=entry["md5"])
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    return Path(dst)
-
-
-# ---------------------------------------------------------------------------------------
-# Queries and copies
+# Queries
 
 
 def exists(uri: str | Path) -> bool:
-    """True for an existing file/object, or a committed folder (one with a manifest)."""
+    """True for an existing file or object; a store that cannot answer raises ServiceError."""
     uri = str(uri)
     if not is_s3(uri):
-        path = Path(uri)
-        return path.is_file() or (path / MANIFEST).is_file()
+        return Path(uri).is_file()
     from botocore.exceptions import BotoCoreError, ClientError
 
     target = parse_s3(uri)
-    s3 = client()
-    for key in (target.key, target.child(MANIFEST).key):
-        try:
-            s3.head_object(Bucket=target.bucket, Key=key)
-            return True
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) not in {"404", "NoSuchKey", "NotFound"}:
-                raise _service_error(exc, "stat", uri) from None
-        except BotoCoreError as exc:
+    try:
+        client().head_object(Bucket=target.bucket, Key=target.key)
+        return True
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) not in {"404", "NoSuchKey", "NotFound"}:
             raise _service_error(exc, "stat", uri) from None
+    except BotoCoreError as exc:
+        raise _service_error(exc, "stat", uri) from None
     return False
-
-
-def _is_dir(uri: str) -> bool:
-    if is_s3(uri):
-        target = parse_s3(uri)
-        try:
-            client().head_object(Bucket=target.bucket, Key=target.child(MANIFEST).key)
-            return True
-        except Exception:  # noqa: BLE001 - absent or unreachable: the file path will report it
-            return False
-    return Path(uri).is_dir()
-
-
-def copy(src: str | Path, dst: str | Path) -> str:
-    """Copy a file or committed folder between any two locations (local or s3://).
-    Returns the destination. S3 to S3 files copy server-side; everything is verified."""
-    src, dst = str(src), str(dst)
-    if _is_dir(src):
-        if is_s3(src) and not is_s3(dst):
-            download_dir(src, dst)
-        elif is_s3(src):
-            with tempfile.TemporaryDirectory() as tmp:
-                local = download_dir(src, Path(tmp) / "d")
-                upload_dir(local, dst)  # the manifest is skipped as a file and rewritten last
-        else:
-            upload_dir(src, dst)  # local → s3 or local → local (staged and renamed)
-        return dst
-    if is_s3(src) and is_s3(dst):
-        source, target = parse_s3(src), parse_s3(dst)
-        s3 = client()
-        head = _call("copy", src, s3.head_object, Bucket=source.bucket, Key=source.key)
-        md5 = head.get("Metadata", {}).get(MD5_META)
-        if md5 is None or head.get("ContentLength", 0) > 5 * 1024**3:  # unverifiable or too big: go via disk
-            with tempfile.TemporaryDirectory() as tmp:
-                local = download_file(src, Path(tmp) / "f")
-                upload_file(local, dst)
-            return dst
-        _call("copy", dst, s3.copy_object, Bucket=target.bucket, Key=target.key,
-              CopySource={"Bucket": source.bucket, "Key": source.key}, MetadataDirective="COPY")
-        check = _call("verify", dst, s3.head_object, Bucket=target.bucket, Key=target.key)
-        same_size = check.get("ContentLength") == head.get("ContentLength")
-        if check.get("Metadata", {}).get(MD5_META) != md5 or not same_size:
-            raise ServiceError(f"copy {src} -> {dst}: the copy at {endpoint()} does not match; retry")
-        return dst
-    if is_s3(dst):
-        upload_file(src, dst)
-    else:
-        download_file(src, dst)
-    return dst

@@ -28,9 +28,13 @@ from gandistill.launch import check_batch_split, torchrun_command
 PIPELINE_NAME = "gandistill"
 
 
-def build_pipeline(params: Params, nproc: int | None = None) -> Callable[..., Any]:
+def build_pipeline(params: Params, nproc: int | None = None, retries: int | None = None) -> Callable[..., Any]:
     """`nproc`: worker processes for every training stage (`gandistill run --local --nproc`);
-    default: one per accelerator in pipeline.resources.<stage> (torchrun when more than one)."""
+    default: one per accelerator in pipeline.resources.<stage> (torchrun when more than one).
+    `retries`: KFP retries of a failed training task, default pipeline.retries (a pre-empted
+    pod resumes from pipeline.checkpoint_root); `run --local` passes 0 — a local failure is a
+    bug or bad input far more often than a lost node, and re-running the command resumes."""
+    retries = params.pipeline.retries if retries is None else retries
     comps = gandistill_components.build(params.pipeline.image)
 
     def launch_command(stage: str) -> str:  # compiled into the task: what its pod runs
@@ -55,7 +59,7 @@ def build_pipeline(params: Params, nproc: int | None = None) -> Callable[..., An
         # new artifact, everything downstream. (submit disables caching when no revision is known.)
         prep = comps.prepare_data(**common, data_rev=data_rev).set_display_name("prepare_data")
         teacher = comps.train_teacher(**common, data=prep.outputs["data"], launch=launch_command("train_teacher"))
-        generator = None
+        generator = gan = translator = baseline = None
         if needs_gan:
             gan = comps.train_gan(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"],
                                   launch=launch_command("train_gan"))
@@ -98,6 +102,9 @@ def build_pipeline(params: Params, nproc: int | None = None) -> Callable[..., An
                             (evaluation, "evaluate"), (exported, "export"), (gate, "promote"),
                             (champion, "promote"), (challenger, "promote")):
             kubernetes.configure(task, stage, params)
+        for training_task in (teacher, gan, translator, student, baseline):
+            if training_task is not None:
+                kubernetes.make_resumable(training_task, params, retries)
 
     return gandistill_pipeline
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gandistill.checkpoint_store import CHECKPOINT_ROOT_ENV
 from gandistill.config import Params
 from gandistill.tracking import KFP_RUN_ID_ENV
 
@@ -66,3 +67,14 @@ def configure(task: Any, stage: str, params: Params) -> None:
         k8s.add_toleration(task, **toleration)
     for secret_name, mapping in params.pipeline.secrets.items():
         k8s.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=mapping)
+
+
+def make_resumable(task: Any, params: Params, retries: int) -> None:
+    """A training task that outlives its pod: checkpoints where a retried pod finds them
+    (`pipeline.checkpoint_root`, put into the task's environment: not an input, so cache keys
+    do not change) and KFP retries with exponential backoff (30 s, 60 s, ... at most 1 h).
+    Without a checkpoint root a retry restarts the stage from step 0 on the new pod."""
+    if params.pipeline.checkpoint_root:
+        task.set_env_variable(CHECKPOINT_ROOT_ENV, params.pipeline.checkpoint_root)
+    if retries:
+        task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="3600s")

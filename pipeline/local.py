@@ -206,7 +206,7 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
     runs_root = Path(runs_root).resolve()
     pipeline_root = runs_root / "kfp"
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault(CHECKPOINT_ROOT_ENV, str(runs_root / "checkpoints"))
+    os.environ.setdefault(CHECKPOINT_ROOT_ENV, params.pipeline.checkpoint_root or str(runs_root / "checkpoints"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
     tracking.bound_http_retries()  # before the tasks start: they inherit the bounded retries
     try:
@@ -227,7 +227,7 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
     status = "FAILED"
     try:
         with run_console(runs_root / run_name, verbose):
-            build_pipeline(params, nproc)(params_json=params.to_json(), parent_run_id=parent_run_id)
+            build_pipeline(params, nproc, retries=0)(params_json=params.to_json(), parent_run_id=parent_run_id)
         status = "FINISHED"
     finally:
         try:

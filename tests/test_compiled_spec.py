@@ -211,3 +211,49 @@ def test_a_global_batch_that_cannot_split_over_the_accelerators_fails_at_compile
     params = load_params(ROOT / "params.yaml", [*CLUSTER, "gan.batch_size=127"])
     with pytest.raises(ConfigError, match=r"gan.batch_size=127 cannot be split evenly over the 2 processes"):
         compile_pipeline(params, str(tmp_path / "p.yaml"))
+
+
+TRAINING_TASKS = {"train-teacher", "train-gan", "distill", "distill-2"}
+
+
+def test_training_tasks_retry_and_resume_from_the_checkpoint_root(tmp_path: Path) -> None:
+    """A pre-empted training pod is retried with backoff and its replacement finds the
+    checkpoints (pipeline.checkpoint_root, as env: not an input, so cache keys are unchanged);
+    the other stages are cheap to redo, and promote must not run twice."""
+    params = load_params(ROOT / "params.yaml", ["pipeline.checkpoint_root=s3://ml/gandistill/checkpoints",
+                                                "pipeline.retries=3", "evaluate.baselines=[kd]"])
+    compile_pipeline(params, str(tmp_path / "p.yaml"))
+    spec, _ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    tasks = {name: task for name, task in _all_tasks(spec).items() if "componentRef" in task
+             and _executor(spec, name) in spec["deploymentSpec"]["executors"]}
+    assert set(tasks) >= TRAINING_TASKS
+    for name, task in tasks.items():
+        env = spec["deploymentSpec"]["executors"][_executor(spec, name)]["container"].get("env", [])
+        if name in TRAINING_TASKS:
+            assert task["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "30s", "backoffFactor": 2.0,
+                                           "backoffMaxDuration": "3600s"}, name
+            assert {"name": "GANDISTILL_CHECKPOINT_ROOT", "value": "s3://ml/gandistill/checkpoints"} in env, name
+        else:
+            assert "retryPolicy" not in task, name
+            assert not [e for e in env if e["name"] == "GANDISTILL_CHECKPOINT_ROOT"], name
+        assert "s3://ml" not in json.dumps(task.get("inputs", {})), name  # never a cache-key input
+
+
+def test_local_runs_do_not_retry_and_an_unset_root_adds_no_env(tmp_path: Path) -> None:
+    """`run --local` builds the DAG with retries=0 (a local failure is a bug or bad input;
+    re-running the command resumes), and without pipeline.checkpoint_root the pods keep the
+    image's default (their own disk)."""
+    from gandistill_pipeline.dag import build_pipeline
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(load_params(ROOT / "params.yaml"), retries=0), str(tmp_path / "p.yaml"))
+    spec, *_ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    assert not [name for name, task in _all_tasks(spec).items() if "retryPolicy" in task]
+    assert not [e for e in spec["deploymentSpec"]["executors"].values() if e["container"].get("env")]
+
+
+def test_checkpoint_root_must_be_storage_gandistill_writes() -> None:
+    from gandistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pipeline.checkpoint_root.*s3://"):
+        load_params(ROOT / "params.yaml", ["pipeline.checkpoint_root=gs://bucket/ckpt"])

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gandistill.checkpoint_store import CHECKPOINT_ROOT_ENV
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, as_float
 from gandistill.errors import DataError
@@ -19,10 +20,10 @@ from gandistill.loop import atomic_torch_save
 from gandistill.nets import build_classifier, build_gan
 from gandistill.nets.gan import DFADGenerator, MLPGenerator
 from gandistill.runtime import Runtime
+from gandistill.storage import is_s3
 
 MODEL_FILE = "model.pt"
 RESULT_FILE = "result.json"
-CHECKPOINT_ROOT_ENV = "GANDISTILL_CHECKPOINT_ROOT"
 
 
 def fingerprint(*parts: Any) -> str:
@@ -37,11 +38,15 @@ def file_digest(path: str | Path) -> str:
     return file_hash(path, "sha256")[:16]
 
 
-def checkpoint_dir(stage: str, fp: str) -> Path:
-    """Stable folder for a stage's checkpoints, outside the (per-execution) output artifact,
-    so re-running the same command after a crash finds them."""
-    root = Path(os.environ.get(CHECKPOINT_ROOT_ENV, "runs/checkpoints"))
-    return root / f"{stage}-{fp}"
+def checkpoint_dir(stage: str, fp: str) -> str | Path:
+    """Stable location of a stage's checkpoints, outside the (per-execution) output artifact,
+    so re-running the same task after a crash finds them: a folder under
+    GANDISTILL_CHECKPOINT_ROOT, or an s3:// prefix when the root is one (a retried pod on
+    another node resumes from there; see checkpoint_store)."""
+    root = os.environ.get(CHECKPOINT_ROOT_ENV) or "runs/checkpoints"
+    if is_s3(root):
+        return f"{root.rstrip('/')}/{stage}-{fp}"
+    return Path(root) / f"{stage}-{fp}"
 
 
 def write_result(out_dir: str | Path, result: dict[str, Any]) -> None:

@@ -1,0 +1,67 @@
+"""Where a training loop keeps its last checkpoint: a local folder, or an object-store prefix
+that a new pod can read after the old one died.
+
+`GANDISTILL_CHECKPOINT_ROOT` chooses it (see stages.common.checkpoint_dir): a path (default
+`runs/checkpoints`; on a cluster a mounted volume) or `s3://bucket/prefix`
+(`pipeline.checkpoint_root`, which the DAG puts into the training tasks' environment).
+
+With an S3 location the checkpoint is written to a local file first (atomic), then uploaded
+with `storage.upload_file` (staging key, ETag/size verified, committed server-side), so the
+object store only ever holds complete, verified checkpoints; a resumed run downloads it and
+checks its md5. The object store is the truth: a leftover local copy is never resumed from
+on its own, and an unreachable store fails the stage with storage's one-line error (a task
+retry then resumes) rather than training on without durable checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from gandistill import storage
+from gandistill.files import atomic_write
+
+CHECKPOINT_ROOT_ENV = "GANDISTILL_CHECKPOINT_ROOT"
+CHECKPOINT_FILE = "last.pt"
+CACHE_ENV = "GANDISTILL_CHECKPOINT_CACHE"  # local copies of remote checkpoints (default: temp dir)
+
+
+def _local_cache(uri: str) -> Path:
+    root = Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "gandistill-checkpoints")
+    # A readable name plus a hash: two prefixes that flatten to the same name stay apart.
+    name = uri.removeprefix("s3://").replace("/", "--")
+    return root / f"{name[-80:]}-{hashlib.sha256(uri.encode()).hexdigest()[:8]}"
+
+
+class CheckpointStore:
+    """One stage's checkpoint location (`location`: a folder path or an s3:// prefix)."""
+
+    def __init__(self, location: str | Path):
+        self.remote: str | None = str(location).rstrip("/") if storage.is_s3(location) else None
+        folder = _local_cache(self.remote) if self.remote else Path(location)
+        self.local_file = folder / CHECKPOINT_FILE
+
+    @property
+    def remote_file(self) -> str | None:
+        return f"{self.remote}/{CHECKPOINT_FILE}" if self.remote else None
+
+    def __str__(self) -> str:
+        return self.remote_file or str(self.local_file)
+
+    def save(self, snapshot: dict[str, Any]) -> None:
+        import torch  # here, not at import: the DAG compiler reads CHECKPOINT_ROOT_ENV without torch
+
+        atomic_write(self.local_file, lambda handle: torch.save(snapshot, handle))
+        if self.remote_file:
+            storage.upload_file(self.local_file, self.remote_file)
+
+    def fetch(self) -> Path | None:
+        """The local file of the last committed checkpoint, or None when there is none."""
+        if self.remote_file is None:
+            return self.local_file if self.local_file.is_file() else None
+        if not storage.exists(self.remote_file):
+            return None
+        return storage.download_file(self.remote_file, self.local_file)
