@@ -82,6 +82,22 @@ def profile(path: Path, x: np.ndarray) -> dict[str, Any]:
             "kernel_us_per_image": per_image(total)}
 
 
+def cpu_times(runners: dict[str, Any], batches: dict[int, torch.Tensor], runs: int,
+              throughput_runs: int) -> dict[str, dict[str, float]]:
+    """Median CPU time of the calling thread per call (µs), interleaved like `cost.benchmark`. With
+    one intra-op thread ONNX Runtime computes in the caller's thread, so this is the model's own
+    compute, not the time other processes held the core: on a shared 2-core machine the ratios
+    from it move far less with the load than wall-clock ones (both are reported)."""
+    samples: dict[tuple[str, int], list[float]] = collections.defaultdict(list)
+    for n, batch in batches.items():
+        for _ in range(runs if n == 1 else throughput_runs):
+            for name, run in runners.items():
+                t0 = time.thread_time()
+                run(batch)
+                samples[(name, n)].append(time.thread_time() - t0)
+    return {name: {f"cpu_us_b{n}": float(np.median(samples[(name, n)])) * 1e6 for n in batches} for name in runners}
+
+
 def measure_pair(teacher_arch: str, student_arch: str, shape: tuple[int, int, int], runs: int,
                  throughput_runs: int) -> dict[str, Any]:
     c, h, w = shape
@@ -109,6 +125,10 @@ def measure_pair(teacher_arch: str, student_arch: str, shape: tuple[int, int, in
         out["load_avg_1min"] = [load_before[0], os.getloadavg()[0]]
         for name in MODELS:
             out["models"][name] |= timed[name]
+        if torch.get_num_threads() == 1:
+            cpu = cpu_times(runners, {n: batches[n] for n in (1, max(BATCHES))}, runs, throughput_runs)
+            for name in MODELS:
+                out["models"][name] |= cpu[name]
         big = batches[max(BATCHES)].numpy()
         out["profile_b256"] = {name: profile(paths[name], big) for name in MODELS}
     return out
@@ -139,12 +159,24 @@ def markdown(result: dict[str, Any]) -> list[str]:
                  "| model | params | MACs/image | ONNX bytes | p50 ms (b1) | p95 ms (b1) | img/s b1 | img/s b32 | "
                  "img/s b256 | latency × teacher | throughput b256 × teacher |",
                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        cpu_rows = ["", "CPU time of the calling thread (1 intra-op thread: the model's own compute, insensitive to "
+                    "the time other processes held the core), medians of the same numbers of interleaved calls:", "",
+                    "| model | µs per call (b1) | µs per image (b256) | b1 × teacher | b256 × teacher |",
+                    "|---|---|---|---|---|"]
+        for model, v in models.items():
+            if "cpu_us_b1" not in v:
+                continue
+            cpu_rows.append(f"| {model} | {v['cpu_us_b1']:.1f} | {v['cpu_us_b256'] / 256:.2f} | "
+                            f"{teacher['cpu_us_b1'] / v['cpu_us_b1']:.2f}× | "
+                            f"{teacher['cpu_us_b256'] / v['cpu_us_b256']:.2f}× |")
         for model, v in models.items():
             rows.append(
                 f"| {model} | {v['params']:,} | {v['macs']:,} | {v['onnx_bytes']:,} | {v['latency_p50_ms']:.3f} | "
                 f"{v['latency_p95_ms']:.3f} | {v['throughput_ips_b1']:,.0f} | {v['throughput_ips_b32']:,.0f} | "
                 f"{v['throughput_ips_b256']:,.0f} | {teacher['latency_p50_ms'] / v['latency_p50_ms']:.2f}× | "
                 f"{v['throughput_ips_b256'] / teacher['throughput_ips_b256']:.2f}× |")
+        if len(cpu_rows) > 5:
+            rows += cpu_rows
         prof = pair["profile_b256"]
         shares = ", ".join(f"{m} {p['first_conv']:.0f} % ({p.get('first_conv_us_per_image', float('nan')):.2f} "
                            f"of {p.get('kernel_us_per_image', float('nan')):.2f} µs/image)" for m, p in prof.items())
