@@ -278,6 +278,8 @@ def pipeline_parent(parent_run_id: str, tags: dict[str, str] | None = None) -> s
         experiment_id = ensure_experiment(c)
         found = _runs_tagged(c, experiment_id, kfp_run_id)
         if found:
+            if found[0].info.status == "FAILED":  # a stage failed earlier and KFP retries it: running again
+                c.update_run(found[0].info.run_id, status="RUNNING")
             return found[0].info.run_id
         own = c.create_run(experiment_id, run_name=f"kfp-{kfp_run_id}",
                            tags={**(tags or {}), TAG_KFP_RUN: kfp_run_id}).info.run_id
@@ -291,6 +293,16 @@ def pipeline_parent(parent_run_id: str, tags: dict[str, str] | None = None) -> s
 def finish_run(run_id: str, status: str = "FINISHED") -> None:
     with _guard("closing the pipeline's parent run"):
         client().set_terminated(run_id, status=status)
+
+
+def fail_parent(run_id: str) -> None:
+    """Mark a submitted run's parent FAILED when one of its stages fails (promote, which
+    closes it, will not run; a retried stage reopens it in `pipeline_parent`). Best effort:
+    the stage's own error is the one to report."""
+    try:
+        client().set_terminated(run_id, status="FAILED")
+    except Exception as exc:  # noqa: BLE001 - the stage's failure is the real fault
+        log.warning("could not mark the pipeline's MLflow run %s FAILED: %s", run_id, redact(str(exc))[:300])
 
 
 @contextlib.contextmanager

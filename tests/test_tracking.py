@@ -66,3 +66,48 @@ def test_two_stages_creating_the_parent_at_once_both_keep_the_earliest(monkeypat
     assert tracking.pipeline_parent("") == other[0]
     monkeypatch.setattr(tracking, "_runs_tagged", search)
     assert [r.info.run_id for r in _tagged("run-race")] == other  # this stage's own run was deleted
+
+
+def test_a_failed_stage_fails_the_submitted_run_s_parent_and_its_retry_reopens_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A submitted run's parent is closed by promote; when a stage fails first, promote never
+    runs — the failing stage marks the parent FAILED instead of leaving it RUNNING forever, and
+    KFP's retry of that stage (same KFP run id) sets it RUNNING again."""
+    from gandistill.config import Params
+    from gandistill.errors import DataError
+    from gandistill.stages import entry
+
+    monkeypatch.setenv(tracking.KFP_RUN_ID_ENV, "run-fails-then-retries")
+    params_json = Params().to_json()
+
+    def broken(params, tracker):
+        raise DataError("train split unreadable")
+
+    with pytest.raises(SystemExit):
+        entry.run_stage("train_teacher", params_json, "", broken)
+    (parent,) = _tagged("run-fails-then-retries")
+    assert parent.info.status == "FAILED"
+
+    entry.run_stage("train_teacher", params_json, "", lambda params, tracker: {"test_acc": 0.9})  # the retry
+    (parent,) = _tagged("run-fails-then-retries")
+    assert parent.info.status == "RUNNING"
+    entry.run_stage(entry.LAST_STAGE, params_json, "", lambda params, tracker: {})
+    (parent,) = _tagged("run-fails-then-retries")
+    assert parent.info.status == "FINISHED"
+
+
+def test_a_local_run_s_own_parent_is_left_to_the_local_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gandistill run --local` names its parent and closes it itself (FAILED or FINISHED):
+    a failing stage does not touch it."""
+    from gandistill.config import Params
+    from gandistill.errors import DataError
+    from gandistill.stages import entry
+
+    parent = tracking.start_parent_run("local-run")
+
+    def broken(params, tracker):
+        raise DataError("bad")
+
+    with pytest.raises(SystemExit):
+        entry.run_stage("train_teacher", Params().to_json(), parent, broken)
+    assert tracking.client().get_run(parent).info.status == "RUNNING"

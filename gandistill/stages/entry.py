@@ -20,7 +20,16 @@ from gandistill import console
 from gandistill.config import Params
 from gandistill.data.dataset import load_meta
 from gandistill.errors import GandistillError
-from gandistill.tracking import Tracker, dataset_input, finish_run, pipeline_parent, redact, stage_run, system_metrics
+from gandistill.tracking import (
+    Tracker,
+    dataset_input,
+    fail_parent,
+    finish_run,
+    pipeline_parent,
+    redact,
+    stage_run,
+    system_metrics,
+)
 
 log = logging.getLogger("gandistill")
 
@@ -51,10 +60,12 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
     console.stage_started(stage)
     started = time.perf_counter()
     training = stage.startswith(TRAINING_STAGES)
+    shared_parent = ""  # a submitted run's parent, found by the KFP run id: this stage must close it on failure
     try:
         params = Params.from_json(params_json)
         parent = pipeline_parent(parent_run_id, {"gandistill.method": params.distill.method,
                                                  "git_commit": os.environ.get("GIT_COMMIT", "")})
+        shared_parent = parent if not parent_run_id else ""
         with stage_run(stage, parent) as tracker:
             with system_metrics(tracker) if training else contextlib.nullcontext():
                 result = body(params, tracker)
@@ -66,11 +77,15 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
         if stage == LAST_STAGE and parent and not parent_run_id:
             finish_run(parent)
     except GandistillError as exc:
+        if shared_parent:
+            fail_parent(shared_parent)
         message = redact(str(exc))
         log.error("[%s] %s", stage, message, extra={"console": False})  # the console gets it once, below
         console.emit("stage_failed", error=message, wall_s=time.perf_counter() - started)
         raise SystemExit(exc.exit_code) from None
     except BaseException as exc:  # a bug, not a user fault: the traceback stays in the log
+        if shared_parent:
+            fail_parent(shared_parent)
         console.emit("stage_failed", wall_s=time.perf_counter() - started,
                      error=redact(f"{type(exc).__name__}: {exc}")[:2000] + " (traceback in the run's kfp.log)")
         raise
