@@ -18,8 +18,11 @@
 #
 # Environment: IMAGE (tag, default pipeline.image from params.yaml), PYTHON_IMAGE (base),
 # WHEELS (a folder of wheels to mount into the build; default: pip's configured find-links
-# folder when it holds the CPU torch wheel), GIT_COMMIT (default: git rev-parse HEAD),
-# GANDISTILL_PODMAN_DIR (where the podman config lives, default .podman/).
+# folder when it holds the CPU torch wheel), TORCH_INDEX (the index torch comes from when no
+# wheel folder is mounted: default PyTorch's cpu / cu128 index, see the Dockerfiles; e.g. a
+# mirror, or https://pypi.org/simple, whose default Linux torch wheel is a CUDA build),
+# GIT_COMMIT (default: git rev-parse HEAD), GANDISTILL_PODMAN_DIR (where the podman config
+# lives, default .podman/).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -153,6 +156,7 @@ build() {
   local args=(build -f "docker/Dockerfile${cuda:+.cuda}" -t "$tag")
   local commit="${GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
   args+=(--build-arg "GIT_COMMIT=$commit")
+  [ -z "${TORCH_INDEX:-}" ] || args+=(--build-arg "TORCH_INDEX=$TORCH_INDEX")
   if [ "$eng" = podman ]; then
     setup
     podman_env

@@ -8,7 +8,9 @@ DockerRunner (podman serves the Docker API on a socket this module starts and st
    the container (no npm in the image), md5- and data.dvc-checked;
 2. the smoke pipeline, every task in its own container, tracked on the real MLflow server,
    against the same pipeline on this machine's venv (`gandistill run --local`): same summary
-   fields, same numbers.
+   fields, same numbers, and the model card names the commit baked into the image;
+3. the built image's provenance as the engine reports it: GIT_COMMIT env, OCI revision label,
+   the non-root user.
 
 kfp 2.17's DockerRunner starts containers with auto_remove=True; a fast container is gone
 before the SDK inspects it and podman then answers 500 instead of 404 (measured: 2 failures
@@ -197,6 +199,25 @@ def test_smoke_pipeline_in_the_image_matches_the_local_run(
     assert contained["export"]["git_commit"] == commit
     card = (Path(contained["artifacts"]["export"]) / "model_card.md").read_text()
     assert f"code commit: `{commit}`" in card
+
+
+def test_image_carries_the_commit_as_env_and_oci_label(image: str, docker_host: str | None,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Provenance of the built image (build arg GIT_COMMIT → env → OCI label), read back from the
+    engine; the model card's copy is checked in the smoke-pipeline test."""
+    import docker
+
+    if docker_host:
+        monkeypatch.setenv("DOCKER_HOST", docker_host)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    client = docker.from_env()
+    try:
+        config = client.images.get(image).attrs["Config"]
+    finally:
+        client.close()
+    assert (config.get("Labels") or {}).get("org.opencontainers.image.revision") == commit
+    assert f"GIT_COMMIT={commit}" in config["Env"]
+    assert config["User"] == f"{UID}:{UID}"  # what every component runs as
 
 
 def test_image_without_a_tracking_server_says_what_to_set(image: str, docker_host: str | None,
