@@ -5,7 +5,7 @@ teacher/student pair, with a per-operator profile of where the time goes.
 
 Same code path as the evaluate stage: the FP32 ONNX export of `gandistill.evaluation.backends`,
 the INT8 quantisation of `gandistill.quantization` (QDQ, per-channel int8 weights, uint8
-activations, leading layers whose reduction size is below 128 kept in FP32), ONNX Runtime sessions
+activations, leading layers below reduction size 128 or behind a max-pool kept in FP32), ONNX Runtime sessions
 at ORT_ENABLE_ALL, and `gandistill.evaluation.cost.benchmark`
 (all runners interleaved round-robin in one process after warm-up; batch-1 latency p50/p95,
 throughput at batch 1/32/256 as the median of rounds). Speed does not depend on weight values,

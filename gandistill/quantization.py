@@ -18,8 +18,11 @@ the teacher's batch-256 throughput; with the float prefix it is the FP32 student
 prefix, not a per-layer choice, so the graph crosses from float to int8 once: leaving only the
 first conv float put ONNX Runtime's quantise step before the next max-pool (it propagates Q
 backwards), which then ran as a slow uint8 NCHW pool (measured: 0.97× the teacher instead of
-1.3×). Where no layer reaches the threshold every layer is quantised (the file called INT8
-carries int8 weights; evaluate's timing says whether it pays).
+1.3×). For the same reason the border never sits right behind a max-pool: a layer that reads a
+max-pool's output stays FP32 too, whatever its reduction (LeNet-5 as the model: conv2, 150,
+in int8 after a float conv1 gave 0.67× its FP32 speed, float up to fc1 1.06×). Where no layer
+qualifies every layer is quantised (the file called INT8 carries int8 weights; evaluate's
+timing says whether it pays).
 
 Calibration data is where a distilled student differs from a quantisation tutorial: a student
 that never saw a real image should not need one to be quantised. `calibration_plan` picks:
@@ -180,15 +183,17 @@ def reduction_size(node: Any, initializers: dict[str, Any]) -> int | None:
 
 def float_prefix(model: Any, min_reduction: int = MIN_INT8_REDUCTION) -> list[str]:
     """Names of the leading weight layers (graph order) before the first whose reduction size is
-    at least `min_reduction`: they stay FP32 (module doc: why, measured). Empty when the first
-    layer already pays, or when none does (then every layer is quantised)."""
+    at least `min_reduction` and whose input is not a max-pool's output: they stay FP32 (module
+    doc: why, measured). Empty when the first layer already pays, or when none does (then every
+    layer is quantised)."""
     initializers = {t.name: t for t in model.graph.initializer}
+    producer = {out: n.op_type for n in model.graph.node for out in n.output}
     prefix: list[str] = []
     for node in model.graph.node:
         if node.op_type not in WEIGHT_OPS:
             continue
         size = reduction_size(node, initializers)
-        if size is None or size >= min_reduction:
+        if size is None or (size >= min_reduction and producer.get(node.input[0]) != "MaxPool"):
             return prefix
         prefix.append(node.name)
     return []
@@ -212,7 +217,8 @@ def float_layers_text(path: str | Path) -> str:
     if not kept:
         return f"all {len(precision)} weight layers in int8"
     return (f"{len(precision) - len(kept)} of {len(precision)} weight layers in int8; the leading "
-            f"{', '.join(kept)} kept in FP32 (reduction size below {MIN_INT8_REDUCTION}, where INT8 does not pay)")
+            f"{', '.join(kept)} kept in FP32 (reduction size below {MIN_INT8_REDUCTION}, or input from a max-pool: "
+            "there INT8 was measured slower)")
 
 
 def quantize_onnx(fp32_path: str | Path, out_path: str | Path, reader: Any,
