@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from gandistill_components.check_params import check_params
 from gandistill_components.distill import distill
 from gandistill_components.evaluate import evaluate
 from gandistill_components.export import export
@@ -22,6 +23,7 @@ from gandistill_components.train_translator import train_translator
 from kfp import dsl
 
 FUNCTIONS = {
+    "check_params": check_params,
     "prepare_data": prepare_data,
     "train_teacher": train_teacher,
     "train_gan": train_gan,

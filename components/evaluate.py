@@ -7,10 +7,11 @@ def evaluate(params_json: str, parent_run_id: str, data: Input[Dataset], teacher
              student: Input[Model], evaluation: Output[Artifact], metrics: Output[Metrics],
              confusion: Output[ClassificationMetrics], report: Output[HTML], summary: Output[Markdown],
              generator: Optional[Input[Model]] = None, translator: Optional[Input[Model]] = None,
-             baselines: Optional[Input[list[Model]]] = None):
+             baselines: Optional[Input[list[Model]]] = None, seed: Optional[int] = None):
     """Evaluate student vs teacher (accuracy, fidelity, calibration, cost, GAN quality, privacy; for a
     cross-domain student the transfer side-by-side), and any baseline students (named by the method
-    recorded in their metadata)."""
+    recorded in their metadata). `seed`: the run's typed knob (None: in `params_json`, the keys this stage
+    reads)."""
     import shutil
 
     from gandistill.stages import entry
@@ -22,7 +23,7 @@ def evaluate(params_json: str, parent_run_id: str, data: Input[Dataset], teacher
                                                                generator.path if generator else None,
                                                                evaluation.path, tracker, baseline_dirs,
                                                                translator.path if translator else None),
-                             dataset=data.path)
+                             dataset=data.path, overrides={"seed": seed})
     for key, value in result["metrics"].items():
         metrics.log_metric(key, value)
     confusion.log_confusion_matrix(result["class_names"], result["confusion_matrix"])

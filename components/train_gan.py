@@ -1,12 +1,17 @@
+from typing import Optional
+
 from kfp.dsl import Dataset, Input, Model, Output
 
 
 def train_gan(params_json: str, parent_run_id: str, data: Input[Dataset], teacher: Input[Model],
-              generator: Output[Model], launch: str = ""):
+              generator: Output[Model], launch: str = "", seed: Optional[int] = None,
+              gan_steps: Optional[int] = None):
     """Train the conditional GAN (adversarial + λ·feature matching, optional teacher guidance).
-    `launch`: the torchrun command compiled from pipeline.resources.train_gan ("" = one process)."""
+    `launch`: the torchrun command compiled from pipeline.resources.train_gan ("" = one process).
+    `seed`, `gan_steps`: the run's typed knobs (None: in `params_json`, the keys this stage reads)."""
     from gandistill.stages import entry
 
     result = entry.run_training("train_gan", params_json, parent_run_id, launch, data_dir=data.path,
-                                teacher_dir=teacher.path, out_dir=generator.path)
+                                teacher_dir=teacher.path, out_dir=generator.path,
+                                overrides={"seed": seed, "gan.steps": gan_steps})
     generator.metadata.update(entry.scalar_metrics(result))

@@ -1,12 +1,15 @@
+from typing import Optional
+
 from kfp.dsl import Dataset, Input, Model, Output
 
 
 def train_teacher(params_json: str, parent_run_id: str, data: Input[Dataset], teacher: Output[Model],
-                  launch: str = ""):
+                  launch: str = "", seed: Optional[int] = None):
     """Train the teacher classifier (or import one) and evaluate it. `launch`: the torchrun
-    command compiled from pipeline.resources.train_teacher ("" = one process)."""
+    command compiled from pipeline.resources.train_teacher ("" = one process). `seed`: the run's typed
+    knob (None: in `params_json`, the keys this stage reads)."""
     from gandistill.stages import entry
 
     result = entry.run_training("train_teacher", params_json, parent_run_id, launch, data_dir=data.path,
-                                out_dir=teacher.path)
+                                out_dir=teacher.path, overrides={"seed": seed})
     teacher.metadata.update(entry.scalar_metrics(result))

@@ -17,19 +17,55 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gandistill.errors import ConfigError
+from gandistill.errors import ConfigError, ParamNotGiven
 from gandistill.methods import METHOD_NAMES, METHODS
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
 
 class Section(BaseModel):
-    """Base for every section: unknown keys are errors, values are validated on assignment."""
+    """Base for every section: unknown keys are errors, values are validated on assignment.
+
+    A stage works on a partial view (gandistill.stage_params): the keys it does not read are
+    absent, and reading one raises ParamNotGiven instead of returning a default — a stage
+    that needs a key its declaration lacks fails loudly, never with a silently wrong value."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    def __getattr__(self, name: str) -> Any:
+        if name in type(self).model_fields:  # a field absent from this instance: withheld from the stage
+            raise ParamNotGiven(f"params.{_path_of(type(self))}{name} was not given to this stage: "
+                                "gandistill/stage_params.py (STAGE_PARAMS) lists the params each stage reads; add "
+                                "the key to the stage's entry")
+        return super().__getattr__(name)  # type: ignore[misc]
+
+    def is_whole(self) -> bool:
+        """False on a stage's partial view: some field (here or in a nested section) is withheld."""
+        return self.__dict__.keys() >= type(self).model_fields.keys() and all(
+            value.is_whole() for value in self.__dict__.values() if isinstance(value, Section))
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        self._refuse_partial("model_dump")
+        return super().model_dump(**kwargs)
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        self._refuse_partial("model_dump_json")
+        return super().model_dump_json(**kwargs)
+
+    def _refuse_partial(self, what: str) -> None:
+        # pydantic would silently leave the withheld keys out (a fingerprint or a logged
+        # section that looks whole but is not): a partial view is never dumped.
+        if not self.is_whole():
+            raise ParamNotGiven(f"{what} of a stage's partial {type(self).__name__}: some keys were not given to "
+                                "this stage (gandistill/stage_params.py); dump only what the stage declares")
+
 
 DataSource = Literal["mnist", "mnistm", "idx", "npz", "imagefolder", "dvc"]
+
+
+def _path_of(section: type[Section]) -> str:
+    """'gan.' for GanParams, '' for Params: where a section sits in the params tree."""
+    return next((f"{name}." for name, field in Params.model_fields.items() if field.annotation is section), "")
 
 
 class DataParams(Section):
@@ -53,6 +89,8 @@ class DataParams(Section):
 
     @model_validator(mode="after")
     def _target_pair(self) -> DataParams:
+        if not self.is_whole():  # a stage's partial view: the whole was validated at compile time
+            return self
         if (self.target_source is None) != (self.target_path is None):
             raise ValueError("data.target_source and data.target_path go together: set both (the target domain's "
                              "source and where it is) or neither")
@@ -77,6 +115,8 @@ class TeacherParams(OptimParams):
 
     @model_validator(mode="after")
     def _path_for_import(self) -> TeacherParams:
+        if not self.is_whole():  # a stage's partial view: the whole was validated at compile time
+            return self
         if self.source != "train" and not self.path:
             raise ValueError(f"teacher.source={self.source} needs teacher.path (the file to import)")
         return self
@@ -201,6 +241,8 @@ class DistillParams(OptimParams):
 
     @model_validator(mode="after")
     def _method_consistency(self) -> DistillParams:
+        if not self.is_whole():  # a stage's partial view: the whole was validated at compile time
+            return self
         if self.method == "gan_real" and self.real_fraction in (0.0, 1.0):
             raise ValueError("distill.method=gan_real needs 0 < distill.real_fraction < 1 "
                              "(use method=gan for 0 or method=kd for 1)")
@@ -304,6 +346,8 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _domain_matches_method(self) -> Params:
+        if not self.is_whole():  # a stage's partial view: the whole was validated at compile time
+            return self
         method = METHODS[self.distill.method]
         if method.domain == "target" and self.data.target_source is None:
             raise ValueError(f"distill.method={method.name} trains a student for a target domain: set "
@@ -315,6 +359,8 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _int8_calibration_fits_the_method(self) -> Params:
+        if not self.is_whole():  # a stage's partial view: the whole was validated at compile time
+            return self
         method, choice = METHODS[self.distill.method], self.export.int8_calibration
         if choice == "real" and not method.real_data_anywhere:
             raise ValueError(f"export.int8_calibration=real: distill.method={method.name} uses no real image anywhere, "
@@ -327,6 +373,8 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _baselines_differ(self) -> Params:
+        if not self.is_whole():  # a stage's partial view: the whole was validated at compile time
+            return self
         repeated = sorted({m for m in self.evaluate.baselines if self.evaluate.baselines.count(m) > 1})
         if repeated or self.distill.method in self.evaluate.baselines:
             raise ValueError(f"evaluate.baselines must list methods other than distill.method "
@@ -341,15 +389,6 @@ class Params(Section):
 
     def to_json(self) -> str:
         return self.model_dump_json()
-
-    @classmethod
-    def from_json(cls, text: str) -> Params:
-        """Validate params passed into a component: same schema, same errors."""
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"params_json is not valid JSON: {exc}") from exc
-        return validate(raw)
 
     def flat(self) -> dict[str, Any]:
         """`section.key -> value`, for MLflow params and summaries."""

@@ -48,3 +48,8 @@ class WorkerError(GandistillError):
     """A data-parallel worker process (a torchrun rank) died or hung, so the stage failed."""
 
     exit_code = 7
+
+
+class ParamNotGiven(RuntimeError):
+    """A stage read a params key that its declaration (gandistill.stage_params.STAGE_PARAMS)
+    does not give it. A bug in gandistill, not a user fault: it keeps its traceback."""

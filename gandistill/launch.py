@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gandistill import errors
+from gandistill import errors, stage_params
 from gandistill.config import Params
 from gandistill.errors import ConfigError, GandistillError, WorkerError
 from gandistill.tracking import NullTracker, Tracker
@@ -103,7 +103,7 @@ def run(stage: str, params: Params, paths: dict[str, str | None], tracker: Track
 def write_spec(folder: Path, stage: str, params: Params, paths: dict[str, str | None], run_id: str) -> Path:
     """What every worker needs, in `folder`/spec.json (the workers' result and failure
     reports are written next to it)."""
-    spec = {"stage": stage, "params": params.to_json(), "paths": paths, "run_id": run_id,
+    spec = {"stage": stage, "params": json.dumps(stage_params.select(params, stage)), "paths": paths, "run_id": run_id,
             "result": str(folder / "result.json"), "failures": str(folder)}
     (folder / "spec.json").write_text(json.dumps(spec))
     return folder / "spec.json"
@@ -185,7 +185,7 @@ def worker_main(spec_path: str | Path) -> int:
                         format=f"%(asctime)s %(levelname)s [rank {world.rank}] %(message)s", stream=sys.stderr)
     spec = json.loads(Path(spec_path).read_text())
     try:
-        params = Params.from_json(spec["params"])
+        params = stage_params.load(spec["params"], spec["stage"])
         tracker: Tracker = NullTracker()
         if spec["run_id"] and world.is_main:  # one writer to the stage's MLflow run
             tracker = Tracker(spec["run_id"], tracking.client())

@@ -8,8 +8,17 @@ methods (cyclegan).) Baseline students — those a method's record names (cycleg
 target_supervised) plus `evaluate.baselines` — fan out as one more distill task per method
 (dsl.ParallelFor over the list, known at compile time), collected into evaluate.
 
-Every task receives the full, validated params as one JSON string parameter (its default is
-params.yaml at compile time), so a wrong value fails in the first task on a cluster too.
+What a task receives is what its kfp cache key is made of (input values, upstream artifacts,
+image and command). So each task receives only the params its stage reads
+(gandistill.stage_params.STAGE_PARAMS), compiled in as its `params_json` constant, and the typed
+run-time knobs among them: `seed`, `gan_steps`, `distill_steps` (pipeline parameters whose defaults
+are the compiled params; set them per run in the KFP UI or a recurring run) and prepare_data's
+`data_rev`. A new promote.min_accuracy changes the inputs of promote_gate and promote only (the
+gate never caches; one promote branch runs: 2 executions, not 9); a new distill_steps re-runs
+distill, evaluate, export and promote while prepare_data, the teacher and the GAN stay cached.
+The params were validated whole at compile time; check_params, the first task, checks the run's
+knobs (inputs: the knobs alone, so it stays cached while they do), and every stage validates its
+own keys. `distill.method` shapes the DAG, so it is fixed when the pipeline is compiled.
 """
 
 # No `from __future__ import annotations`: kfp reads the pipeline signature's types at runtime.
@@ -21,7 +30,7 @@ import gandistill_components
 from gandistill_pipeline import kubernetes
 from kfp import dsl
 
-from gandistill import methods
+from gandistill import methods, stage_params
 from gandistill.config import Params
 from gandistill.launch import check_batch_split, torchrun_command
 
@@ -50,18 +59,26 @@ def build_pipeline(params: Params, nproc: int | None = None, retries: int | None
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Teacher → conditional GAN → distilled student → evaluate → export → promote")
-    def gandistill_pipeline(params_json: str = params.to_json(), parent_run_id: str = "",
-                            data_rev: str = ""):
+    def gandistill_pipeline(parent_run_id: str = "", data_rev: str = "", seed: int = params.seed,
+                            gan_steps: int = params.gan.steps, distill_steps: int = params.distill.steps):
+        knobs = {"seed": seed, "gan_steps": gan_steps, "distill_steps": distill_steps}
+
+        def given(stage: str) -> dict[str, Any]:  # a task's params: the keys its stage reads, its knobs
+            return {"params_json": stage_params.stage_json(params, stage), "parent_run_id": parent_run_id,
+                    **{name: knobs[name] for name in stage_params.knobs(stage, method)}}
+
+        check = comps.check_params(**knobs).set_display_name("check_params")
         # data_rev (a DVC/git commit SHA) keys kfp's cache to the data version, not a branch name.
-        common = {"params_json": params_json, "parent_run_id": parent_run_id}
         # data_rev is an input of prepare_data, so it is part of the task's cache key: same
         # params + same data revision = cache hit; new data re-runs prepare_data and, through its
         # new artifact, everything downstream. (submit disables caching when no revision is known.)
-        prep = comps.prepare_data(**common, data_rev=data_rev).set_display_name("prepare_data")
-        teacher = comps.train_teacher(**common, data=prep.outputs["data"], launch=launch_command("train_teacher"))
+        prep = comps.prepare_data(**given("prepare_data"), data_rev=data_rev).set_display_name("prepare_data")
+        prep.after(check)
+        teacher = comps.train_teacher(**given("train_teacher"), data=prep.outputs["data"],
+                                      launch=launch_command("train_teacher"))
         generator = gan = translator = baseline = None
         if needs_gan:
-            gan = comps.train_gan(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"],
+            gan = comps.train_gan(**given("train_gan"), data=prep.outputs["data"], teacher=teacher.outputs["teacher"],
                                   launch=launch_command("train_gan"))
             generator = gan.outputs["generator"]
             kubernetes.configure(gan, "train_gan", params)
@@ -69,37 +86,38 @@ def build_pipeline(params: Params, nproc: int | None = None, retries: int | None
         with_generator = {"generator": generator} if generator is not None else {}
         with_translator = {}
         if record.needs_translator:  # cross-domain transfer: the CycleGAN between source and target
-            translator = comps.train_translator(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"])
+            translator = comps.train_translator(**given("train_translator"), data=prep.outputs["data"],
+                                                 teacher=teacher.outputs["teacher"])
             kubernetes.configure(translator, "train_translator", params)
             with_translator = {"translator": translator.outputs["translator"]}
-        student = comps.distill(**common, method=method, data=prep.outputs["data"],
+        student = comps.distill(**given("distill"), method=method, data=prep.outputs["data"],
                                 teacher=teacher.outputs["teacher"], launch=launch_command("distill"),
                                 **with_generator, **with_translator)
         compared = {}
         if baselines:  # known at compile time: the DAG is built from the params
             with dsl.ParallelFor(baselines, name="baselines") as baseline_method:
-                baseline = comps.distill(**common, method=baseline_method, data=prep.outputs["data"],
+                baseline = comps.distill(**given("distill"), method=baseline_method, data=prep.outputs["data"],
                                          teacher=teacher.outputs["teacher"], launch=launch_command("distill"),
                                          **with_generator)
                 kubernetes.configure(baseline, "distill", params)
             compared = {"baselines": dsl.Collected(baseline.outputs["student"])}
-        evaluation = comps.evaluate(**common, data=prep.outputs["data"], teacher=teacher.outputs["teacher"],
+        evaluation = comps.evaluate(**given("evaluate"), data=prep.outputs["data"], teacher=teacher.outputs["teacher"],
                                     student=student.outputs["student"], **with_generator, **with_translator,
                                     **compared)
-        exported = comps.export(**common, data=prep.outputs["data"], student=student.outputs["student"],
+        exported = comps.export(**given("export"), data=prep.outputs["data"], student=student.outputs["student"],
                                 evaluation=evaluation.outputs["evaluation"], **with_generator)
         # The quality gate is its own (read-only) step so the DAG shows which branch was taken;
         # promote re-applies the same gate when it writes, which keeps concurrent runs honest.
-        gate = comps.promote_gate(**common, evaluation=evaluation.outputs["evaluation"])
+        gate = comps.promote_gate(**given("promote_gate"), evaluation=evaluation.outputs["evaluation"])
         gate.set_caching_options(False)  # depends on the registry's current champion
         with dsl.If(gate.output == True, name="gate-passed"):  # noqa: E712 (kfp condition, not Python)
-            champion = comps.promote(**common, exported=exported.outputs["exported"],
+            champion = comps.promote(**given("promote"), exported=exported.outputs["exported"],
                                      evaluation=evaluation.outputs["evaluation"])
         with dsl.Else(name="gate-failed"):
-            challenger = comps.promote(**common, exported=exported.outputs["exported"],
+            challenger = comps.promote(**given("promote"), exported=exported.outputs["exported"],
                                        evaluation=evaluation.outputs["evaluation"])
-        for task, stage in ((prep, "prepare_data"), (teacher, "train_teacher"), (student, "distill"),
-                            (evaluation, "evaluate"), (exported, "export"), (gate, "promote"),
+        for task, stage in ((check, "check_params"), (prep, "prepare_data"), (teacher, "train_teacher"),
+                            (student, "distill"), (evaluation, "evaluate"), (exported, "export"), (gate, "promote"),
                             (champion, "promote"), (challenger, "promote")):
             kubernetes.configure(task, stage, params)
         for training_task in (teacher, gan, translator, student, baseline):

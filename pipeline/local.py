@@ -227,7 +227,7 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
     status = "FAILED"
     try:
         with run_console(runs_root / run_name, verbose):
-            build_pipeline(params, nproc, retries=0)(params_json=params.to_json(), parent_run_id=parent_run_id)
+            build_pipeline(params, nproc, retries=0)(parent_run_id=parent_run_id)
         status = "FINISHED"
     finally:
         try:

@@ -20,6 +20,7 @@ import json
 import re
 from typing import Any
 
+from gandistill import stage_params
 from gandistill.config import Params
 from gandistill.errors import ConfigError
 from gandistill.launch import TRAINING_STAGES, check_batch_split
@@ -45,7 +46,7 @@ def pytorchjob(params: Params, stage: str, paths: dict[str, str | None], *, name
     res = params.pipeline.resources.get(stage)  # type: ignore[call-overload]
     per_node = (res.accelerator_count or 1) if res is not None and res.accelerator_type else 1
     check_batch_split(params, stage, nodes * per_node)
-    spec = {"stage": stage, "params": params.to_json(), "paths": paths, "run_id": "",
+    spec = {"stage": stage, "params": json.dumps(stage_params.select(params, stage)), "paths": paths, "run_id": "",
             "result": "/tmp/gandistill-result.json", "failures": "/tmp"}
 
     container: dict[str, Any] = {

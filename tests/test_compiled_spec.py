@@ -52,8 +52,8 @@ def _executor(spec: dict[str, Any], task: str) -> str:
 def test_every_component_runs_the_one_configured_image(compiled: Any) -> None:
     spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
-    # 6 stages + the gate + promote in each gate branch
-    assert len(executors) == 9
+    # check_params + 6 stages + the gate + promote in each gate branch
+    assert len(executors) == 10
     assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
 
 
@@ -145,11 +145,11 @@ def test_every_task_reads_its_kfp_run_id_from_its_pod_label_not_an_input(compile
 def test_credentials_are_never_parameters(compiled: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec, _ = compiled
     inputs = spec["root"]["inputDefinitions"]["parameters"]
-    assert set(inputs) == {"params_json", "parent_run_id", "data_rev"}
-    # params_json's default carries secret *names* only (pipeline section), never values.
-    default = json.loads(inputs["params_json"]["defaultValue"])
-    assert default["pipeline"]["secrets"]["s3-creds"] == {"access-key": "AWS_ACCESS_KEY_ID",
-                                                           "secret-key": "AWS_SECRET_ACCESS_KEY"}
+    assert set(inputs) == {"parent_run_id", "data_rev", "seed", "gan_steps", "distill_steps"}
+    # No task's params carry the pipeline section (secret *names* live in the platform spec only).
+    for task in _all_tasks(spec).values():
+        constant = task.get("inputs", {}).get("parameters", {}).get("params_json", {}).get("runtimeValue", {})
+        assert "pipeline" not in json.loads(constant.get("constant", "{}"))
     # Credentials in the submitting shell never leak into the package.
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sentinel-s3-secret")
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "sentinel-mlflow-token")
@@ -164,7 +164,8 @@ def test_dag_edges(compiled: Any) -> None:
     tasks = spec["root"]["dag"]["tasks"]
     deps = {name: set(t.get("dependentTasks", [])) for name, t in tasks.items()}
     assert deps == {
-        "prepare-data": set(),
+        "check-params": set(),  # the run's typed knobs, checked before anything trains
+        "prepare-data": {"check-params"},
         "train-teacher": {"prepare-data"},
         "train-gan": {"prepare-data", "train-teacher"},
         "distill": {"prepare-data", "train-teacher", "train-gan"},

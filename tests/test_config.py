@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from gandistill import stage_params
 from gandistill.config import Params, apply_override, load_params, validate
 from gandistill.errors import ConfigError
 
@@ -61,7 +62,9 @@ def test_unknown_profile_names_the_known_ones(repo_root):
 def test_components_revalidate_params_json():
     text = Params().to_json().replace('"lr_g":0.0002', '"lr_g":-5.0')
     with pytest.raises(ConfigError, match="gan.lr_g"):
-        Params.from_json(text)
+        stage_params.load(text, "train_gan")  # what the task of train_gan does with its params_json
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        stage_params.load("{", "train_gan")
 
 
 def test_cli_exits_2_before_any_stage_runs(repo_root, tmp_path):

@@ -35,8 +35,8 @@ def test_compiled_pipeline_loads_back_with_every_stage(repo_root, tmp_path):
     tasks = _tasks(spec)
     for stage in STAGES:
         assert any(t.startswith(stage) for t in tasks), stage
-    defaults = spec["root"]["inputDefinitions"]["parameters"]["params_json"]["defaultValue"]
-    assert json.loads(defaults)["distill"]["method"] == "gan"
+    distill = spec["root"]["dag"]["tasks"]["distill"]["inputs"]["parameters"]
+    assert json.loads(distill["params_json"]["runtimeValue"]["constant"])["distill"]["method"] == "gan"
 
 
 def test_data_free_dag_has_no_gan_on_real_data(repo_root, tmp_path):
@@ -119,6 +119,10 @@ def test_run_local_smoke_end_to_end(repo_root, tmp_path, mnist_dir, monkeypatch)
             "promote"} <= names
     gan_run = next(c for c in children if c.info.run_name == "train_gan")
     assert "gan.fm_weight" in gan_run.data.params and "fid" in gan_run.data.metrics
+    # a stage's run logs its own section (its task received only what it reads, knobs included);
+    # the parent run logs the whole params, as before
+    assert gan_run.data.params["gan.steps"] == "30" and gan_run.data.params["seed"] == "0"
+    assert parent.data.params["promote.min_accuracy"] == "0.95" and parent.data.params["gan.steps"] == "30"
     assert client.get_metric_history(gan_run.info.run_id, "loss_d")  # per-step metrics, not just finals
     versions = client.search_model_versions("name = 'gandistill-student'")
     assert len(versions) == 1

@@ -18,6 +18,7 @@ import yaml
 from gandistill_pipeline.cli import main as cli
 from gandistill_pipeline.trainer import pytorchjob
 
+from gandistill import stage_params
 from gandistill.config import load_params
 from gandistill.errors import ConfigError
 
@@ -75,7 +76,8 @@ def test_the_job_for_a_gpu_stage_is_valid_against_the_operators_schema(validator
     assert container["command"][:4] == ["torchrun", "-m", "gandistill.launch", "--spec-json"]
     worker_spec = json.loads(container["command"][4])
     assert worker_spec["stage"] == "train_teacher" and worker_spec["paths"] == PATHS
-    assert load_params(None, GPU).model_dump() == json.loads(worker_spec["params"])
+    # the keys train_teacher reads (gandistill.stage_params), as a pipeline task would receive them
+    assert stage_params.select(load_params(None, GPU), "train_teacher") == json.loads(worker_spec["params"])
     assert container["resources"] == {"requests": {"cpu": "4"}, "limits": {"memory": "16Gi", "nvidia.com/gpu": 4}}
     assert {"name": "MLFLOW_TRACKING_URI", "valueFrom": {"secretKeyRef": {"name": "mlflow", "key": "uri"}}} \
         in container["env"]

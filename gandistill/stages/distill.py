@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from gandistill import archs, losses, methods, qat, transfer
+from gandistill import archs, losses, methods, qat, stage_params, transfer
 from gandistill.augment import random_affine
 from gandistill.config import Params
 from gandistill.data.dataset import (
@@ -610,6 +610,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     """Train the student; `observer(step, student)` (the benchmark's test probe) runs after
     each eval, off the clock and outside model selection."""
     tracker = tracker or NullTracker()
+    params = stage_params.view(params, "distill")  # only what it reads: its cache key (stage_params)
     dp = params.distill
     started = time.perf_counter()
     seed_everything(params.seed)
@@ -694,7 +695,9 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     teacher_id = file_digest(Path(teacher_dir) / "model.pt") if (Path(teacher_dir) / "model.pt").is_file() else ""
     generator_id = file_digest(Path(generator_dir) / "model.pt") if generator is not None else ""
     translator_id = file_digest(Path(translator_dir) / "model.pt") if translator_dir is not None else ""
-    fp = fingerprint("distill", params_sections(params, "distill", "gan", "data"), meta.version, meta.counts,
+    # The trained cGAN enters by its file digest (gan.* is not read here, so a new gan.steps leaves
+    # a kd student's task cached).
+    fp = fingerprint("distill", params_sections(params, "distill", "data"), meta.version, meta.counts,
                      teacher_id, generator_id, *([translator_id] if translator_id else []))
     loop = TrainingLoop(
         f"distill[{dp.method}]", dp.steps, checkpoint_dir("distill", fp), fingerprint=fp,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gandistill import console
+from gandistill import console, stage_params
 from gandistill.config import Params
 from gandistill.data.dataset import load_meta
 from gandistill.errors import GandistillError
@@ -51,36 +51,40 @@ LAST_STAGE = "promote"
 
 
 def run_stage(stage: str, params_json: str, parent_run_id: str,
-              body: Callable[[Params, Tracker], dict[str, Any]], dataset: str | None = None) -> dict[str, Any]:
-    """Run one stage in its MLflow child run; `dataset` (the prepared dataset's folder) is
-    logged as the run's input. Training stages also log system metrics. The stage's start,
-    end (wall time + headline) or failure (its own message) go to the run's console when one
-    listens (gandistill.console)."""
+              body: Callable[[Params, Tracker], dict[str, Any]], dataset: str | None = None, *,
+              overrides: dict[str, Any] | None = None, run_name: str | None = None) -> dict[str, Any]:
+    """Run one stage in its MLflow child run (named `run_name`, default the stage); `dataset`
+    (the prepared dataset's folder) is logged as the run's input. `params_json`: the keys the
+    stage reads (gandistill.stage_params; a whole params JSON works too), `overrides`
+    (`section.key` → value; None = not given) set on top: the task's typed knobs. Training
+    stages also log system metrics. The stage's start, end (wall time + headline) or failure
+    (its own message) go to the run's console when one listens (gandistill.console)."""
     configure_logging()
-    console.stage_started(stage)
+    name = run_name or stage
+    console.stage_started(name)
     started = time.perf_counter()
     training = stage.startswith(TRAINING_STAGES)
     shared_parent = ""  # a submitted run's parent, found by the KFP run id: this stage must close it on failure
     try:
-        params = Params.from_json(params_json)
+        params = stage_params.load(params_json, stage, overrides)
         parent = pipeline_parent(parent_run_id, {"gandistill.method": params.distill.method,
                                                  "git_commit": os.environ.get("GIT_COMMIT", "")})
         shared_parent = parent if not parent_run_id else ""
-        with stage_run(stage, parent) as tracker:
+        with stage_run(name, parent) as tracker:
             with system_metrics(tracker) if training else contextlib.nullcontext():
                 result = body(params, tracker)
             if dataset is not None and (Path(dataset) / "meta.json").is_file():
                 meta = load_meta(dataset)
                 tracker.log_dataset(dataset_input(meta.source, meta.version, list(meta.input_shape),
                                                   meta.class_names, meta.counts),
-                                    "training" if training else stage)
+                                    "training" if training else name)
         if stage == LAST_STAGE and parent and not parent_run_id:
             finish_run(parent)
     except GandistillError as exc:
         if shared_parent:
             fail_parent(shared_parent)
         message = redact(str(exc))
-        log.error("[%s] %s", stage, message, extra={"console": False})  # the console gets it once, below
+        log.error("[%s] %s", name, message, extra={"console": False})  # the console gets it once, below
         console.emit("stage_failed", error=message, wall_s=time.perf_counter() - started)
         raise SystemExit(exc.exit_code) from None
     except BaseException as exc:  # a bug, not a user fault: the traceback stays in the log
@@ -89,7 +93,7 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
         console.emit("stage_failed", wall_s=time.perf_counter() - started,
                      error=redact(f"{type(exc).__name__}: {exc}")[:2000] + " (traceback in the run's kfp.log)")
         raise
-    console.emit("stage_end", wall_s=time.perf_counter() - started, headline=console.headline(stage, result))
+    console.emit("stage_end", wall_s=time.perf_counter() - started, headline=console.headline(name, result))
     return result
 
 
@@ -99,17 +103,15 @@ def run_training(stage: str, params_json: str, parent_run_id: str, launch_comman
     """`run_stage` for a training stage (train_teacher, train_gan, distill): the stage's `run`
     gets `paths` as keyword arguments, here or — with a launch command (torchrun, compiled
     from pipeline.resources) — in data-parallel worker processes. `overrides`: params set
-    before the stage runs (`section.key` → value, e.g. the distill method of a fan-out task).
-    `paths["data_dir"]` (the prepared dataset) is logged as the run's input."""
+    before the stage runs (`section.key` → value: the task's typed knobs, the distill method
+    of a fan-out task). `paths["data_dir"]` (the prepared dataset) is logged as the run's input."""
     from gandistill import launch
 
     def body(params: Params, tracker: Tracker) -> dict[str, Any]:
-        for key, value in (overrides or {}).items():
-            section, name = key.split(".")
-            setattr(getattr(params, section), name, value)
         return launch.run(stage, params, paths, tracker, launch_command)
 
-    return run_stage(run_name or stage, params_json, parent_run_id, body, dataset=paths.get("data_dir"))
+    return run_stage(stage, params_json, parent_run_id, body, dataset=paths.get("data_dir"), overrides=overrides,
+                     run_name=run_name)
 
 
 def scalar_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gandistill import methods, quantization
+from gandistill import methods, quantization, stage_params
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, as_float, load_meta, load_split
 from gandistill.errors import DataError, ExportError
@@ -163,7 +163,7 @@ def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], st
     """Markdown model card (after Mitchell et al., "Model Cards for Model Reporting", FAT* 2019)."""
     method = info.get("method") or evaluation.get("student", {}).get("method", "unknown")
     record = methods.METHODS.get(method)
-    dp, gp = params.distill, params.gan
+    dp = params.distill
     c, h, w = meta.input_shape
     k = meta.num_classes
     classes = ", ".join(meta.class_names[:20]) + (", …" if k > 20 else "")
@@ -191,8 +191,8 @@ def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], st
         f"Knowledge distillation, method `{method}`: "
         f"{record.description if record else 'see distill.method'}.",
         f"Settings: temperature {dp.temperature}, α {dp.alpha}, {dp.steps} steps, batch {dp.batch_size}, "
-        f"lr {dp.lr}" + (f"; GAN nz {gp.nz}, ngf {gp.ngf}, {gp.steps} steps" if record and record.needs_trained_gan
-                         else "") + ".",
+        f"lr {dp.lr}" + (f"; GAN nz {params.gan.nz}, ngf {params.gan.ngf}, {params.gan.steps} steps"
+                         if record and record.needs_trained_gan else "") + ".",  # gan.* given only then
         "Model selection used the validation split (data-free methods: none, the final student); the test "
         "figures below are reported once, by the evaluate stage.", "",
         f"## Metrics (test split, {m('test_samples', 'int')} images)",
@@ -235,6 +235,7 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
     """Export the student in `student_dir` into `out_dir`; returns (and writes) result.json.
     `generator_dir`: the trained cGAN, for methods that distilled from it (INT8 calibration)."""
     tracker = tracker or NullTracker()
+    params = stage_params.view(params, "export")  # only what it reads: its cache key (stage_params)
     started = time.perf_counter()
     data_dir, student_dir, out_dir = Path(data_dir), Path(student_dir), Path(out_dir)
     if (student_dir / MODEL_FILE).is_file():  # a target-domain student takes the target domain's images

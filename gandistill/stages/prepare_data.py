@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gandistill import archs
+from gandistill import archs, stage_params
 from gandistill.config import DataParams, Params
 from gandistill.data.dataset import TARGET_DIR, DatasetMeta, Split, channel_stats, save_dataset, stratified_split
 from gandistill.data.dvc_hash import verify_against_dvc_file
@@ -126,6 +126,7 @@ def _split(raw: RawData, data: DataParams, seed: int, source_name: str) -> tuple
 
 def run(params: Params, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
     tracker = tracker or NullTracker()
+    params = stage_params.view(params, "prepare_data")  # only what it reads: its cache key (stage_params)
     data = params.data
     raw = _load_checked(data, f"data.source={data.source} ({data.path})")
     target = load_target(data, raw) if data.target_source is not None else None

@@ -49,6 +49,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import torch
 
+from gandistill import stage_params
 from gandistill.config import Params
 from gandistill.errors import DataError, ExportError, ServiceError
 from gandistill.quantization import INT8_FILE
@@ -139,6 +140,7 @@ def _acc_of(version: Any) -> float:
 def gate(params: Params, evaluation_dir: str | Path, tracker: Tracker | None = None) -> tuple[bool, str]:
     """The gate as its own read-only step (for a pipeline that branches with dsl.If): reads the
     current champion's accuracy from the registry but registers nothing."""
+    params = stage_params.view(params, "promote_gate")  # only what it reads: its cache key (stage_params)
     student_acc, teacher_acc, _ = _accuracies(evaluation_dir)
     pp = params.promote
     champion = _champion(_client(), pp.model_name)
@@ -266,6 +268,7 @@ def run(params: Params, export_dir: str | Path, evaluation_dir: str | Path, pipe
     Returns {"version", "alias", "decision", "reason", "model_name", "model_uri", ...}.
     """
     tracker = tracker or NullTracker()
+    params = stage_params.view(params, "promote")  # only what it reads: its cache key (stage_params)
     pp = params.promote
     export_dir = Path(export_dir)
     if not (export_dir / MODEL_FILE).is_file() or not (export_dir / "example_input.npy").is_file():

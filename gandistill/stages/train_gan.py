@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from gandistill import losses
+from gandistill import losses, stage_params
 from gandistill.config import Params
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, to_tensors
 from gandistill.evaluation.gan_quality import generator_report
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path,
         tracker: Tracker | None = None) -> dict[str, Any]:
     tracker = tracker or NullTracker()
+    params = stage_params.view(params, "train_gan")  # only what it reads: its cache key (stage_params)
     gp = params.gan
     started = time.perf_counter()
     seed_everything(params.seed)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gandistill import archs, methods
+from gandistill import archs, methods, stage_params
 from gandistill.augment import random_affine
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
@@ -181,6 +181,7 @@ def _import_teacher(params: Params, data_dir: Path, out_dir: Path) -> torch.nn.M
 
 def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
     tracker = tracker or NullTracker()
+    params = stage_params.view(params, "train_teacher")  # only what it reads: its cache key (stage_params)
     tp = params.teacher
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     started = time.perf_counter()

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from gandistill import losses
+from gandistill import losses, stage_params
 from gandistill.config import Params
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, target_folder
 from gandistill.loop import TrainingLoop, warmup_cosine
@@ -92,6 +92,7 @@ def translator_report(translator: CycleTranslator, teacher: torch.nn.Module, to_
 def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path,
         tracker: Tracker | None = None) -> dict[str, Any]:
     tracker = tracker or NullTracker()
+    params = stage_params.view(params, "train_translator")  # only what it reads: its cache key (stage_params)
     tp = params.translator
     started = time.perf_counter()
     seed_everything(params.seed)

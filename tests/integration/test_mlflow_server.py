@@ -81,7 +81,7 @@ def test_a_submitted_run_gets_one_parent_and_a_child_run_per_stage(mlflow_server
     monkeypatch.chdir(ROOT)  # data/mnist, as `make test` fetched it
     params = load_params(ROOT / "params.yaml", [*TINY, f"promote.model_name={model}"], profile="smoke")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
-    build_pipeline(params)(params_json=params.to_json(), data_rev="")  # submit's arguments: no parent_run_id
+    build_pipeline(params)(data_rev="")  # submit's arguments: no parent_run_id
 
     client = MlflowClient(tracking_uri=mlflow_server.mlflow_uri)
     exp = client.get_experiment_by_name(experiment)

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from gandistill import stage_params
 from gandistill.config import Params
 from gandistill.evaluation import transfer
 from gandistill.evaluation.report import Section, write_html, write_markdown
@@ -65,6 +66,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
     "baselines", "speed", "data_version" and a few top-level scalars for summaries.
     """
     started = time.perf_counter()
+    params = stage_params.view(params, "evaluate")  # only what it reads: its cache key (stage_params)
     seed_everything(params.seed)
     if params.runtime.threads:
         torch.set_num_threads(params.runtime.threads)
