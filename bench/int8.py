@@ -62,6 +62,7 @@ def run_method(method: str, overrides: list[str]) -> dict[str, Any]:
         "teacher_test_acc": m["teacher_test_acc"], "student_fp32_test_acc": exported["int8"]["fp32_test_acc"],
         "student_int8_test_acc": exported["int8_test_acc"], "int8_acc_drop": exported["int8_acc_drop"],
         "int8_agreement": exported["int8_agreement"], "calibration": exported["int8"]["calibration_why"],
+        "layers": exported["int8"]["layers"],
         "test_samples": int(exported["int8"]["int8_test_samples"]),
         "int8_same_as_evaluated": exported["int8"]["same_as_evaluated"],
         "real_images_seen_by_student": trained["real_images_seen_by_student"],
@@ -78,7 +79,9 @@ def markdown(data: dict[str, Any]) -> str:
             + ", ".join(sorted({f"{r.get('test_samples', 0):,}" for r in data["runs"].values()})) + " images). "
             "INT8: static QDQ quantisation "
             "(int8 per-channel weights, uint8 activations, MinMax) by the export stage; accuracy from a fresh ONNX "
-            "Runtime session on the written file.", "",
+            "Runtime session on the written file. Layers: "
+            + "; ".join(sorted({f"{r['method']}: {r.get('layers', 'not recorded')}" for r in data["runs"].values()}))
+            + ".", "",
             "| method | real training images seen | calibration | teacher | student FP32 | student INT8 | drop "
             "(points) | INT8/FP32 agreement |", "|---|---|---|---|---|---|---|---|"]
     for r in data["runs"].values():
