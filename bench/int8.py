@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.quality import git_commit, machine
-from gandistill import methods
+from gandistill import archs, methods
 from gandistill.config import load_params
+from gandistill.data.dataset import load_meta
 from gandistill.stages import distill, evaluate, export, prepare_data, train_gan, train_teacher
 from gandistill.stages.common import fingerprint, params_sections, read_result
 
@@ -45,6 +46,9 @@ def run_method(method: str, overrides: list[str]) -> dict[str, Any]:
     data = WORK / f"data-{key('data')}"
     _cached(data, lambda: prepare_data.run(params, data))
     teacher = WORK / f"teacher-{key('teacher', 'data')}"
+    # train_teacher resolves 'auto' architectures in `params` in place: do it here too, so the keys
+    # below do not depend on whether the teacher was trained in this process or read from the cache
+    archs.resolve(params, *load_meta(data).input_shape)
     _cached(teacher, lambda: train_teacher.run(params, data, teacher))
     generator = None
     if methods.get(method).needs_trained_gan:
