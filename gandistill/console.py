@@ -84,7 +84,7 @@ def headline(stage: str, result: dict[str, Any]) -> str:
     if stage.startswith("distill"):
         seen = result.get("real_images_seen_by_student")
         return (f"{result.get('method', '')} → {result.get('arch', '')} test {_pct(result.get('test_acc'))} "
-                f"(val {_pct(result.get('val_acc'))}), {seen if seen is not None else '?':,} real images seen")
+                f"(val {_pct(result.get('val_acc'))}), {'?' if seen is None else f'{seen:,}'} real images seen")
     if stage == "evaluate":
         m = result.get("metrics", {})
         return (f"student {_pct(m.get('student_test_acc'))} vs teacher {_pct(m.get('teacher_test_acc'))}, "

@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
 from gandistill import methods
-from gandistill.config import Params, Section, _describe
+from gandistill.config import Params, Section, _describe, _flatten
 from gandistill.errors import ConfigError
 
 # The parent MLflow run's tag (stages/entry.py) names the method, so every stage reads it; the
@@ -149,6 +149,17 @@ def load(text: str | dict[str, Any], stage: str, overrides: dict[str, Any] | Non
         raise ConfigError(f"params_json of {stage}: distill.method={method!r} is not a known method "
                           f"({', '.join(methods.METHODS)})")
     return _build(tree, stage, keys(stage, method))
+
+
+def given(text: str | dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keys a task received, flat (`section.key` → value) with its knobs applied: what a
+    submitted run's MLflow parent records, stage by stage (a local run logs the whole params)."""
+    tree = json.loads(text) if isinstance(text, str) else json.loads(json.dumps(text))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _put(tree, key, value)
+    tree.pop("pipeline", None)  # cluster settings, not the model's (Params.flat leaves them out too)
+    return _flatten(tree)
 
 
 def view(params: Params, stage: str) -> Params:

@@ -94,6 +94,9 @@ def test_without_a_listening_console_nothing_is_written(tmp_path, monkeypatch):
     ("distill_gan", {"method": "gan", "arch": "lenet5_half", "test_acc": 0.9782, "val_acc": 0.978,
                      "real_images_seen_by_student": 0},
      "gan → lenet5_half test 97.82% (val 97.80%), 0 real images seen"),
+    ("distill_kd", {"method": "kd", "arch": "lenet5_half", "real_images_seen_by_student": 54000},
+     "kd → lenet5_half test — (val —), 54,000 real images seen"),
+    ("distill_kd", {"method": "kd"}, "kd →  test — (val —), ? real images seen"),  # a result without counts
     ("evaluate", {"metrics": {"student_test_acc": 0.978, "teacher_test_acc": 0.992, "agreement": 0.98}},
      "student 97.80% vs teacher 99.20%, agreement 98.00%"),
     ("promote", {"model_name": "m", "version": "3", "alias": "champion"}, "m v3 @champion"),

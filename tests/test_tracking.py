@@ -111,3 +111,29 @@ def test_a_local_run_s_own_parent_is_left_to_the_local_runner(monkeypatch: pytes
     with pytest.raises(SystemExit):
         entry.run_stage("train_teacher", Params().to_json(), parent, broken)
     assert tracking.client().get_run(parent).info.status == "RUNNING"
+
+
+def test_a_submitted_run_s_parent_records_the_params_its_stages_received(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a cluster no task holds the whole params (each gets the keys its stage reads): each
+    stage adds its keys, knobs applied, to the shared parent — the union is what the run used,
+    with the same values a local run's parent records. A baseline's own method is not the run's."""
+    from gandistill import stage_params
+    from gandistill.config import Params
+    from gandistill.stages import entry
+
+    monkeypatch.setenv(tracking.KFP_RUN_ID_ENV, "run-with-params")
+    params = Params()
+    for stage in ("prepare_data", "promote_gate"):
+        entry.run_stage(stage, stage_params.stage_json(params, stage), "", lambda p, t: {},
+                        overrides={"seed": 7} if stage == "prepare_data" else None)
+    entry.run_stage("distill", stage_params.stage_json(params, "distill"), "", lambda p, t: {},
+                    overrides={"distill.method": "kd", "seed": 7, "distill.steps": params.distill.steps},
+                    run_name="distill_kd")  # a fan-out baseline with the run's typed knobs
+    (parent,) = _tagged("run-with-params")
+    recorded = parent.data.params
+    local = {k: str(v) for k, v in params.flat().items()}
+    assert recorded["seed"] == "7"  # the knob, as the stage ran it
+    assert recorded["promote.min_accuracy"] == local["promote.min_accuracy"]
+    assert recorded["data.source"] == local["data.source"] and recorded["distill.steps"] == local["distill.steps"]
+    assert recorded["distill.method"] == params.distill.method  # the run's method, not the baseline's
+    assert {k: v for k, v in recorded.items() if k != "seed"}.items() <= local.items()

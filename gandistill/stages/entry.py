@@ -22,6 +22,7 @@ from gandistill.data.dataset import load_meta
 from gandistill.errors import GandistillError
 from gandistill.tracking import (
     Tracker,
+    client,
     dataset_input,
     fail_parent,
     finish_run,
@@ -70,6 +71,10 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
         parent = pipeline_parent(parent_run_id, {"gandistill.method": params.distill.method,
                                                  "git_commit": os.environ.get("GIT_COMMIT", "")})
         shared_parent = parent if not parent_run_id else ""
+        if shared_parent:  # no task holds the whole params on a cluster: each adds the keys it got
+            # (a baseline's distill.method override is that task's, not the run's: not recorded)
+            knobs = {k: v for k, v in (overrides or {}).items() if k != "distill.method"}
+            _record_params(shared_parent, stage_params.given(params_json, knobs))
         with stage_run(name, parent) as tracker:
             with system_metrics(tracker) if training else contextlib.nullcontext():
                 result = body(params, tracker)
@@ -95,6 +100,16 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
         raise
     console.emit("stage_end", wall_s=time.perf_counter() - started, headline=console.headline(name, result))
     return result
+
+
+def _record_params(parent_run_id: str, given: dict[str, Any]) -> None:
+    """Add a stage's params to a submitted run's parent (the union over stages is the run's
+    params, as a local run's parent has them). Best effort: a param already logged with another
+    value (MLflow params are immutable) must not fail the stage."""
+    try:
+        Tracker(parent_run_id, client()).log_params(given)
+    except GandistillError as exc:
+        log.warning("[params] not recorded on the pipeline's MLflow run: %s", redact(str(exc))[:300])
 
 
 def run_training(stage: str, params_json: str, parent_run_id: str, launch_command: str = "", *,
