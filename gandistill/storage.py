@@ -268,3 +268,21 @@ def exists(uri: str | Path) -> bool:
     except BotoCoreError as exc:
         raise _service_error(exc, "stat", uri) from None
     return False
+
+
+def check_bucket(uri: str) -> None:
+    """Fail now, naming the fix, when the bucket of `uri` is missing or the store unreachable
+    or refuses us (`gandistill run` checks pipeline.checkpoint_root before any stage runs)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    target = parse_s3(uri)
+    try:
+        client().head_bucket(Bucket=target.bucket)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchBucket", "NotFound"}:
+            raise ServiceError(f"{uri}: bucket '{target.bucket}' does not exist at object store {endpoint()}; "
+                               f"create it (e.g. `aws --endpoint-url {endpoint()} s3 mb s3://{target.bucket}`)"
+                               ) from None
+        raise _service_error(exc, "check", uri) from None
+    except BotoCoreError as exc:
+        raise _service_error(exc, "check", uri) from None

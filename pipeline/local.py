@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from gandistill_pipeline import runs
 
-from gandistill import console, tracking
+from gandistill import console, storage, tracking
 from gandistill.config import Params
 from gandistill.errors import ConfigError, GandistillError, ServiceError
 from gandistill.files import atomic_write_text
@@ -204,9 +204,12 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
 
     run_name = check_run_name(run_name or default_run_name())
     runs_root = Path(runs_root).resolve()
+    os.environ.setdefault(CHECKPOINT_ROOT_ENV, params.pipeline.checkpoint_root or str(runs_root / "checkpoints"))
+    if storage.is_s3(os.environ[CHECKPOINT_ROOT_ENV]):
+        # Before anything runs or is written: a store we cannot use fails here, not after prepare_data.
+        storage.check_bucket(os.environ[CHECKPOINT_ROOT_ENV])
     pipeline_root = runs_root / "kfp"
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault(CHECKPOINT_ROOT_ENV, params.pipeline.checkpoint_root or str(runs_root / "checkpoints"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
     tracking.bound_http_retries()  # before the tasks start: they inherit the bounded retries
     try:

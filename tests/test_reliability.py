@@ -121,6 +121,28 @@ def test_unreachable_mlflow_fails_run_start_fast_with_one_clear_error(
     assert not (tmp_path / "runs" / "unreachable").exists()
 
 
+def test_unreachable_checkpoint_store_fails_the_run_before_anything_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pipeline.checkpoint_root on an object store we cannot reach: one error naming the
+    endpoint and the fix, exit 5, before prepare_data runs or anything is written."""
+    from gandistill_pipeline.local import run_local
+
+    from gandistill import storage
+
+    url = f"http://127.0.0.1:{_free_port()}"
+    for key, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+                       "GANDISTILL_S3_MAX_ATTEMPTS": "1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("GANDISTILL_CHECKPOINT_ROOT")  # the params' root, as a user's run has it
+    storage._client.cache_clear()
+    params = load_params(None, ["pipeline.checkpoint_root=s3://gandistill/checkpoints"])
+    with pytest.raises(ServiceError) as info:
+        run_local(params, runs_root=tmp_path / "runs", run_name="no-store")
+    storage._client.cache_clear()
+    assert url in str(info.value) and "unreachable" in str(info.value) and info.value.exit_code == 5
+    assert not (tmp_path / "runs").exists()
+
+
 def test_hung_mlflow_times_out_in_a_stage_with_one_line_and_exit_5(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")

@@ -207,3 +207,18 @@ def test_missing_bucket_names_the_fix(s3: object, tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(ServiceError, match="bucket 'no-such-bucket' does not exist"):
         storage.upload_file(tmp_path / "f", "s3://no-such-bucket/f")
+
+
+def test_check_bucket_names_a_missing_bucket_and_an_unreachable_store(s3: object,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gandistill run` checks pipeline.checkpoint_root with this before any stage runs."""
+    storage.check_bucket(f"s3://{BUCKET}/checkpoints")  # exists: no error
+    with pytest.raises(ServiceError, match="bucket 'nobucket' does not exist.*s3 mb s3://nobucket"):
+        storage.check_bucket("s3://nobucket/checkpoints")
+    url = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    monkeypatch.setenv("GANDISTILL_S3_MAX_ATTEMPTS", "1")
+    storage._client.cache_clear()
+    with pytest.raises(ServiceError, match=f"{url}.*unreachable"):
+        storage.check_bucket(f"s3://{BUCKET}/checkpoints")
+    storage._client.cache_clear()
