@@ -71,8 +71,8 @@ def configure(task: Any, stage: str, params: Params) -> None:
 
 def make_resumable(task: Any, params: Params, retries: int) -> None:
     """A training task that outlives its pod: checkpoints where a retried pod finds them
-    (`pipeline.checkpoint_root`, put into the task's environment: not an input, so cache keys
-    do not change) and KFP retries with exponential backoff (30 s, 60 s, ... at most 1 h).
+    (`pipeline.checkpoint_root`, put into the task's environment — not an input: the params
+    the stage reads stay what they were) and KFP retries with exponential backoff (30 s, 60 s, ... at most 1 h).
     Without a checkpoint root a retry restarts the stage from step 0 on the new pod."""
     if params.pipeline.checkpoint_root:
         task.set_env_variable(CHECKPOINT_ROOT_ENV, params.pipeline.checkpoint_root)

@@ -219,7 +219,7 @@ TRAINING_TASKS = {"train-teacher", "train-gan", "distill", "distill-2"}
 
 def test_training_tasks_retry_and_resume_from_the_checkpoint_root(tmp_path: Path) -> None:
     """A pre-empted training pod is retried with backoff and its replacement finds the
-    checkpoints (pipeline.checkpoint_root, as env: not an input, so cache keys are unchanged);
+    checkpoints (pipeline.checkpoint_root, as env, never a task input);
     the other stages are cheap to redo, and promote must not run twice."""
     params = load_params(ROOT / "params.yaml", ["pipeline.checkpoint_root=s3://ml/gandistill/checkpoints",
                                                 "pipeline.retries=3", "evaluate.baselines=[kd]"])
@@ -237,7 +237,7 @@ def test_training_tasks_retry_and_resume_from_the_checkpoint_root(tmp_path: Path
         else:
             assert "retryPolicy" not in task, name
             assert not [e for e in env if e["name"] == "GANDISTILL_CHECKPOINT_ROOT"], name
-        assert "s3://ml" not in json.dumps(task.get("inputs", {})), name  # never a cache-key input
+        assert "s3://ml" not in json.dumps(task.get("inputs", {})), name  # never a task input
 
 
 def test_local_runs_do_not_retry_and_an_unset_root_adds_no_env(tmp_path: Path) -> None:
