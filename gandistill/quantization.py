@@ -279,6 +279,21 @@ def int8_accuracy(int8_path: str | Path, student: nn.Module, x_uint8: torch.Tens
             "int8_max_abs_diff": float(np.abs(q - f).max()), "int8_test_samples": float(len(y))}
 
 
+SAME_SPEED = 0.05  # INT8/FP32 throughput within ±5 %: the same speed, given interleaved-median noise
+
+
+def speed_verdict(int8_vs_fp32: float) -> str:
+    """What evaluate's report and the model card say about the INT8 file's speed, from its
+    batch-256 throughput over the FP32 student's. A ratio near 1 is called equal, not "faster"
+    or "NOT faster" by noise (the default student's INT8 runs at its FP32 speed)."""
+    if int8_vs_fp32 > 1 + SAME_SPEED:
+        return "faster than the FP32 student"
+    if int8_vs_fp32 < 1 - SAME_SPEED:
+        return ("NOT faster than the FP32 student here — prefer model.onnx where speed matters, model.int8.onnx "
+                "where size matters")
+    return ("as fast as the FP32 student (within 5 %) — model.int8.onnx pays only where size matters")
+
+
 def check_int8(numbers: dict[str, float], max_drop: float) -> None:
     """Raise ExportError naming both accuracies when INT8 loses more than `max_drop`."""
     if not numbers["int8_acc_drop"] <= max_drop:  # `not ≤` also rejects NaN

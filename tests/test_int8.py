@@ -193,6 +193,13 @@ def test_threshold_moves_the_boundary(tmp_path):
     assert quantization.float_prefix(model, min_reduction=10_000) == []  # none pays: quantise all
 
 
+def test_speed_verdict_calls_a_tie_a_tie():
+    assert quantization.speed_verdict(1.8).startswith("faster")
+    assert quantization.speed_verdict(0.6).startswith("NOT faster")
+    for ratio in (0.97, 1.0, 1.03):  # interleaved-median noise: neither "faster" nor "NOT faster"
+        assert quantization.speed_verdict(ratio).startswith("as fast as")
+
+
 def tamper_int8(src, dst):
     """Negate the largest int8 weight tensor: a silently broken INT8 model."""
     model = onnx.load(str(src))

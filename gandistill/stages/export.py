@@ -123,9 +123,8 @@ def _int8_card(evaluation: dict[str, Any], int8: dict[str, Any] | None) -> list[
     m = lambda key, kind="": _metric(evaluation, key, kind)  # noqa: E731
     faster = (evaluation.get("metrics") or {}).get("speedup_throughput_b256_int8_vs_student")
     advice = ("" if faster is None else
-              f" On the evaluation machine INT8 gave {faster:.2f}× the FP32 student's batch-256 throughput"
-              + ("." if faster > 1 else ": it is NOT faster there — prefer model.onnx where speed matters, "
-                 "model.int8.onnx where size matters."))
+              f" On the evaluation machine INT8 gave {faster:.2f}× the FP32 student's batch-256 throughput: "
+              f"{quantization.speed_verdict(faster)}.")
     return [
         "## Deployment formats (ONNX Runtime, CPU, test split)",
         "| model | file | test accuracy | agreement with FP32 student | p50 latency, batch 1 | images/s, batch 256 |",

@@ -173,8 +173,7 @@ def report(ev: Inputs, block: Block, speed: Speed, accuracy: Block) -> Block:
         "ratios measured side by side are what transfer."]
     if INT8 in speed:
         info = block.result["int8"]
-        verdict = ("faster" if m["speedup_throughput_b256_int8_vs_student"] > 1.0 else
-                   "NOT faster than the FP32 student here — ship model.onnx where speed matters")
+        verdict = quantization.speed_verdict(m["speedup_throughput_b256_int8_vs_student"])
         paragraphs.append(
             f"INT8 student: static QDQ quantisation (int8 per-channel weights, uint8 activations; "
             f"{info['layers']}) calibrated on {info['calibration_why']}; test accuracy "
