@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from gandistill import stage_params
 from gandistill.config import load_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,7 +146,9 @@ def test_default_prepare_data_runs_in_the_image_as_non_root(
     root.mkdir(mode=0o777)
     local.init(runner=_docker_runner(monkeypatch, docker_host, {}), pipeline_root=str(root))
     comps = gandistill_components.build(image)
-    task = comps.prepare_data(params_json=params.to_json(), parent_run_id="")
+    # what the pipeline gives this task: the keys its stage reads, and its typed knob
+    task = comps.prepare_data(params_json=stage_params.stage_json(params, "prepare_data"), parent_run_id="",
+                              seed=params.seed)
     data = Path(task.outputs["data"].path)
     result = json.loads((data / "result.json").read_text())
     counts = result["counts"]
