@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,10 @@ def translator_report(translator: CycleTranslator, teacher: torch.nn.Module, to_
 
 
 def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path,
-        tracker: Tracker | None = None) -> dict[str, Any]:
+        tracker: Tracker | None = None,
+        observer: Callable[[int, CycleTranslator], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Train the translator; `observer(step, translator)` (the transfer benchmark's probe with
+    target labels) runs after each eval, off the clock, and never changes what is trained."""
     tracker = tracker or NullTracker()
     params = stage_params.view(params, "train_translator")  # only what it reads: its cache key (stage_params)
     tp = params.translator
@@ -182,6 +186,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
         patience=tp.collapse_patience, max_retries=params.runtime.max_retries,
         retry_lr_factor=params.runtime.retry_lr_factor, log_fn=tracker.log_metrics,
         progress=params.runtime.progress and runtime.is_main,
+        observer=(lambda step: observer(step, model)) if observer is not None else None,
         collapse_hint=", or raise translator.cycle_weight / translator.semantic_weight, lower translator.lr, "
                       "or lower translator.min_coverage / translator.min_diversity",
     )
