@@ -13,6 +13,7 @@ average sampled during the runs), checked against the issue's targets.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -151,15 +152,20 @@ def main() -> None:
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "transfer.json"
-    data = json.loads(path.read_text()) if path.is_file() else {"seeds": {}}
-    data["command"] = "python -m bench.transfer --seeds " + " ".join(map(str, args.seeds)) + "".join(
+    command = "python -m bench.transfer --seeds " + " ".join(map(str, args.seeds)) + "".join(
         f" --set {o}" for o in args.overrides)
     for seed in args.seeds:
-        result = run_seed(seed, args.overrides)
-        data["seeds"][str(seed)] = result
-        data["updated"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        path.write_text(json.dumps(data, indent=2))
-        write_tables(data)
+        result = run_seed(seed, args.overrides) | {"bench_command": command}
+        # Merge under a lock: seeds may run as separate processes side by side.
+        with open(RESULTS / ".transfer.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = json.loads(path.read_text()) if path.is_file() else {"seeds": {}}
+            commands = {r.get("bench_command", data.get("command")) for r in data["seeds"].values()} | {command}
+            data["command"] = " ; ".join(sorted(c for c in commands if c))
+            data["seeds"][str(seed)] = result
+            data["updated"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            path.write_text(json.dumps(data, indent=2))
+            write_tables(data)
         print(f"seed {seed}: student {result['student_acc']:.4f}, source-only {result['source_only_acc']:.4f}, "
               f"plain KD {result['plain_kd_acc']:.4f}, wall {result['wall_s'] / 60:.1f} min", flush=True)
 

@@ -99,6 +99,7 @@ def translator_probe(data_dir: Path, teacher: torch.nn.Module):
         translator.eval()
         acc = accuracy(predict_logits(transfer.through_translator(teacher, translator), x), y)
         translator.train(was_training)
+        print(f"[probe] step {step}: teacher on G_BA(target val) {100 * acc:.2f} %", flush=True)
         return {"probe_teacher_translated_acc": acc}
 
     return observe

@@ -42,7 +42,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from gandistill import archs, losses, methods, qat, stage_params, transfer
-from gandistill.augment import random_affine
+from gandistill.augment import random_affine, random_colour
 from gandistill.config import Params
 from gandistill.data.dataset import (
     DatasetMeta,
@@ -502,8 +502,17 @@ def _dafl(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
 
 def _target_kd(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     """Plain KD on unlabelled target images: ctx.teacher is the source-only teacher (it reads the
-    target image converted to its input shape)."""
-    return lambda i: _distill_step(ctx, addons, ctx.real_batch(i)[0], None)
+    target image converted to its input shape). With distill.colour_augment the student reads a
+    colour-augmented copy of the image the teacher labelled."""
+    def step(i: int) -> dict[str, Any]:
+        x = ctx.real_batch(i)[0]
+        if not ctx.params.distill.colour_augment:
+            return _distill_step(ctx, addons, x, None)
+        with torch.no_grad():
+            t = ctx.teacher(x)
+        return _distill_step(ctx, addons, random_colour(x, world=ctx.runtime.world), None, t)
+
+    return step
 
 
 def _cyclegan(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
@@ -511,6 +520,7 @@ def _cyclegan(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     labelled by the teacher on G_BA(x_b) (ctx.teacher), and — a `distill.source_fraction` share —
     source images translated to the target domain, G_AB(x_a), labelled by the teacher on x_a
     itself (pixel-level adaptation as in CyCADA). Loss T²·KL on both; no target label anywhere.
+    With distill.colour_augment the student reads colour-augmented copies of both shares.
     Data-parallel: each rank takes its shard of both shares (the weights below are per-rank
     counts, in the same ratio as the global ones)."""
     dp = ctx.params.distill
@@ -532,6 +542,8 @@ def _cyclegan(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
                     x_a = random_affine(x_a, world=ctx.runtime.world)
                 parts.append(ctx.translator.g_ab(x_a))
                 targets.append(ctx.source_teacher(x_a))  # type: ignore[misc]
+            if dp.colour_augment:  # the student's view only: each share is a shard of its global batch
+                parts = [random_colour(p, world=ctx.runtime.world) for p in parts]
         x, t = torch.cat(parts), torch.cat(targets)
         local_target = len(x_b)
         with ctx.runtime.autocast():

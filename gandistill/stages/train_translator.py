@@ -6,11 +6,20 @@ never read here). Per step, on a batch x_a of A and an independently ordered bat
   G:  L_G = L_adv(G_AB, D_B) + L_adv(G_BA, D_A)                       (least squares, Mao et al. 2017)
           + λ_cyc·(‖G_BA(G_AB(x_a)) − x_a‖₁ + ‖G_AB(G_BA(x_b)) − x_b‖₁)   (Zhu et al. 2017, eq. 2)
           + λ_id·(‖G_AB(ad(x_b)) − x_b‖₁ + ‖G_BA(ad(x_a)) − x_a‖₁)       (Zhu et al. 2017, §5.2)
-          + λ_sem·CE(teacher(ad(G_AB(x_a))), argmax teacher(x_a))        (CyCADA, Hoffman et al. 2018)
+          + λ_sem·CE(teacher(J(x_a)), argmax teacher(x_a))                (CyCADA, Hoffman et al. 2018)
+          + λ_ent·(CE(teacher(G_BA(x_b)), argmax teacher(G_BA(x_b))) − H(mean softmax teacher(G_BA(x_b))))
+                                                                          (DAFL's L_oh + L_ie, Chen et al. 2019)
   D:  L_D = L_lsgan(D_A; x_a, G_BA(x_b)) + L_lsgan(D_B; x_b, G_AB(x_a))
 
-with λ_cyc, λ_id, λ_sem = translator.cycle_weight, identity_weight, semantic_weight and `ad` the
-fixed shape adapter (grey ↔ RGB, resize) when A and B differ in shape. Simplifications against
+with λ_cyc, λ_id, λ_sem, λ_ent = translator.cycle_weight, identity_weight, semantic_weight,
+target_entropy_weight and `ad` the fixed shape adapter (grey ↔ RGB, resize) when A and B differ in
+shape. J(x_a) is what the teacher judges (translator.semantic_on): "translated" = ad(G_AB(x_a)),
+CyCADA's eq. 4; "cycle" = G_BA(G_AB(x_a)), the round trip in the teacher's own domain. Judging the
+translated image asks the source-only teacher — the model the transfer exists because it fails on
+B — to read B-style images, which pulls G_AB towards images that still look like A (measured on
+MNIST → MNIST-M: every digit painted on one dark background). The λ_ent term asks the frozen teacher
+to read G_BA(x_b) confidently and, over a batch, spread over the classes: without it G_BA left
+target images whose strokes are darker than their background nearly blank. Simplifications against
 the paper, for a 2-core CPU: a narrow generator with few residual blocks, no 50-image history
 buffer for D, cosine learning-rate decay (the paper: linear decay over the second half).
 
@@ -135,7 +144,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
         with runtime.autocast():
             fake_b, fake_a = model.g_ab(real_a), model.g_ba(real_b)
             adv = losses.lsgan_g_loss(d_b(fake_b)) + losses.lsgan_g_loss(d_a(fake_a))
-            cycle = (losses.cycle_consistency(real_a, model.g_ba(fake_b))
+            rec_a = model.g_ba(fake_b)
+            cycle = (losses.cycle_consistency(real_a, rec_a)
                      + losses.cycle_consistency(real_b, model.g_ab(fake_a)))
             loss_g = adv + tp.cycle_weight * cycle
             terms = {"loss_g_adv": adv.detach(), "loss_cycle": cycle.detach()}
@@ -147,9 +157,15 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
             if tp.semantic_weight > 0:
                 with torch.no_grad():
                     source_labels = teacher(real_a).argmax(1)
-                semantic = losses.semantic_consistency(teacher(to_a(fake_b)), source_labels)
+                judged = rec_a if tp.semantic_on == "cycle" else to_a(fake_b)
+                semantic = losses.semantic_consistency(teacher(judged), source_labels)
                 loss_g = loss_g + tp.semantic_weight * semantic
                 terms["loss_semantic"] = semantic.detach()
+            if tp.target_entropy_weight > 0:
+                t_fake_a = teacher(fake_a)
+                confidence, balance = losses.dafl_onehot(t_fake_a), losses.information_entropy(t_fake_a)
+                loss_g = loss_g + tp.target_entropy_weight * (confidence + balance)
+                terms |= {"loss_target_confidence": confidence.detach(), "loss_target_balance": balance.detach()}
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
