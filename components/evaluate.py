@@ -7,11 +7,10 @@ def evaluate(params_json: str, parent_run_id: str, data: Input[Dataset], teacher
              student: Input[Model], evaluation: Output[Artifact], metrics: Output[Metrics],
              confusion: Output[ClassificationMetrics], report: Output[HTML], summary: Output[Markdown],
              generator: Optional[Input[Model]] = None, translator: Optional[Input[Model]] = None,
-             baselines: Optional[Input[list[Model]]] = None, seed: Optional[int] = None):
+             baselines: Optional[Input[list[Model]]] = None, seed: int = -1):
     """Evaluate student vs teacher (accuracy, fidelity, calibration, cost, GAN quality, privacy; for a
     cross-domain student the transfer side-by-side), and any baseline students (named by the method
-    recorded in their metadata). `seed`: the run's typed knob (None: in `params_json`, the keys this stage
-    reads)."""
+    recorded in their metadata). `seed`: the run's typed knob (-1: not given, see `params_json`)."""
     import shutil
 
     from gandistill.stages import entry

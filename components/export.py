@@ -5,11 +5,11 @@ from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 def export(params_json: str, parent_run_id: str, data: Input[Dataset], student: Input[Model],
            evaluation: Input[Artifact], exported: Output[Model], model_card: Output[Markdown],
-           generator: Optional[Input[Model]] = None, seed: Optional[int] = None,
-           gan_steps: Optional[int] = None, distill_steps: Optional[int] = None):
+           generator: Optional[Input[Model]] = None, seed: int = -1,
+           gan_steps: int = -1, distill_steps: int = -1):
     """Export the student to TorchScript, ONNX and INT8 ONNX (calibrated on `generator`'s samples
     when the method distilled from the trained cGAN), prove each, write the model card (which names the
-    settings: hence the typed knobs `seed`, `gan_steps`, `distill_steps`; None: in `params_json`)."""
+    settings: hence the typed knobs `seed`, `gan_steps`, `distill_steps`; -1 = not given: in `params_json`)."""
     import shutil
 
     from gandistill.stages import entry

@@ -1,12 +1,11 @@
-from typing import Optional
 
 from kfp.dsl import Dataset, Output
 
 
 def prepare_data(params_json: str, parent_run_id: str, data: Output[Dataset], data_rev: str = "",
-                 seed: Optional[int] = None):
+                 seed: int = -1):
     """Load the configured source, validate it, split train/val/test and store it. `params_json`: the
-    keys this stage reads (gandistill.stage_params); `seed`: the run's typed knob (None: in the JSON)."""
+    keys this stage reads (gandistill.stage_params); `seed`: the run's typed knob (-1 = not given: in the JSON)."""
     from gandistill.stages import entry
     from gandistill.stages import prepare_data as stage
 

@@ -1,12 +1,11 @@
-from typing import Optional
 
 from kfp.dsl import Dataset, Input, Model, Output
 
 
 def train_translator(params_json: str, parent_run_id: str, data: Input[Dataset], teacher: Input[Model],
-                     translator: Output[Model], seed: Optional[int] = None):
+                     translator: Output[Model], seed: int = -1):
     """Train the CycleGAN between the source domain and the target domain (distill.method=cyclegan).
-    `seed`: the run's typed knob (None: in `params_json`, the keys this stage reads)."""
+    `seed`: the run's typed knob (-1: not given, see `params_json`)."""
     from gandistill.stages import entry
     from gandistill.stages import train_translator as stage
 

@@ -62,6 +62,19 @@ WITH_TRAINED_GAN: dict[str, tuple[str, ...]] = {
 # params key each overrides. A task receives the ones its stage reads, nothing else, so a new
 # distill.steps re-runs distill and what follows while the teacher and the GAN stay cached.
 KNOBS: dict[str, str] = {"seed": "seed", "gan_steps": "gan.steps", "distill_steps": "distill.steps"}
+# A component's integer knob that its task was not given. Not None: kfp.local casts every
+# integer input with int(), so an unset Optional[int] fails the task (kfp 2.17,
+# executor_input_to_dict) — export of a method without a cGAN has no gan_steps. Every knob's
+# schema range excludes it (seed >= 0, steps >= 1).
+NOT_GIVEN = -1
+
+
+def _set(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The overrides a task was really given (None and NOT_GIVEN are not a value)."""
+    return {k: v for k, v in (overrides or {}).items() if v is not None and not (k in _KNOB_KEYS and v == NOT_GIVEN)}
+
+
+_KNOB_KEYS = set(KNOBS.values())
 
 
 def stages() -> tuple[str, ...]:
@@ -141,9 +154,8 @@ def load(text: str | dict[str, Any], stage: str, overrides: dict[str, Any] | Non
         tree = json.loads(json.dumps(text))  # a private copy
     if not isinstance(tree, dict):
         raise ConfigError(f"params_json of {stage}: expected a mapping of sections, got {type(tree).__name__}")
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            _put(tree, key, value)
+    for key, value in _set(overrides).items():
+        _put(tree, key, value)
     method = (tree.get("distill") or {}).get("method", "")
     if method not in methods.METHODS:
         raise ConfigError(f"params_json of {stage}: distill.method={method!r} is not a known method "
@@ -155,9 +167,8 @@ def given(text: str | dict[str, Any], overrides: dict[str, Any] | None = None) -
     """The keys a task received, flat (`section.key` → value) with its knobs applied: what a
     submitted run's MLflow parent records, stage by stage (a local run logs the whole params)."""
     tree = json.loads(text) if isinstance(text, str) else json.loads(json.dumps(text))
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            _put(tree, key, value)
+    for key, value in _set(overrides).items():
+        _put(tree, key, value)
     tree.pop("pipeline", None)  # cluster settings, not the model's (Params.flat leaves them out too)
     return _flatten(tree)
 

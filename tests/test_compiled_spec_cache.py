@@ -182,3 +182,38 @@ def test_each_task_receives_only_the_keys_its_stage_reads(tmp_path: Path, overri
             else:
                 got |= {f"{section}.{field}" for field in value}
         assert got == set(stage_params.keys(name, method)) - knobs, task
+
+
+@pytest.mark.parametrize("method", ["gan", "kd", "data_free", "cyclegan"])
+def test_every_integer_knob_a_task_may_leave_unset_has_a_default(tmp_path: Path, method: str) -> None:
+    """kfp.local casts each integer input with int(): a knob a task is not given (export of a
+    method without a cGAN has no gan_steps) must carry an integer default (NOT_GIVEN), never
+    None — that crashed every local run of a method without a cGAN after the gate."""
+    overrides = [f"distill.method={method}"] + (["data.target_source=mnistm", "data.target_path=data/mnist"]
+                                                 if method == "cyclegan" else [])
+    _, spec = _compile(tmp_path, overrides)
+    for name, component in spec["components"].items():
+        for param, definition in component.get("inputDefinitions", {}).get("parameters", {}).items():
+            if definition["parameterType"] == "NUMBER_INTEGER" and definition.get("isOptional"):
+                assert definition.get("defaultValue") == stage_params.NOT_GIVEN, (name, param)
+
+
+def test_a_task_not_given_an_integer_knob_runs_in_kfp_local(tmp_path: Path, mnist_dir: Path) -> None:
+    """The real thing, one task through kfp.local: prepare_data given no `seed` input (its
+    params_json holds the seed here, as export's holds what it reads when it gets no
+    gan_steps) — before NOT_GIVEN, kfp.local failed the task with int(None)."""
+    import gandistill_components
+    from kfp import dsl, local
+
+    params = load_params(ROOT / "params.yaml", [f"data.path={mnist_dir}", "data.limit_train=300",
+                                                "data.limit_test=100", "seed=5"])
+    comps = gandistill_components.build(params.pipeline.image)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+
+    @dsl.pipeline(name="one-task")
+    def one_task():
+        comps.prepare_data(params_json=json.dumps(stage_params.select(params, "prepare_data")), parent_run_id="")
+
+    one_task()
+    (meta,) = (tmp_path / "kfp").glob("one-task-*/prepare-data/data/meta.json")
+    assert json.loads(meta.read_text())["class_names"] == [str(i) for i in range(10)]

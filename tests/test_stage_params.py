@@ -94,7 +94,7 @@ def test_a_task_s_json_round_trips_with_its_knobs() -> None:
 def test_bad_values_fail_in_the_stage_that_reads_them_with_every_key_named() -> None:
     text = stage_params.stage_json(Params(), "train_gan").replace('"lr_g": 0.0002', '"lr_g": -5')
     with pytest.raises(ConfigError) as err:
-        stage_params.load(text, "train_gan", {"seed": -1, "gan.steps": 0})
+        stage_params.load(text, "train_gan", {"seed": -2, "gan.steps": 0})  # (-1 = NOT_GIVEN: an unset knob)
     message = str(err.value)
     assert "gan.lr_g" in message and "seed" in message and "gan.steps" in message and "3 problems" in message
     prep = json.loads(stage_params.stage_json(Params(), "prepare_data"))
