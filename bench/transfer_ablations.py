@@ -25,7 +25,6 @@ import fcntl
 import json
 import os
 import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 
 from bench.quality import code_fingerprint, git_commit, machine
+from bench.transfer import LoadSampler
 from gandistill import transfer
 from gandistill.config import Params, load_params
 from gandistill.data.dataset import load_meta, load_split, target_folder, to_tensors
@@ -51,28 +51,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 NAME = "transfer-ablations"
 PROBE_SAMPLES = 2000  # target val images the translator probe scores (of 6,000)
-
-
-class LoadSampler:
-    """The 1-minute load average every 30 s while a run goes (the machine is shared)."""
-
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(os.getloadavg()[0])
-            self._stop.wait(30)
-
-    def __enter__(self) -> LoadSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _cached(folder: Path, build) -> dict[str, Any]:
