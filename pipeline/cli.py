@@ -161,15 +161,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_trainer_manifest(args: argparse.Namespace) -> int:
     import yaml
-    from gandistill_pipeline.trainer import pytorchjob
+    from gandistill_pipeline.trainer import pytorchjob, trainjob
 
     paths = {"data_dir": args.data, "out_dir": args.out}
     if args.stage in ("train_gan", "distill"):
         paths["teacher_dir"] = args.teacher
     if args.stage == "distill":
         paths["generator_dir"] = args.generator
-    job = pytorchjob(_params(args), args.stage, paths, name=args.name, nodes=args.nodes, claim=args.claim,
-                     mount_path=args.mount, namespace=args.namespace)
+    common = {"name": args.name, "nodes": args.nodes, "claim": args.claim, "mount_path": args.mount,
+              "namespace": args.namespace}
+    if args.api == "pytorchjob":
+        job = pytorchjob(_params(args), args.stage, paths, **common)
+    else:
+        job = trainjob(_params(args), args.stage, paths, runtime=args.runtime, **common)
     print(yaml.safe_dump(job, sort_keys=False), end="")
     return 0
 
@@ -360,10 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-rev", default="", help="data revision (commit SHA) that keys caching")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("trainer-manifest", help="a Kubeflow PyTorchJob running one training stage on several nodes",
-                       description="Print the PyTorchJob (Kubeflow Training Operator, kubeflow.org/v1) that runs one "
-                                   "training stage on N nodes; paths live on a shared ReadWriteMany volume "
-                                   "(docs/cluster.md).")
+    p = sub.add_parser("trainer-manifest", help="a Kubeflow TrainJob running one training stage on several nodes",
+                       description="Print the Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org/v1alpha1; or with "
+                                   "--api pytorchjob the Training Operator v1 PyTorchJob) that runs one training "
+                                   "stage on N nodes; paths live on a shared ReadWriteMany volume (docs/cluster.md).")
     _add_params_args(p)
     p.add_argument("--stage", required=True, choices=["train_teacher", "train_gan", "distill"])
     p.add_argument("--nodes", type=_positive_int, required=True, help="pods (nodes) of the job")
@@ -371,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--claim", required=True, help="ReadWriteMany PersistentVolumeClaim holding the paths")
     p.add_argument("--mount", default="/shared", help="where the claim is mounted in every pod (default %(default)s)")
     p.add_argument("--namespace", default=None)
+    p.add_argument("--api", choices=["trainjob", "pytorchjob"], default="trainjob",
+                   help="Kubeflow Trainer v2 TrainJob (default) or Training Operator v1 PyTorchJob")
+    p.add_argument("--runtime", default="torch-distributed",
+                   help="the TrainJob's ClusterTrainingRuntime (default %(default)s)")
     p.add_argument("--data", required=True, help="prepared dataset folder (under --mount)")
     p.add_argument("--teacher", default=None, help="teacher folder (train_gan, distill)")
     p.add_argument("--generator", default=None, help="generator folder (distill from a trained GAN)")
