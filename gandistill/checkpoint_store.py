@@ -6,8 +6,8 @@ that a new pod can read after the old one died.
 (`pipeline.checkpoint_root`, which the DAG puts into the training tasks' environment).
 
 With an S3 location the checkpoint is written to a local file first (atomic), then uploaded
-with `storage.upload_file` (staging key, ETag/size verified, committed server-side), so the
-object store only ever holds complete, verified checkpoints; a resumed run downloads it and
+with `storage.upload_file` (staging key, SHA-256 checksum and size verified, committed
+server-side), so the object store only ever holds complete, verified checkpoints; a resumed run downloads it and
 checks its md5. The object store is the truth: a leftover local copy is never resumed from
 on its own, and an unreachable store fails the stage with storage's one-line error (a task
 retry then resumes) rather than training on without durable checkpoints.

@@ -12,13 +12,19 @@ Guarantees, for every backend:
   `GANDISTILL_S3_MAX_ATTEMPTS`, default 5) — never an endless hang;
 - write-then-commit: a file is uploaded to a staging key, verified, then copied to its
   final key server-side, so a reader never sees a partial or unverified object;
-- verification by checksum: the server's ETag must equal the MD5 we computed (multipart:
-  the md5-of-part-md5s form); downloads are re-hashed against the recorded md5;
+- verification by checksum, whatever server-side encryption the bucket applies: every upload
+  carries an S3 additional checksum (SHA-256, `x-amz-checksum-sha256`), which the server checks
+  on receipt and stores; the stored checksum must equal ours (full-object, or the composite
+  checksum-of-part-checksums of a multipart upload). Under SSE-KMS / SSE-C, AWS's ETag is not
+  the MD5 of the data, so the ETag is used only by a server that reports no checksum (and then
+  must be our MD5), and a server that reports neither is verified by reading the object back.
+  Downloads are re-hashed against the md5 recorded in the object's metadata;
 - failures raise `ServiceError` naming the endpoint and the fix.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import hashlib
@@ -33,6 +39,7 @@ from gandistill.errors import ServiceError
 from gandistill.files import file_hash
 
 MD5_META = "gandistill-md5"  # x-amz-meta-*: the whole-object md5, survives server-side copy
+SHA256_META = "gandistill-sha256"  # x-amz-meta-*: the whole-object SHA-256 (base64, as S3 writes checksums)
 PART_SIZE = 64 * 1024 * 1024  # multipart above this size; also the part size for ETag checks
 _STAGING = ".staging-"
 
@@ -86,7 +93,8 @@ def _client(endpoint_url: str | None, key_id: str | None, region: str | None, at
         retries={"total_max_attempts": attempts, "mode": "standard"},
         connect_timeout=5, read_timeout=60,
         s3={"addressing_style": "path"},  # MinIO/SeaweedFS have no virtual-host buckets
-        # boto3 >= 1.36 adds CRC checksums by default; some S3-compatible servers reject them.
+        # boto3 >= 1.36 adds CRC checksums to every request by default and some S3-compatible
+        # servers reject them; our uploads ask for SHA-256 explicitly (upload_file) instead.
         request_checksum_calculation="when_required", response_checksum_validation="when_required",
     )
     # Credentials: boto3's default chain (AWS_* env, profile, pod identity); endpoint likewise.
@@ -149,7 +157,8 @@ def _call(action: str, uri: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def expected_etag(path: str | Path, part_size: int | None = None) -> str:
-    """The ETag S3 computes: md5 for a single PUT, md5(concat(part md5s))-N for multipart."""
+    """The ETag S3 computes for an unencrypted (or SSE-S3) object: md5 for a single PUT,
+    md5(concat(part md5s))-N for multipart. Not the ETag of an SSE-KMS / SSE-C object."""
     part_size = part_size or PART_SIZE
     size = Path(path).stat().st_size
     if size <= part_size:
@@ -159,6 +168,66 @@ def expected_etag(path: str | Path, part_size: int | None = None) -> str:
         while block := handle.read(part_size):
             parts.append(hashlib.md5(block).digest())
     return f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
+
+
+@dataclass(frozen=True)
+class Digests:
+    """A file's digests in the forms an S3 server reports them."""
+    md5: str  # hex
+    sha256: str  # base64 of the whole file's SHA-256 (a full-object checksum)
+    composite_sha256: str | None  # base64 SHA-256 of the part SHA-256s (a multipart upload's checksum)
+    size: int
+
+
+def digests(path: str | Path, part_size: int | None = None) -> Digests:
+    part_size = part_size or PART_SIZE
+    md5, whole, parts = hashlib.md5(), hashlib.sha256(), []
+    with open(path, "rb") as handle:
+        while block := handle.read(part_size):
+            md5.update(block)
+            whole.update(block)
+            parts.append(hashlib.sha256(block).digest())
+    composite = base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode() if len(parts) > 1 else None
+    return Digests(md5.hexdigest(), base64.b64encode(whole.digest()).decode(), composite, Path(path).stat().st_size)
+
+
+def _stored_checksum_matches(head: dict[str, Any], want: Digests) -> bool | None:
+    """Whether the server's stored SHA-256 checksum is ours; None when it reports none.
+    A composite checksum ends in `-<parts>` (AWS, SeaweedFS); some servers drop the suffix."""
+    stored = head.get("ChecksumSHA256")
+    if not stored:
+        return None
+    value, _, parts = stored.partition("-")
+    if parts:
+        return value == want.composite_sha256
+    return value in (want.sha256, want.composite_sha256)
+
+
+def _read_back_sha256(s3: Any, obj: S3Uri, uri: str) -> str:
+    body = _call("verify", uri, s3.get_object, Bucket=obj.bucket, Key=obj.key)["Body"]
+    sha = hashlib.sha256()
+    for chunk in body.iter_chunks(1 << 20):
+        sha.update(chunk)
+    return base64.b64encode(sha.digest()).decode()
+
+
+def _verify_staged(s3: Any, staged: S3Uri, src: Path, want: Digests, dst: str) -> str:
+    """Check the uploaded bytes before they are committed; return how ('sha256', 'etag-md5',
+    'read-back'). Raises ServiceError (the object is corrupt) on any mismatch."""
+    head = _call("verify", dst, s3.head_object, Bucket=staged.bucket, Key=staged.key, ChecksumMode="ENABLED")
+    etag = head.get("ETag", "").strip('"')
+    checksum_ok = _stored_checksum_matches(head, want)
+    if head.get("ContentLength") == want.size and checksum_ok:
+        return "sha256"
+    if head.get("ContentLength") == want.size and checksum_ok is None:
+        if etag == expected_etag(src):
+            return "etag-md5"
+        if _read_back_sha256(s3, staged, dst) == want.sha256:  # e.g. SSE-KMS on a server without checksums
+            return "read-back"
+    raise ServiceError(f"upload {dst}: {endpoint()} stored {head.get('ContentLength')} bytes with SHA-256 "
+                       f"{head.get('ChecksumSHA256') or '(none)'} / ETag {etag}, expected {want.size} bytes with "
+                       f"SHA-256 {want.composite_sha256 or want.sha256} (MD5 {want.md5}): the object is corrupt; "
+                       "retry, and check proxies between you and the object store")
 
 
 # ---------------------------------------------------------------------------------------
@@ -181,36 +250,37 @@ def upload_file(src: str | Path, dst: str) -> str:
     src = Path(src)
     if not src.is_file():
         raise FileNotFoundError(f"{src}: not a file")
-    md5 = file_hash(src)
     if not is_s3(dst):
+        md5 = file_hash(src)
         _local_put(src, Path(dst))
         return md5
     from boto3.s3.transfer import TransferConfig
 
+    want = digests(src)
     target = parse_s3(dst)
     staging = S3Uri(target.bucket, f"{target.key}{_STAGING}{uuid.uuid4().hex[:12]}")
     s3 = client()
     transfer = TransferConfig(multipart_threshold=PART_SIZE + 1, multipart_chunksize=PART_SIZE)
     try:
+        # ChecksumAlgorithm: boto3 sends the SHA-256 of each part, the server refuses bytes that
+        # do not match it (BadDigest) and stores it with the object — encryption does not change it.
         _call("upload", dst, s3.upload_file, str(src), staging.bucket, staging.key,
-              ExtraArgs={"Metadata": {MD5_META: md5}}, Config=transfer)
-        head = _call("verify", dst, s3.head_object, Bucket=staging.bucket, Key=staging.key)
-        etag = head.get("ETag", "").strip('"')
-        if etag != expected_etag(src) or head.get("ContentLength") != src.stat().st_size:
-            raise ServiceError(f"upload {dst}: {endpoint()} stored ETag {etag} / {head.get('ContentLength')} "
-                               f"bytes, expected {expected_etag(src)} / {src.stat().st_size}: the object is "
-                               "corrupt; retry, and check proxies between you and the object store")
+              ExtraArgs={"Metadata": {MD5_META: want.md5, SHA256_META: want.sha256}, "ChecksumAlgorithm": "SHA256"},
+              Config=transfer)
+        _verify_staged(s3, staging, src, want, dst)
         # Commit: server-side copy makes the verified bytes visible under the final key at once.
         _call("commit", dst, s3.copy_object, Bucket=target.bucket, Key=target.key,
-              CopySource={"Bucket": staging.bucket, "Key": staging.key}, MetadataDirective="COPY")
+              CopySource={"Bucket": staging.bucket, "Key": staging.key}, MetadataDirective="COPY",
+              ChecksumAlgorithm="SHA256")
     finally:
         with contextlib.suppress(Exception):  # best effort; a staging key is never read
             s3.delete_object(Bucket=staging.bucket, Key=staging.key)
-    head = _call("verify", dst, s3.head_object, Bucket=target.bucket, Key=target.key)
-    if head.get("Metadata", {}).get(MD5_META) != md5 or head.get("ContentLength") != src.stat().st_size:
+    head = _call("verify", dst, s3.head_object, Bucket=target.bucket, Key=target.key, ChecksumMode="ENABLED")
+    if (head.get("Metadata", {}).get(MD5_META) != want.md5 or head.get("ContentLength") != want.size
+            or _stored_checksum_matches(head, want) is False):
         raise ServiceError(f"upload {dst}: the committed object at {endpoint()} does not match {src} "
-                           f"(md5 {md5}); retry the upload")
-    return md5
+                           f"(md5 {want.md5}); retry the upload")
+    return want.md5
 
 
 def download_file(src: str, dst: str | Path, md5: str | None = None) -> Path:

@@ -4,10 +4,13 @@ tests/integration/test_stack_and_storage.py, where credentials are really checke
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -81,11 +84,64 @@ def test_multipart_upload_etag_checked(s3: object, tmp_path: Path, monkeypatch: 
     assert storage.download_file(f"s3://{BUCKET}/big.bin", tmp_path / "out").read_bytes() == src.read_bytes()
 
 
-def test_failed_verification_commits_nothing(s3: object, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def _on_head(client: object, rewrite: Callable[[dict[str, Any]], None]) -> None:
+    """Change what HeadObject reports, as a server we cannot run here would (the client is
+    storage.client(), cached for the test; the s3 fixture drops it afterwards)."""
+    client.meta.events.register("after-call.s3.HeadObject",  # type: ignore[attr-defined]
+                                lambda parsed, **_: rewrite(parsed))
+
+
+def test_uploads_carry_a_sha256_checksum_the_server_stores(s3: object, tmp_path: Path) -> None:
+    src = tmp_path / "x"
+    src.write_bytes(os.urandom(5000))
+    storage.upload_file(src, f"s3://{BUCKET}/x")
+    sha256 = base64.b64encode(hashlib.sha256(src.read_bytes()).digest()).decode()
+    head = s3.head_object(Bucket=BUCKET, Key="x", ChecksumMode="ENABLED")  # type: ignore[attr-defined]
+    assert head["ChecksumSHA256"] == sha256  # the committed object keeps it
+    assert head["Metadata"][storage.SHA256_META] == sha256
+
+
+@pytest.fixture
+def kms_bucket(s3: object, moto_endpoint: str) -> str:
+    """The test bucket with default SSE-KMS encryption under a key of moto's KMS."""
+    import boto3
+
+    key = boto3.client("kms", endpoint_url=moto_endpoint).create_key()["KeyMetadata"]["KeyId"]
+    s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={  # type: ignore[attr-defined]
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}}]})
+    return key
+
+
+def test_an_sse_kms_bucket_is_verified_by_checksum_not_by_etag(s3: object, kms_bucket: str, tmp_path: Path) -> None:
+    """On AWS an SSE-KMS object's ETag is not the MD5 of its data (moto still answers the MD5,
+    so the ETag AWS would send is put in its place): the upload must not depend on it."""
+    _on_head(s3, lambda head: head.update(ETag='"' + os.urandom(16).hex() + '"'))
+    src = tmp_path / "ckpt.pt"
+    src.write_bytes(os.urandom(20_000))
+    storage.upload_file(src, f"s3://{BUCKET}/enc/ckpt.pt")
+    head = s3.head_object(Bucket=BUCKET, Key="enc/ckpt.pt")  # type: ignore[attr-defined]
+    assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"].endswith(kms_bucket)
+    assert storage.download_file(f"s3://{BUCKET}/enc/ckpt.pt", tmp_path / "back").read_bytes() == src.read_bytes()
+
+
+def test_a_store_reporting_no_checksum_and_no_md5_etag_is_verified_by_reading_back(
+        s3: object, kms_bucket: str, tmp_path: Path) -> None:
+    reads: list[str] = []
+    s3.meta.events.register("before-call.s3.GetObject",  # type: ignore[attr-defined]
+                            lambda params, **_: reads.append(params["url_path"]))
+    _on_head(s3, lambda head: (head.pop("ChecksumSHA256", None), head.update(ETag='"' + "e" * 32 + '"')))
+    src = tmp_path / "x"
+    src.write_bytes(os.urandom(5000))
+    storage.upload_file(src, f"s3://{BUCKET}/x")
+    assert len(reads) == 1 and storage._STAGING in reads[0]  # the staged object, read back once
+    assert _keys(s3) == ["x"]
+
+
+def test_failed_verification_commits_nothing(s3: object, tmp_path: Path) -> None:
     src = tmp_path / "x"
     src.write_bytes(b"payload")
-    monkeypatch.setattr(storage, "expected_etag", lambda path, part_size=None: "0" * 32)
+    other = base64.b64encode(hashlib.sha256(b"other bytes").digest()).decode()
+    _on_head(s3, lambda head: head.update(ChecksumSHA256=other))  # the store holds something else
     with pytest.raises(ServiceError, match="corrupt"):
         storage.upload_file(src, f"s3://{BUCKET}/x")
     assert _keys(s3) == []  # neither the final key nor a staging key
