@@ -268,6 +268,11 @@ class EvaluateParams(Section):
     ece_bins: int = Field(15, ge=2, le=100)
     privacy_samples: int = Field(2000, ge=10)
     gan_samples: int = Field(2000, ge=10)
+    # The "Explain" sections' budget (stages/evaluate/explain.py): samples per class on each side of
+    # the coverage / atlas measures (real test images and samples the student learned from), and the
+    # fixed images per class whose input-gradient maps are compared.
+    explain_per_class: int = Field(500, ge=10, le=100_000)
+    saliency_per_class: int = Field(16, ge=1, le=10_000)
     # Students distilled by these other methods in the same run (the DAG fans them out) and
     # compared with the student in the report: what the chosen method bought, on the same data.
     baselines: list[DistillMethod] = Field(default_factory=list)  # type: ignore[valid-type]

@@ -388,6 +388,7 @@ class TrainingLoop:
             entry.update(self.observer(self.step))
         self._clock_start += time.perf_counter() - started  # not training time
 
-    def _log(self, metrics: dict[str, float]) -> None:
+    def _log(self, metrics: dict[str, Any]) -> None:
+        """Scalars go to log_fn; an eval's per-class lists (distill's agreement per class) stay in the history."""
         if self.log_fn is not None and self.runtime.is_main:
-            self.log_fn(metrics, self.step)
+            self.log_fn({k: v for k, v in metrics.items() if isinstance(v, int | float)}, self.step)

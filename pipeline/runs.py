@@ -67,6 +67,9 @@ def _stage_result(summary: dict[str, Any], stage: str) -> dict[str, Any]:
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
+    """Scalar columns only: a history entry's per-class lists (distill's agreement per class)
+    stay in result.json, where the report reads them."""
+    rows = [{key: value for key, value in row.items() if isinstance(value, int | float | str)} for row in rows]
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")

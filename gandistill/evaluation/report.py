@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,12 +81,18 @@ def _figure_html(figure: Figure) -> str:
             f"<figcaption>{alt}</figcaption></figure>")
 
 
+def section_id(title: str) -> str:
+    """The HTML id of a section: its title in lower case, runs of other characters as one '-'
+    ("Explain: disagreement atlas" → "explain-disagreement-atlas"), for links and screenshots."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
 def write_html(title: str, sections: list[Section], path: str | Path) -> Path:
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              f"<title>{html.escape(title)}</title>",
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     for section in sections:
-        parts.append(f"<section><h2>{html.escape(section.title)}</h2>")
+        parts.append(f"<section id='{section_id(section.title)}'><h2>{html.escape(section.title)}</h2>")
         parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
         parts += [_table_html(t) for t in section.tables]
         parts += [_figure_html(f) for f in section.figures]

@@ -18,7 +18,7 @@ from gandistill.errors import DataError
 from gandistill.files import atomic_write_text, file_hash
 from gandistill.loop import atomic_torch_save
 from gandistill.nets import build_classifier, build_gan
-from gandistill.nets.gan import DFADGenerator, MLPGenerator
+from gandistill.nets.gan import DFADGenerator, MLPDiscriminator, MLPGenerator
 from gandistill.runtime import Runtime
 from gandistill.storage import is_s3
 
@@ -134,6 +134,27 @@ def load_generator(folder: str | Path) -> nn.Module:
                              output=blob.get("output", "sigmoid"))
     generator.load_state_dict(blob["state_dict"])
     return generator.eval()
+
+
+def discriminator_record(disc: nn.Module, state: dict[str, Any], ndf: int, hidden: int,
+                         spectral_norm: bool) -> dict[str, Any]:
+    """What rebuilds a cGAN's discriminator (in `state`), stored inside the generator's file."""
+    return {"state_dict": state, "arch": "mlp" if isinstance(disc, MLPDiscriminator) else "conv",
+            "ndf": ndf, "hidden": hidden, "spectral_norm": spectral_norm}
+
+
+def load_discriminator(folder: str | Path) -> nn.Module | None:
+    """The discriminator saved with a trained cGAN's generator (None for generators saved
+    without one: data-free generators, or a cGAN trained before it was kept)."""
+    blob = load_model_file(folder)
+    record = blob.get("discriminator")
+    if record is None:
+        return None
+    _, disc = build_gan(record["arch"], blob["nz"], blob["num_classes"], blob["out_channels"],
+                        tuple(blob["image_size"]), blob["ngf"], record["ndf"], record["spectral_norm"],
+                        hidden=record["hidden"])
+    disc.load_state_dict(record["state_dict"])
+    return disc.eval()
 
 
 # -- evaluation ---------------------------------------------------------------------------

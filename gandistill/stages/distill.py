@@ -55,6 +55,8 @@ from gandistill.data.dataset import (
 )
 from gandistill.distributed import World, gather
 from gandistill.errors import ConfigError
+from gandistill.evaluation import explain
+from gandistill.evaluation.gan_quality import sample_balanced
 from gandistill.loop import EMA, TrainingLoop, warmup_cosine
 from gandistill.nets import build_classifier, build_gan, count_parameters
 from gandistill.runtime import Runtime, seed_everything, unwrap
@@ -585,6 +587,44 @@ def macro_agreement(student_pred: torch.Tensor, teacher_pred: torch.Tensor, num_
     return float(torch.stack(per_class).mean())
 
 
+class AgreementWatch:
+    """Teacher–student agreement at each evaluation, overall and per teacher class, on the real
+    validation images and — for a student of the trained cGAN — on a fixed bank of its samples:
+    recorded in the history for the report's "how the knowledge moved" (never selected on; for
+    data-free methods the real images are only looked at, as their final scoring does)."""
+
+    BANK = 1024
+    BANK_SEED_OFFSET = 3571
+
+    def __init__(self, runtime: Runtime, teacher: nn.Module, student: nn.Module, data_dir: Path,
+                 generator: nn.Module | None, num_classes: int, seed: int):
+        self.runtime, self.student, self.num_classes = runtime, student, num_classes
+        device = runtime.device
+        self.val_x = torch.from_numpy(load_split(data_dir, "val").x).to(device)
+        self.val_teacher = predict_logits(teacher, self.val_x, device=device).argmax(1)
+        self.bank: torch.Tensor | None = None
+        if generator is not None:
+            self.bank, _ = sample_balanced(generator, self.BANK, num_classes, seed=seed + self.BANK_SEED_OFFSET,
+                                           device=device)
+            self.bank_teacher = teacher(self.bank).argmax(1).cpu()
+
+    def __call__(self) -> dict[str, Any]:
+        rt = self.runtime
+        val = rt.gather(predict_logits(self.student, rt.eval_slice(self.val_x), device=rt.device),
+                        total=len(self.val_x)).argmax(1)
+        overall, per_class = explain.agreement_by_class(val.cpu(), self.val_teacher.cpu(), self.num_classes)
+        out: dict[str, Any] = {"val_agreement": overall, "val_agreement_per_class": per_class}
+        if self.bank is not None:
+            bank = rt.gather(self.student(rt.eval_slice(self.bank)), total=len(self.bank)).argmax(1)
+            out["generated_agreement"], out["generated_agreement_per_class"] = explain.agreement_by_class(
+                bank.cpu(), self.bank_teacher, self.num_classes)
+        return out
+
+    def wrap(self, eval_fn: Callable[[int], dict[str, float]]) -> Callable[[int], dict[str, Any]]:
+        # the method's own metrics win: a target method's val_agreement is its selection key
+        return lambda step: self() | eval_fn(step)
+
+
 def real_images_seen(method: str, steps: int, batch_size: int, real_fraction: float, n_train: int) -> int:
     """How many distinct real training images the student's updates could have touched."""
     share = methods.get(method).real_images
@@ -704,6 +744,9 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
             logits = predict_logits(scored, runtime.eval_slice(val_x), device=device)
             return {"val_acc": accuracy(runtime.gather(logits, total=len(val_y)), val_y.cpu())}
 
+    if not method.needs_target_labels:  # the target upper bound has no teacher that reads its images
+        eval_fn = AgreementWatch(runtime, teacher, scored, data_dir, generator, meta.num_classes,
+                                 params.seed).wrap(eval_fn)
     teacher_id = file_digest(Path(teacher_dir) / "model.pt") if (Path(teacher_dir) / "model.pt").is_file() else ""
     generator_id = file_digest(Path(generator_dir) / "model.pt") if generator is not None else ""
     translator_id = file_digest(Path(translator_dir) / "model.pt") if translator_dir is not None else ""

@@ -31,6 +31,7 @@ from gandistill.nets import build_gan, count_parameters
 from gandistill.runtime import Runtime, seed_everything, unwrap
 from gandistill.stages.common import (
     checkpoint_dir,
+    discriminator_record,
     file_digest,
     fingerprint,
     follower_result,
@@ -140,7 +141,10 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
 
     best = unwrap(generator).cpu()
     best.load_state_dict(outcome.best_state["generator_ema" if ema is not None else "generator"])
-    save_generator(best, out_dir, extra={"ema": ema is not None})
+    # The discriminator of the selected step travels with G: evaluate's disagreement atlas asks it
+    # how real a test image looks for the teacher's class.
+    save_generator(best, out_dir, extra={"ema": ema is not None, "discriminator": discriminator_record(
+        unwrap(disc), outcome.best_state["discriminator"], gp.ndf, gp.hidden, gp.spectral_norm)})
     final = outcome.history[-1] if outcome.history else {}
     selected = next((h for h in outcome.history if h["step"] == outcome.best_step), final)
     result = {

@@ -6,6 +6,9 @@ of the report is one module here, and `run` reads like the report's table of con
 - accuracy (`accuracy`): accuracy with a 95 % Wilson interval, McNemar's exact paired test
   student vs teacher, per-class accuracy and the confusion matrix; fidelity to the teacher
   (top-1 agreement, KL(p^T ‖ p^S)); calibration (15-bin ECE, reliability diagrams);
+- what the student learned and why not the rest (`explain`): per-class coverage of what it
+  learned from against its error, the disagreement atlas, teacher and student input-gradient
+  maps, agreement over training (explain.json holds every number);
 - cost and speed (`speed`): parameters, MACs (FlopCounterMode), serialized size, and batch-1
   latency p50/p95 and batch-256 throughput for eager PyTorch, TorchScript and ONNX Runtime,
   all timed interleaved in this one process after warm-up;
@@ -43,7 +46,7 @@ from gandistill.evaluation import transfer
 from gandistill.evaluation.report import Section, write_html, write_markdown
 from gandistill.runtime import seed_everything
 from gandistill.stages.common import write_result
-from gandistill.stages.evaluate import accuracy, gan_quality, privacy, speed
+from gandistill.stages.evaluate import accuracy, explain, gan_quality, privacy, speed
 from gandistill.stages.evaluate.inputs import STUDENT, TEACHER, Block, Inputs, load_inputs
 from gandistill.stages.evaluate.summary import summary_section, training_curves
 from gandistill.tracking import NullTracker, Tracker
@@ -75,12 +78,13 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
 
     cross_domain = transfer_block(ev)
     acc = accuracy.block(ev)
+    explained = explain.block(ev, acc)
     cost = speed.block(ev, acc)
     generated = gan_quality.sample(ev) if ev.generator_dir is not None else None
     gan = gan_quality.block(ev, generated) if generated is not None else Block()
     audit = privacy.block(ev, generated) if generated is not None else Block()
     curves = training_curves(ev)
-    blocks = [cross_domain, acc, cost, gan, audit, curves]
+    blocks = [cross_domain, acc, explained, cost, gan, audit, curves]
 
     metrics = {key: value for b in blocks for key, value in b.metrics.items()}
     summary = summary_section(ev, acc, metrics)
@@ -89,7 +93,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
     tracker = tracker or NullTracker()
     tracker.log_metrics(metrics)
     tracker.set_tags({"student.method": ev.method, "student.arch": ev.info[STUDENT].get("arch", "?")})
-    for name in [*result["figures"].values(), "report.html", "report.md", "summary.md", "result.json"]:
+    files = [path.name for b in blocks for path in b.files.values()]
+    for name in [*result["figures"].values(), *files, "report.html", "report.md", "summary.md", "result.json"]:
         tracker.log_artifact(ev.out_dir / name, "evaluation")
     log.info("[evaluate] teacher %.4f, student %.4f (agreement %.4f, %.1f× fewer params) in %.1f s",
              metrics["teacher_test_acc"], metrics["student_test_acc"], metrics["agreement"],

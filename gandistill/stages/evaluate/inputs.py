@@ -22,12 +22,14 @@ TEACHER, STUDENT = "teacher", "student"
 @dataclass
 class Block:
     """One block of the report: flat metrics (logged and written to result.json), the figures
-    it drew, its report sections, and any structured entries it adds to result.json."""
+    it drew, its report sections, any structured entries it adds to result.json, and any other
+    files it wrote for MLflow (name → path in the output folder)."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
     sections: list[Section] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
