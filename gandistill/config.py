@@ -218,6 +218,9 @@ class DistillParams(OptimParams):
     # wrong (of batch·(1 + share) candidates); the rest is random. 0 = plain sampling.
     hard_fraction: float = Field(0.5, ge=0.0, le=1.0)
     hint_weight: float = Field(0.0, ge=0.0)
+    # Attention transfer (losses.attention_transfer) on the last spatial feature map; the authors
+    # use 1000 with their batch-and-position mean. 0 = off. Measured: bench/results/attention.md.
+    attention_weight: float = Field(0.0, ge=0.0)
     rkd_distance_weight: float = Field(0.0, ge=0.0)
     rkd_angle_weight: float = Field(0.0, ge=0.0)
     eval_every: int = Field(250, ge=1)

@@ -62,6 +62,29 @@ def fitnet_hint(student_feature: torch.Tensor, teacher_feature: torch.Tensor) ->
     return 0.5 * F.mse_loss(student_feature, teacher_feature)
 
 
+def _attention(feature: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """q = vec(F(A)) / ‖vec(F(A))‖₂ with F(A) = mean_c A_c² (N×C×H×W → N×HW), pooled to `size`."""
+    energy = F.adaptive_avg_pool2d(feature.float().pow(2).mean(dim=1, keepdim=True), size)
+    return F.normalize(energy.flatten(1), dim=1)
+
+
+def attention_transfer(student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+    """Zagoruyko & Komodakis, "Paying More Attention to Attention: Improving the Performance of
+    Convolutional Neural Networks via Attention Transfer", ICLR 2017, eq. 2 (activation-based AT):
+
+        L_AT = (1 / (N·HW)) Σ_n ‖ q_S^n − q_T^n ‖₂²,   q = vec(Σ_c A_c²) / ‖vec(Σ_c A_c²)‖₂
+
+    with A_S, A_T the student's and teacher's activations (N×C×H×W) at one spatial layer; the
+    channel counts may differ (the maps sum over channels; a mean normalises the same). The mean
+    over batch and positions is the authors' code, whose β = 1000 multiplies it (the paper's β/2
+    "divided by the number of elements in the attention map and the batch size"). When the
+    spatial sizes differ, the larger map is average-pooled to the smaller one first.
+    """
+    size = (min(student_feature.shape[2], teacher_feature.shape[2]),
+            min(student_feature.shape[3], teacher_feature.shape[3]))
+    return (_attention(student_feature, size) - _attention(teacher_feature, size)).pow(2).mean()
+
+
 def _pairwise_distances(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     sq = e.pow(2).sum(dim=1)
     dist = (sq[:, None] + sq[None, :] - 2 * e @ e.t()).clamp_min(eps).sqrt()

@@ -39,7 +39,7 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "prepare_data": (*_METHOD, "seed", "data", *_ARCHS),
     # FEATURE_NEEDS: an imported TorchScript teacher without features fails early when distill wants them.
     "train_teacher": (*_METHOD, *_TRAINING, "teacher", "distill.student_arch", "distill.hint_weight",
-                      "distill.rkd_distance_weight", "distill.rkd_angle_weight"),
+                      "distill.attention_weight", "distill.rkd_distance_weight", "distill.rkd_angle_weight"),
     "train_gan": (*_METHOD, *_TRAINING, "gan"),
     "train_translator": (*_METHOD, *_TRAINING, "translator"),
     "distill": (*_TRAINING, "distill", "teacher.arch", "teacher.source"),

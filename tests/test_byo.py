@@ -193,7 +193,8 @@ def test_scripted_gandistill_teacher_keeps_its_features(tmp_path: Path, rgb_data
     assert logits.shape == (2, 3) and feats[-1].ndim == 2
 
 
-@pytest.mark.parametrize("setting", ["distill.method=dafl", "distill.hint_weight=1", "distill.rkd_angle_weight=1"])
+@pytest.mark.parametrize("setting", ["distill.method=dafl", "distill.hint_weight=1", "distill.attention_weight=1",
+                                     "distill.rkd_angle_weight=1"])
 def test_logits_only_teacher_with_feature_methods_is_a_config_error(tmp_path: Path, rgb_data: Path,
                                                                     setting: str) -> None:
     torch.jit.save(torch.jit.trace(_trained_teacher(rgb_data), torch.rand(2, 3, 16, 16)), str(tmp_path / "t.ts"))

@@ -130,3 +130,23 @@ def test_synthetic_selection_metric_punishes_collapsed_banks():
     assert macro_agreement(teacher.clone(), teacher, 4) == pytest.approx(0.25)  # one class of four
     balanced = torch.tensor([0, 1, 2, 3])
     assert macro_agreement(torch.tensor([0, 1, 2, 0]), balanced, 4) == pytest.approx(0.75)
+
+
+def test_attention_transfer_by_hand_and_its_invariances():
+    # one sample, 2×1 positions: student energy Σ_c A² ∝ (1, 0), teacher ∝ (1, 1) → q_S = (1, 0),
+    # q_T = (1/√2, 1/√2); L = ((1 − 1/√2)² + (1/√2)²) / 2 = 1 − 1/√2
+    student = torch.tensor([[[[1.0], [0.0]]]])  # N=1, C=1, H=2, W=1
+    teacher = torch.tensor([[[[1.0], [1.0]]], ]).expand(1, 3, 2, 1)  # three channels, same energy
+    assert float(losses.attention_transfer(student, teacher)) == pytest.approx(1 - 1 / math.sqrt(2), rel=1e-6)
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(4, 16, 5, 5, generator=g)
+    # scale and channel count do not matter, only where the energy sits
+    assert float(losses.attention_transfer(5 * t[:, :8], torch.cat([t[:, :8], t[:, :8]], 1))) == pytest.approx(
+        0.0, abs=1e-7)
+    assert float(losses.attention_transfer(torch.randn(4, 8, 5, 5, generator=g), t)) > 1e-3
+    # a larger teacher map is pooled to the student's size
+    big = t.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # 10×10, each position copied 2×2
+    assert float(losses.attention_transfer(t, big)) == pytest.approx(0.0, abs=1e-7)
+    s = torch.randn(4, 8, 5, 5, generator=g, requires_grad=True)
+    losses.attention_transfer(s, t).backward()
+    assert s.grad is not None and float(s.grad.abs().sum()) > 0

@@ -37,11 +37,11 @@ def world(tmp_path_factory, mnist_dir):
 
 # The loss terms only each method's own step function logs (add-on terms come on top).
 OWN_TERMS = {
-    "scratch": {"loss"}, "kd": {"kd", "hint", "rkd_distance", "rkd_angle"},
-    "gan": {"kd", "hint", "rkd_distance", "rkd_angle"}, "gan_real": {"kd_real", "kd_gen"},
+    "scratch": {"loss"}, "kd": {"kd", "hint", "attention", "rkd_distance", "rkd_angle"},
+    "gan": {"kd", "hint", "attention", "rkd_distance", "rkd_angle"}, "gan_real": {"kd_real", "kd_gen"},
     "data_free": {"loss_g", "g_discrepancy", "g_balance", "distill_loss"},
     "dafl": {"loss_g", "g_onehot", "g_activation", "g_balance", "distill_loss"},
-    "noise": {"kd", "hint", "rkd_distance", "rkd_angle"},
+    "noise": {"kd", "hint", "attention", "rkd_distance", "rkd_angle"},
     "adversarial": {"loss_d", "fool", "kd"},
     # target-domain methods run on a source + target dataset: tests/test_transfer.py
     "cyclegan": {"kd_target", "kd_translated_source"}, "target_kd": {"kd"}, "target_supervised": {"loss"},
@@ -68,7 +68,8 @@ def test_every_method_has_a_step_and_a_check_here():
 @pytest.mark.parametrize("method", SOURCE_METHODS)
 def test_every_method_runs_through_the_one_distill_stage(world, method, tmp_path):
     params = smoke_params(f"distill.method={method}", "distill.steps=12", "distill.eval_every=6",
-                          "distill.hint_weight=0.5", "distill.rkd_distance_weight=0.5", "distill.rkd_angle_weight=0.5")
+                          "distill.hint_weight=0.5", "distill.attention_weight=100", "distill.rkd_distance_weight=0.5",
+                          "distill.rkd_angle_weight=0.5")
     generator = world / "gan" if methods.get(method).needs_trained_gan else None
     tracker = RecordingTracker()
     result = distill.run(params, world / "data", world / "teacher", generator, tmp_path / "student", tracker)

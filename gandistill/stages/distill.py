@@ -14,7 +14,8 @@ it gets (see `METHODS`):
 | dafl        | G(z, y) trained by the teacher     | DAFL generator loss (Chen 2019), KD student |
 | adversarial | real (x, y)                        | kd + conditional output-GAN term (Xu 2017) |
 
-Add-ons for any method: FitNets hint through a learned 1×1-conv regressor (`hint_weight`) and
+Add-ons for any method: FitNets hint through a learned 1×1-conv regressor (`hint_weight`),
+attention transfer on the last spatial map (`attention_weight`, Zagoruyko & Komodakis 2017) and
 RKD distance / angle on penultimate features (`rkd_*_weight`).
 
 Model selection: methods that may use real data select the step with the best accuracy on
@@ -205,7 +206,8 @@ def _mixup(x: torch.Tensor, probability: float, runtime: Runtime) -> torch.Tenso
 # -- add-on terms --------------------------------------------------------------------------
 
 class AddOns(nn.Module):
-    """FitNets hint regressor + RKD terms, applied to (student, teacher) feature lists."""
+    """FitNets hint regressor, attention transfer and RKD terms, applied to (student, teacher)
+    feature lists (features[0]: the last spatial map; features[-1]: the penultimate vector)."""
 
     def __init__(self, params: Params, student: nn.Module, teacher: nn.Module, meta: DatasetMeta,
                  world: World | None = None):
@@ -213,8 +215,10 @@ class AddOns(nn.Module):
         dp = params.distill
         self.world = world or World()
         self.hint_weight, self.rkd_d, self.rkd_a = dp.hint_weight, dp.rkd_distance_weight, dp.rkd_angle_weight
+        self.attention_weight = dp.attention_weight
         self.regressor: nn.Module | None = None
         needs_features = [k for k, v in (("distill.hint_weight", dp.hint_weight),
+                                         ("distill.attention_weight", dp.attention_weight),
                                          ("distill.rkd_distance_weight", dp.rkd_distance_weight),
                                          ("distill.rkd_angle_weight", dp.rkd_angle_weight)) if v > 0]
         if methods.get(dp.method).needs_teacher_features:
@@ -234,12 +238,14 @@ class AddOns(nn.Module):
 
     @property
     def active(self) -> bool:
-        return self.hint_weight > 0 or self.rkd_d > 0 or self.rkd_a > 0
+        return self.hint_weight > 0 or self.attention_weight > 0 or self.rkd_d > 0 or self.rkd_a > 0
 
     def forward(self, s_feats: list[torch.Tensor], t_feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
         if self.regressor is not None:
             terms["hint"] = self.hint_weight * losses.fitnet_hint(self.regressor(s_feats[0]), t_feats[0].detach())
+        if self.attention_weight > 0:
+            terms["attention"] = self.attention_weight * losses.attention_transfer(s_feats[0], t_feats[0].detach())
         if self.rkd_d > 0 or self.rkd_a > 0:  # relations between all samples of the global batch
             s_emb, t_emb = gather(s_feats[-1], self.world), gather(t_feats[-1], self.world)
         if self.rkd_d > 0:

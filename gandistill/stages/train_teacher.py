@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 FEATURE_NEEDS = {  # distill settings that read teacher.forward_features (not just logits)
     "distill.method": lambda p: methods.get(p.distill.method).needs_teacher_features,
     "distill.hint_weight": lambda p: p.distill.hint_weight > 0,
+    "distill.attention_weight": lambda p: p.distill.attention_weight > 0,
     "distill.rkd_distance_weight": lambda p: p.distill.rkd_distance_weight > 0,
     "distill.rkd_angle_weight": lambda p: p.distill.rkd_angle_weight > 0,
 }
