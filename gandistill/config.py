@@ -327,7 +327,8 @@ class StageResources(Section):
 
 
 class PipelineParams(Section):
-    image: str = "gandistill-python:0.1.0"
+    image: str = Field("gandistill-python", description="the component image: a repository (compile and submit "
+                       "add this code's content tag), its content tag, or an image@sha256:digest")
     resources: dict[
         Literal["prepare_data", "train_teacher", "train_gan", "train_translator", "distill", "evaluate", "export",
                 "promote"],

@@ -21,12 +21,17 @@ log = logging.getLogger("gandistill")
 
 
 def _version() -> str:
+    """The installed version — from git (setuptools-scm): `0.1.devN+g<commit>` — and, where the
+    build had no git history (the component image), the commit the image was built from."""
+    import os
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("gandistill")
+        installed = version("gandistill")
     except PackageNotFoundError:
         return "unknown (not installed)"
+    commit = os.environ.get("GIT_COMMIT", "")
+    return f"{installed} (commit {commit})" if commit and "+g" not in installed else installed
 
 
 def _add_params_args(parser: argparse.ArgumentParser) -> None:
@@ -141,11 +146,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    params = _params(args)
+    from gandistill_pipeline import image
     from gandistill_pipeline.dag import compile_pipeline
 
+    params = image.pin(_params(args))
     compile_pipeline(params, args.output)
-    print(f"compiled pipeline written to {args.output}")
+    print(f"compiled pipeline written to {args.output} (image {params.pipeline.image})")
     return 0
 
 
@@ -161,6 +167,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_trainer_manifest(args: argparse.Namespace) -> int:
     import yaml
+    from gandistill_pipeline import image
     from gandistill_pipeline.trainer import pytorchjob, trainjob
 
     paths = {"data_dir": args.data, "out_dir": args.out}
@@ -170,10 +177,11 @@ def cmd_trainer_manifest(args: argparse.Namespace) -> int:
         paths["generator_dir"] = args.generator
     common = {"name": args.name, "nodes": args.nodes, "claim": args.claim, "mount_path": args.mount,
               "namespace": args.namespace}
+    params = image.pin(_params(args))
     if args.api == "pytorchjob":
-        job = pytorchjob(_params(args), args.stage, paths, **common)
+        job = pytorchjob(params, args.stage, paths, **common)
     else:
-        job = trainjob(_params(args), args.stage, paths, runtime=args.runtime, **common)
+        job = trainjob(params, args.stage, paths, runtime=args.runtime, **common)
     print(yaml.safe_dump(job, sort_keys=False), end="")
     return 0
 

@@ -60,6 +60,9 @@ def configure(task: Any, stage: str, params: Params) -> None:
     # The KFP run id, from the pod's own label: stages find the run's MLflow parent by it
     # (tracking.pipeline_parent). Platform config, not an input: cache keys stay unchanged.
     k8s.use_field_path_as_env(task, env_name=KFP_RUN_ID_ENV, field_path=f"metadata.labels['{RUN_ID_LABEL}']")
+    # The image is pinned by content tag or digest (pipeline/image.py): a node's copy of it is
+    # never stale, so pull only what the node lacks.
+    k8s.set_image_pull_policy(task, "IfNotPresent")
     node_selector, tolerations = placement(stage, params)
     for key, value in node_selector.items():
         k8s.add_node_selector(task, label_key=key, label_value=value)

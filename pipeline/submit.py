@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from gandistill_pipeline import image
 from gandistill_pipeline.dag import PIPELINE_NAME, compile_pipeline
 
 from gandistill.config import Params
@@ -151,6 +152,7 @@ def submit(params: Params, host: str | None = None, experiment: str = "gandistil
     """Compile and submit; returns ids and URLs of what was created (printed by the CLI)."""
     cron = validate_cron(schedule) if schedule is not None else None
     pipeline_root = validate_pipeline_root(pipeline_root)
+    params = image.pin(params)  # the image this code was built into: content tag or digest
     rev = resolve_data_rev(params, data_rev)
     # The params are compiled into the package (each task: the keys its stage reads); the typed knobs
     # (seed, gan_steps, distill_steps) default to them, so only the data revision is an argument.

@@ -4,6 +4,8 @@
 #   scripts/image.sh build [--cuda] [--tag TAG]   build docker/Dockerfile (or .cuda), print size
 #   scripts/image.sh setup                       podman only: packages, config, base image
 #   scripts/image.sh engine                      print the engine and its environment
+#   scripts/image.sh tag                         the image reference `build` would tag
+#   scripts/image.sh content-tag                 this working tree's content tag (c-<12 hex>)
 #
 # `make image` calls `build`. With podman the one-time setup runs first when something is
 # missing, so a clean Debian machine (root, apt) goes from nothing to an image in one
@@ -16,7 +18,10 @@
 # - a base image when python:3.11-slim-bookworm cannot be pulled (no Docker Hub): Debian's
 #   own Python built with mmdebstrap from the host's apt sources (docker/base/Dockerfile).
 #
-# Environment: IMAGE (tag, default pipeline.image from params.yaml), PYTHON_IMAGE (base),
+# The tag: IMAGE (default pipeline.image from params.yaml); a repository without a tag is tagged
+# with the working tree's content tag (pipeline/image.py says why: `gandistill compile` and
+# `submit` refuse an image tag that does not match the code they compile).
+# Environment: IMAGE (repository or full reference), PYTHON_IMAGE (base),
 # WHEELS (a folder of wheels to mount into the build; default: pip's configured find-links
 # folder when it holds the CPU torch wheel), TORCH_INDEX (the index torch comes from when no
 # wheel folder is mounted: default PyTorch's cpu / cu128 index, see the Dockerfiles; e.g. a
@@ -126,12 +131,32 @@ wheels_dir() {
   if [ -n "$dir" ] && [ -d "$dir" ] && compgen -G "$dir/torch-*+cpu-*.whl" >/dev/null; then echo "$dir"; fi
 }
 
+# What the image's code and environment come from; the same list and hash as
+# pipeline/image.py (CONTENT, content_tag), which compile/submit check the tag against.
+CONTENT=(docker/Dockerfile docker/Dockerfile.cuda .dockerignore requirements-image.txt pyproject.toml data.dvc
+         gandistill components pipeline)
+
+content_tag() {
+  # c-<12 hex>: sha256 over "<sha256>  <path>" lines (byte-sorted paths) of every file git lists
+  # under CONTENT, tracked or not (ignored files excluded), as they are in the working tree.
+  git rev-parse --git-dir >/dev/null 2>&1 || die "not a git checkout: the content tag needs git (or pass --tag)"
+  local digest
+  digest="$(git ls-files -z --cached --others --exclude-standard -- "${CONTENT[@]}" | LC_ALL=C sort -z -u |
+    while IFS= read -r -d '' f; do
+      [ -f "$f" ] && printf '%s  %s\n' "$(sha256sum < "$f" | cut -d' ' -f1)" "$f"
+    done | sha256sum | cut -c1-12)"
+  echo "c-$digest"
+}
+
 default_tag() {
-  # pipeline.image in params.yaml (no Python needed: a clean clone can build the image first).
-  local tag
-  tag="$(awk '/^pipeline:/{p=1; next} /^[^ #]/{p=0} p && $1 == "image:" {print $2; exit}' params.yaml)"
-  [ -n "$tag" ] || die "no pipeline.image in params.yaml: pass IMAGE=... or --tag"
-  echo "$tag"
+  # IMAGE, else pipeline.image in params.yaml (no Python needed: a clean clone can build the
+  # image first). A repository without a tag gets this tree's content tag.
+  local image="${IMAGE:-}"
+  [ -n "$image" ] || image="$(awk '/^pipeline:/{p=1; next} /^[^ #]/{p=0} p && $1 == "image:" {print $2; exit}' \
+    params.yaml)"
+  [ -n "$image" ] || die "no pipeline.image in params.yaml: pass IMAGE=... or --tag"
+  local last="${image##*/}"
+  if [[ "$last" == *:* ]]; then echo "$image"; else echo "$image:$(content_tag)"; fi
 }
 
 build() {
@@ -183,5 +208,7 @@ case "${1:-build}" in
   build) shift || true; build "$@" ;;
   setup) setup ;;
   engine) eng="$(engine)"; echo "$eng"; [ "$eng" != podman ] || echo "CONTAINERS_CONF=$PODMAN_DIR/containers.conf" ;;
-  *) die "usage: scripts/image.sh build [--cuda] [--tag TAG] | setup | engine" ;;
+  tag) default_tag ;;
+  content-tag) content_tag ;;
+  *) die "usage: scripts/image.sh build [--cuda] [--tag TAG] | tag | content-tag | setup | engine" ;;
 esac

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
+from gandistill_pipeline import image
 from gandistill_pipeline.submit import resolve_data_rev, submit, validate_cron
 
 from gandistill import stage_params
@@ -124,7 +125,7 @@ def kfp_api() -> Iterator[tuple[str, FakeKfpApi]]:
 
 @pytest.fixture
 def params() -> Any:
-    return load_params(ROOT / "params.yaml", ["pipeline.image=registry.example/gandistill:1.2.3"])
+    return load_params(ROOT / "params.yaml", ["pipeline.image=registry.example/gandistill"])
 
 
 def _posted(state: FakeKfpApi, path: str) -> Recorded:
@@ -165,7 +166,8 @@ def test_one_off_run(kfp_api: tuple[str, FakeKfpApi], params: Any) -> None:
     assert spec["root"]["inputDefinitions"]["parameters"]["distill_steps"]["defaultValue"] == params.distill.steps
     assert spec["pipelineInfo"]["name"] == "gandistill"
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
-    assert images == {"registry.example/gandistill:1.2.3"}
+    # pinned to this tree's code: the content tag `make image` tags (pipeline/image.py)
+    assert images == {f"registry.example/gandistill:{image.content_tag(ROOT)}"}
 
 
 def test_recurring_run_uploads_then_schedules(kfp_api: tuple[str, FakeKfpApi], params: Any) -> None:
