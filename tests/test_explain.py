@@ -110,20 +110,27 @@ def tiny_run(tmp_path_factory, mnist_dir):
     """The pipeline's stages in-process on 1,000 MNIST training images: a teacher of 2 epochs, a
     cGAN of 150 steps and a gan student of 40 steps — far from converged, so teacher and student
     really disagree on many test images."""
+    from gandistill import tracking
     from gandistill.stages import distill, evaluate, prepare_data, train_gan, train_teacher
 
     root = tmp_path_factory.mktemp("explain")
     mp = pytest.MonkeyPatch()  # module scope runs before the per-test isolation fixture
     mp.setenv("GANDISTILL_CHECKPOINT_ROOT", str(root / "checkpoints"))
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")  # a real MLflow store
     params = smoke_params(f"data.path={mnist_dir}", "gan.steps=150", "gan.eval_every=50",
                           "evaluate.explain_per_class=40", "evaluate.saliency_per_class=4")
     prepare_data.run(params, root / "data")
     train_teacher.run(params, root / "data", root / "teacher")
     train_gan.run(params, root / "data", root / "teacher", root / "gan")
     distill.run(params, root / "data", root / "teacher", root / "gan", root / "student")
-    result = evaluate.run(params, root / "data", root / "teacher", root / "student", root / "gan", root / "eval")
+    parent = tracking.start_parent_run("tiny")
+    with tracking.stage_run("evaluate", parent) as tracker:
+        result = evaluate.run(params, root / "data", root / "teacher", root / "student", root / "gan", root / "eval",
+                              tracker)
+    logged = tracking.client().get_run(tracker.run_id)
+    artifacts = {a.path for a in tracking.client().list_artifacts(tracker.run_id, "evaluation")}
     mp.undo()
-    return root, result
+    return root, result | {"mlflow_metrics": logged.data.metrics, "mlflow_artifacts": artifacts}
 
 
 EXPLAIN_SECTIONS = ("Explain: what the student learned, and why not the rest", "Explain: coverage against error, "
@@ -153,6 +160,11 @@ def test_the_explain_blocks_exist_with_finite_numbers(tiny_run):
     page = Path(result["report_html"]).read_text()
     for title in EXPLAIN_SECTIONS:
         assert title in page
+    # the numbers behind the answers are in MLflow: every explain metric, explain.json and the figures
+    assert {k: v for k, v in result["mlflow_metrics"].items() if k.startswith("explain_")} == pytest.approx(
+        explain_metrics)
+    assert {"evaluation/explain.json", "evaluation/explain_atlas.png", "evaluation/explain_coverage.png",
+            "evaluation/explain_saliency.png", "evaluation/explain_moved.png"} <= result["mlflow_artifacts"]
 
 
 def test_the_atlas_lists_the_real_disagreements(tiny_run):

@@ -16,6 +16,8 @@ per class for the maps — a few seconds of CPU together (docs: README, issue 27
 from __future__ import annotations
 
 import json
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ from gandistill.quantization import free_generator_dir, generated_batches
 from gandistill.stages.common import load_discriminator, load_generator
 from gandistill.stages.evaluate.accuracy import AccuracyBlock
 from gandistill.stages.evaluate.inputs import STUDENT, TEACHER, Block, Inputs
+
+log = logging.getLogger(__name__)
 
 EXPLAIN_SEED_OFFSET = 6007  # samples differ from those any other block or stage drew
 NEAREST_SHOWN = 3  # generated neighbours beside each atlas image
@@ -293,6 +297,7 @@ def _nan_to_none(obj: Any) -> Any:
 
 
 def block(ev: Inputs, acc: AccuracyBlock) -> Block:
+    started = time.perf_counter()
     a, moved, metrics, details = measure(ev, acc)
     names = list(ev.meta.class_names)
     figures = {
@@ -310,8 +315,12 @@ def block(ev: Inputs, acc: AccuracyBlock) -> Block:
     sections = [_answers(ev, a, metrics, details), _coverage_section(ev, details, figures),
                 _atlas_section(ev, a, details, figures), _saliency_section(ev, a, details, figures),
                 _moved_section(moved, details, names, figures)]
-    return Block(metrics=metrics, figures=figures, sections=sections, files={"explain": path},
-                 result={"explain": {"file": FILE, "learned_from": details["learned_from"]}})
+    wall_s = time.perf_counter() - started
+    log.info("[evaluate] explain: %d disagreements, %s samples of %s, %.1f s", metrics["explain_disagreements"],
+             len(a.source.images), a.source.kind, wall_s)
+    return Block(metrics=metrics | {"explain_wall_s": wall_s}, figures=figures, sections=sections,
+                 files={"explain": path},
+                 result={"explain": {"file": FILE, "learned_from": details["learned_from"], "wall_s": wall_s}})
 
 
 # -- what the report says ----------------------------------------------------------------------
