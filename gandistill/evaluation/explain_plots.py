@@ -21,7 +21,7 @@ def coverage_vs_error(class_names: Sequence[str], per_class: list[dict[str, Any]
     k = len(class_names)
     get = lambda key: np.array([np.nan if r[key] is None else r[key] for r in per_class], dtype=np.float64)  # noqa: E731
     recall, precision, acc, agree = get("recall"), get("precision"), get("student_acc"), get("agreement")
-    fig, (left, right) = _subplots(1, 2, figsize=(max(10.0, 5 + 0.45 * k), 4.0),
+    fig, (left, right) = _subplots(1, 2, figsize=(min(20.0, max(10.0, 5 + 0.45 * k)), 4.0),
                                    gridspec_kw={"width_ratios": [1, 1.4]})
     error = (1 - acc) * 100
     dots = left.scatter(recall, error, c=precision, cmap="viridis", vmin=0, vmax=1, s=45, edgecolors="black",
@@ -38,7 +38,8 @@ def coverage_vs_error(class_names: Sequence[str], per_class: list[dict[str, Any]
     for i, (label, values) in enumerate((("precision", precision), ("recall", recall), ("student accuracy", acc),
                                          ("agreement with teacher", agree))):
         right.bar(x + (i - 1.5) * width, np.nan_to_num(values), width=width, label=label)
-    right.set_xticks(x, class_names, rotation=90 if k > 10 else 0)
+    if k <= 40:
+        right.set_xticks(x, class_names, rotation=90 if k > 10 else 0)
     right.set(ylim=(0, 1.05), title="per class")
     right.legend(fontsize=7, loc="lower right")
     return _save(fig, path)

@@ -45,6 +45,7 @@ EXPLAIN_SEED_OFFSET = 6007  # samples differ from those any other block or stage
 NEAREST_SHOWN = 3  # generated neighbours beside each atlas image
 ATLAS_GROUPS, ATLAS_PER_GROUP, ATLAS_ROWS = 8, 3, 16
 SALIENCY_SHOWN = 10  # classes drawn in the map figure (all classes are measured)
+MAX_SAMPLES = 20_000  # many classes: fewer per class rather than an image tensor of gigabytes
 LOW_D_PERCENTILE = 0.1  # a D score below this share of the class's real test images reads "low"
 FILE = "explain.json"
 
@@ -59,8 +60,14 @@ class LearnedFrom:
     discriminator: nn.Module | None = None  # the cGAN's D, when the samples are the cGAN's
 
 
+def per_class_budget(ev: Inputs) -> int:
+    """Samples per class on each side of the coverage measures (evaluate.explain_per_class,
+    fewer when the classes are many)."""
+    return max(2, min(ev.params.evaluate.explain_per_class, MAX_SAMPLES // ev.meta.num_classes))
+
+
 def learned_from(ev: Inputs) -> LearnedFrom:
-    k, per_class = ev.meta.num_classes, ev.params.evaluate.explain_per_class
+    k, per_class = ev.meta.num_classes, per_class_budget(ev)
     n, seed = k * per_class, ev.params.seed + EXPLAIN_SEED_OFFSET
     record = methods.METHODS.get(ev.method)
     if ev.generator_dir is not None and (record is None or record.needs_trained_gan):
@@ -118,7 +125,7 @@ def analyse(ev: Inputs, acc: AccuracyBlock) -> Analysis:
     test_feats, _ = teacher_features(ev.teacher, test_images)
     teacher_pred, student_pred = acc.classes[TEACHER].logits.argmax(1), acc.classes[STUDENT].logits.argmax(1)
 
-    real = _first_per_class(ev.test_y, k, ev.params.evaluate.explain_per_class)
+    real = _first_per_class(ev.test_y, k, per_class_budget(ev))
     coverage = per_class_precision_recall(test_feats[real], ev.test_y[real], sample_feats, sample_labels, k)
     support = X.ClassSupport.build(sample_feats, sample_labels, k)
     covered_test = support.covers(test_feats, teacher_pred)
