@@ -10,7 +10,8 @@ to it (O_APPEND: short lines from several processes do not interleave), and the 
 variable (a cluster run, a unit test) every call here is a no-op.
 
 Events: stage_start, stage_end (wall time + headline), stage_failed (the stage's own
-message), progress (training loop step / total), log (a gandistill WARNING or ERROR).
+message and its error class, gandistill.errors.category), progress (training loop step /
+total), log (a gandistill WARNING or ERROR).
 """
 
 from __future__ import annotations
@@ -158,6 +159,21 @@ def progress_bar(total: int, initial: int, desc: str, enabled_: bool = True) -> 
 
 
 # -- run side --------------------------------------------------------------------------------
+
+def failures(events: Path) -> list[dict[str, Any]]:
+    """The stage_failed events of a run's events file, in the order they happened."""
+    if not events.is_file():
+        return []
+    found = []
+    for line in events.read_text(encoding="utf-8").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a killed writer
+        if event.get("kind") == "stage_failed":
+            found.append(event)
+    return found
+
 
 class Console:
     """Tails the events file in a thread and prints: a live bar per running stage (on a

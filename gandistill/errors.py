@@ -3,6 +3,12 @@
 Every error a user can cause (bad params, bad data, unreachable services) is raised as a
 `GandistillError` subclass; the CLI prints its message on one line block and exits with
 the error's `exit_code` instead of dumping a traceback.
+
+The exit codes are a documented table (README, "Exit codes"): one class per row below. An
+error raised inside a pipeline task crosses a process boundary as its row's class *name*
+(`category`, in the stage's failure event), and the CLI turns the name back into the code
+(`by_name`) — so a DataError raised in prepare_data exits 3 whether it was raised before
+the pipeline started or inside it.
 """
 
 from __future__ import annotations
@@ -48,6 +54,26 @@ class WorkerError(GandistillError):
     """A data-parallel worker process (a torchrun rank) died or hung, so the stage failed."""
 
     exit_code = 7
+
+
+# The exit-code table, one documented class per code (a subclass, e.g. tracking.TrackingError,
+# reports as the row it belongs to).
+DOCUMENTED: tuple[type[GandistillError], ...] = (ConfigError, DataError, TrainingError, ServiceError, ExportError,
+                                                 WorkerError)
+
+
+def category(exc: BaseException) -> str:
+    """The name of the documented class `exc` belongs to ("GandistillError" for an unlisted
+    user-facing error, "" for anything else: a bug)."""
+    for cls in DOCUMENTED:
+        if isinstance(exc, cls):
+            return cls.__name__
+    return GandistillError.__name__ if isinstance(exc, GandistillError) else ""
+
+
+def by_name(name: str) -> type[GandistillError]:
+    """The documented class called `name` (see `category`); GandistillError (exit 1) otherwise."""
+    return next((cls for cls in DOCUMENTED if cls.__name__ == name), GandistillError)
 
 
 class ParamNotGiven(RuntimeError):

@@ -156,7 +156,7 @@ def _failure(stage: str, code: int, tail: list[str], folder: Path) -> Gandistill
     user_facing = [r for r in reports.values() if r.get("gandistill")]
     if user_facing:  # a fault the user can fix (params, data, a service): the same error as one process
         first = min(user_facing, key=lambda r: r["rank"])
-        cls = getattr(errors, first["type"], GandistillError)
+        cls = errors.by_name(first["category"])  # a TrackingError reports as the ServiceError it is (exit 5)
         return cls(f"{first['message']} (rank {first['rank']} of the {stage} workers)")
     dead = _dead_rank("\n".join(tail))
     if dead:
@@ -198,7 +198,8 @@ def worker_main(spec_path: str | Path) -> int:
         return 0
     except BaseException as exc:
         user_facing = isinstance(exc, GandistillError)
-        report = {"rank": world.rank, "type": type(exc).__name__, "message": str(exc)[:2000],
+        report = {"rank": world.rank, "type": type(exc).__name__, "category": errors.category(exc),
+                  "message": str(exc)[:2000],
                   "gandistill": user_facing}
         (Path(spec["failures"]) / f"rank-{world.rank}.json").write_text(json.dumps(report))
         if user_facing:

@@ -136,11 +136,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = run_local(params, runs_root=args.runs_dir, run_name=run_name, verbose=args.verbose,
                             nproc=args.nproc)
-    except RuntimeError as exc:  # kfp.local raises RuntimeError naming the failed task
+    except GandistillError:  # main() prints its message last and exits with its code
         log_file = Path(args.runs_dir) / run_name / "kfp.log"
-        print(f"gandistill run: pipeline failed: {exc}\nThe failing stage's own message is above (✗); "
-              f"the full log: {log_file}", file=sys.stderr)
-        return 1
+        if log_file.is_file():
+            print(f"gandistill run: the full log: {log_file}", file=sys.stderr)
+        raise
     print_summary(summary)
     return 0 if summary["status"] == "FINISHED" else 1
 

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from gandistill_pipeline import runs
 
-from gandistill import console, storage, tracking
+from gandistill import console, errors, storage, tracking
 from gandistill.config import Params
 from gandistill.errors import ConfigError, GandistillError, ServiceError
 from gandistill.files import atomic_write_text
@@ -144,19 +144,39 @@ def write_summary(summary: dict[str, Any], runs_root: Path, name: str) -> Path:
     return path
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def stage_failure(events: Path, exc: Exception) -> GandistillError:
+    """The error a failed local run ends with: the first failing stage's own message, as the
+    documented error class its event names (so `gandistill run` exits with that class's code);
+    when no stage said why (a task killed by a signal), kfp's message without its colours."""
+    failed = console.failures(events)
+    if failed:
+        first = failed[0]
+        return errors.by_name(first.get("error_class", ""))(f"{first.get('stage')} failed: {first.get('error')}")
+    return GandistillError(f"pipeline failed: {_ANSI.sub('', str(exc))} (the task reported no error: killed by a "
+                           "signal or out of memory?)")
+
+
 def default_run_name() -> str:
     return time.strftime("run-%Y%m%d-%H%M%S")
 
 
 class _Tee(io.TextIOBase):
-    """Writes to several text streams (the log file and, with --verbose, the terminal)."""
+    """Writes to several text streams (the log file and, with --verbose, the terminal); kfp's
+    colour codes reach only a terminal, never a file or a pipe."""
 
     def __init__(self, *streams: TextIO):
         self.streams = streams
 
     def write(self, text: str) -> int:
         for stream in self.streams:
-            stream.write(text)
+            stream.write(text if _is_terminal(stream) else _ANSI.sub("", text))
         return len(text)
 
     def flush(self) -> None:
@@ -178,7 +198,7 @@ def run_console(folder: Path, verbose: bool = False) -> Iterator[Path]:
     try:
         with open(folder / runs.KFP_LOG, "w", encoding="utf-8", buffering=1) as logfile, \
                 console.Console(events, out=terminal, bars=False if verbose else None), \
-                contextlib.redirect_stdout(_Tee(logfile, terminal) if verbose else logfile), \
+                contextlib.redirect_stdout(_Tee(logfile, terminal) if verbose else _Tee(logfile)), \
                 warnings.catch_warnings():
             # Display names and resource settings are for the cluster; kfp.local says per task that it
             # ignores them. Expected here, so not on the console (ENVIRONMENT.md, "kfp 2.17 local").
@@ -232,6 +252,8 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
         with run_console(runs_root / run_name, verbose):
             build_pipeline(params, nproc, retries=0)(parent_run_id=parent_run_id)
         status = "FINISHED"
+    except RuntimeError as exc:  # kfp.local names the failed task; the stage's own event says why
+        raise stage_failure(runs_root / run_name / runs.EVENTS, exc) from None
     finally:
         try:
             tracking.finish_run(parent_run_id, status)

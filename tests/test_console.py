@@ -125,8 +125,11 @@ def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 def test_run_console_shows_the_failing_stage_and_keeps_the_kfp_log_in_the_run_folder(tmp_path):
     np.savez(tmp_path / "data.npz", x=np.zeros((20, 8, 8), np.uint8))  # no labels: prepare_data refuses it
     proc = _run(tmp_path)
-    assert proc.returncode == 1
+    assert proc.returncode == 3  # the stage's DataError, carried in its failure event
     assert "✗ prepare_data" in proc.stdout and "missing array(s) y" in proc.stdout  # the stage's own message
+    last = proc.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("gandistill: error: prepare_data failed:") and "missing array(s) y" in last
+    assert "\x1b[" not in proc.stdout + proc.stderr  # no colour codes off a terminal
     assert proc.stdout.count("missing array(s) y") == 1
     assert "executor_input" not in proc.stdout and "executorInput" not in proc.stdout  # no kfp JSON
     log_file = tmp_path / "runs" / "bad" / "kfp.log"
@@ -134,4 +137,5 @@ def test_run_console_shows_the_failing_stage_and_keeps_the_kfp_log_in_the_run_fo
     kfp_log = log_file.read_text()
     assert "missing array(s) y" in kfp_log and "prepare-data" in kfp_log and '"outputs"' in kfp_log
     verbose = _run(tmp_path, "--verbose")
-    assert verbose.returncode == 1 and '"outputs"' in verbose.stdout  # --verbose streams the kfp log
+    assert verbose.returncode == 3 and '"outputs"' in verbose.stdout  # --verbose streams the kfp log
+    assert "\x1b[" not in verbose.stdout + kfp_log  # kfp colours its task names: not in a pipe or a file

@@ -316,3 +316,17 @@ def test_failed_model_upload_registers_no_version(tmp_path: Path, monkeypatch: p
     assert tracking.tracking_uri() in str(info.value) and "re-run promote" in str(info.value)
     assert "not-a-dir" in str(info.value) or "Not a directory" in str(info.value), str(info.value)
     assert mlflow.MlflowClient().search_model_versions("name = 'upload-fails'") == []
+
+
+# -- exit codes across the task boundary ---------------------------------------------------------
+
+def test_an_error_crosses_the_task_boundary_as_its_documented_class() -> None:
+    """A stage's error reaches `gandistill run` as a class name in its failure event; the name
+    maps back to the documented class, so the run exits with that class's code."""
+    from gandistill import errors
+
+    for cls in errors.DOCUMENTED:
+        assert errors.by_name(errors.category(cls("x"))) is cls
+    assert errors.category(tracking.TrackingError("x")) == "ServiceError"  # a subclass reports as its row
+    assert errors.by_name(errors.category(tracking.TrackingError("x"))).exit_code == 5
+    assert errors.category(ValueError("a bug")) == "" and errors.by_name("").exit_code == 1

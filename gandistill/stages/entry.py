@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gandistill import console, stage_params
+from gandistill import console, errors, stage_params
 from gandistill.config import Params
 from gandistill.data.dataset import load_meta
 from gandistill.errors import GandistillError
@@ -90,7 +90,9 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
             fail_parent(shared_parent)
         message = redact(str(exc))
         log.error("[%s] %s", name, message, extra={"console": False})  # the console gets it once, below
-        console.emit("stage_failed", error=message, wall_s=time.perf_counter() - started)
+        # The error's class travels with the event: `gandistill run` exits with its documented code.
+        console.emit("stage_failed", error=message, error_class=errors.category(exc),
+                     wall_s=time.perf_counter() - started)
         raise SystemExit(exc.exit_code) from None
     except BaseException as exc:  # a bug, not a user fault: the traceback stays in the log
         if shared_parent:
