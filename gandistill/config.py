@@ -30,7 +30,9 @@ class Section(BaseModel):
     absent, and reading one raises ParamNotGiven instead of returning a default — a stage
     that needs a key its declaration lacks fails loudly, never with a silently wrong value."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: a float must be finite — NaN or ±inf in a weight or a rate would only surface
+    # as a failed training stage that never names the key.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     def __getattr__(self, name: str) -> Any:
         if name in type(self).model_fields:  # a field absent from this instance: withheld from the stage
@@ -481,6 +483,39 @@ def validate(raw: dict[str, Any], source: str = "params") -> Params:
         ) from None
 
 
+def _duplicate_keys(node: yaml.Node, path: str = "") -> list[str]:
+    """Every key that a YAML mapping (at any depth) holds twice, with both line numbers: PyYAML
+    keeps the last silently, so a second `distill:` section would replace the first whole."""
+    found: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if key is not None and key in first_line:
+                found.append(f"  {path}{key}: given twice (lines {first_line[key]} and {line})")
+            elif key is not None:
+                first_line[key] = line
+            found += _duplicate_keys(value_node, f"{path}{key}.")
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found += _duplicate_keys(item, path)
+    return found
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """YAML that refuses duplicate keys (a ConfigError listing each with its line numbers)."""
+    try:
+        duplicates = _duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
+        if duplicates:
+            raise ConfigError(f"{source} gives {'a key' if len(duplicates) == 1 else 'keys'} twice (the second "
+                              "would silently replace the first):\n" + "\n".join(duplicates)
+                              + "\nKeep one of each: merge repeated sections into one.")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+
+
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _SET_RE = re.compile(r"^([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*)=(.*)$", re.S)
 
@@ -491,10 +526,7 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     if not match:
         raise ConfigError(f"--set {assignment!r}: expected section.key=value, e.g. --set teacher.epochs=3")
     path, value_text = match.groups()
-    try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {assignment!r}: value is not valid YAML: {exc}") from None
+    value = load_yaml(value_text, f"--set {assignment!r}: the value") if value_text.strip() else None
     if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
         value = float(value)  # YAML 1.1 reads "1e-3" as a string; users mean the number
     node = tree
@@ -558,10 +590,7 @@ def load_params(
         file = Path(path)
         if not file.is_file():
             raise ConfigError(f"params file {file} not found: pass --params FILE or run from the project root")
-        try:
-            tree = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file} is not valid YAML: {exc}") from None
+        tree = load_yaml(file.read_text(), str(file)) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{file}: expected a mapping of sections at the top level")
         source = str(file)

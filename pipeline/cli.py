@@ -118,7 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.run_name is not None:
         check_run_name(args.run_name)  # it names a folder: refuse traversal before anything runs
     from gandistill import archs
+    from gandistill.data import probe
 
+    probe.check_readable(params)  # a data.path that cannot be read: exit 3 before any stage
     archs.check_before_run(params)  # an architecture that cannot fit the data: exit 2 before any stage
     if args.nproc is not None:
         from gandistill.launch import TRAINING_STAGES, check_batch_split
@@ -208,12 +210,14 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from gandistill import archs
+    from gandistill.data import probe
 
     params = _params(args)
+    found = probe.check_readable(params)
     shape = archs.check_before_run(params)
     fit = (f"; teacher/student fit the data's {'×'.join(map(str, shape))} images" if shape else
            " (the architectures' fit is checked when the data is loaded)")
-    print("params OK" + fit)
+    print(f"params OK; {found}" + fit)
     return 0
 
 

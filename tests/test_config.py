@@ -36,6 +36,30 @@ def test_every_problem_is_listed_with_its_path():
     assert "4 problems" in message
 
 
+@pytest.mark.parametrize("value", ["inf", "-inf", ".inf", "nan", ".nan", "NaN"])
+def test_non_finite_numbers_are_refused_naming_the_key(value):
+    """`inf` passed the lower-bound-only check (gan.fm_weight ≥ 0) and NaN read as 'should be ≤ 10':
+    every float key is now finite or refused, by name."""
+    with pytest.raises(ConfigError) as err:
+        load_params(None, [f"gan.fm_weight={value}", f"distill.lr={value}"])
+    assert "gan.fm_weight: Input should be a finite number" in str(err.value)
+    assert "distill.lr: Input should be a finite number" in str(err.value)
+
+
+def test_duplicate_keys_and_sections_are_refused_with_their_lines(tmp_path):
+    file = tmp_path / "dup.yaml"
+    file.write_text("distill:\n  steps: 3\ngan:\n  steps: 4\ndistill:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError) as err:
+        load_params(file)
+    message = str(err.value)
+    assert "distill: given twice (lines 1 and 5)" in message and "distill.lr: given twice (lines 6 and 7)" in message
+    assert str(file) in message and "gan" not in message.replace("given", "")
+    with pytest.raises(ConfigError, match="a: given twice"):
+        load_params(None, ["pipeline.node_selector={a: x, a: y}"])
+    file.write_text("distill:\n  steps: 3\ngan:\n  steps: 4\n")  # the same key in two sections is fine
+    assert load_params(file).distill.steps == 3
+
+
 def test_contradictory_settings_are_rejected():
     with pytest.raises(ConfigError, match="gan_real needs 0 < distill.real_fraction"):
         validate({"distill": {"method": "gan_real", "real_fraction": 0.0}})

@@ -285,3 +285,22 @@ def test_prepare_data_rejects_single_class_and_empty_classes(tmp_path: Path) -> 
     np.savez(tmp_path / "gap.npz", x=x, y=np.arange(20) % 2 * 2, class_names=np.array(["a", "b", "c"]))
     with pytest.raises(DataError, match=r"\['b'\] have no training images"):
         _prepare(tmp_path, "data.source=npz", f"data.path={tmp_path / 'gap.npz'}")
+
+
+def test_a_label_out_of_range_without_class_names_is_named_with_where_it_is(tmp_path: Path) -> None:
+    """Label 12 in 10-class data without class_names: the message names label 12 and its
+    positions (the array and the indices), not only "classes 10, 11 have no training images"."""
+    x, y = patterns(200, 10, 16)
+    y[[37, 150]] = 12
+    np.savez(tmp_path / "stray.npz", x=x, y=y)
+    with pytest.raises(DataError) as err:
+        _prepare(tmp_path, "data.source=npz", f"data.path={tmp_path / 'stray.npz'}")
+    message = str(err.value)
+    assert "label 12 at y[37, 150] (2 images)" in message and "classes 10, 11" in message
+    assert "out of range" in message and not (tmp_path / "prepared").exists()
+    idx = tmp_path / "idx"  # an IDX folder names the labels file
+    idx.mkdir()
+    write_idx(idx / "train-images-idx3-ubyte", x[:, 0])
+    write_idx(idx / "train-labels-idx1-ubyte", y.astype(np.uint8))
+    with pytest.raises(DataError, match=r"label 12 at train-labels-idx1-ubyte\[37, 150\]"):
+        _prepare(tmp_path, "data.source=idx", f"data.path={idx}")

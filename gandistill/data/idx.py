@@ -100,4 +100,5 @@ def load_idx_folder(folder: Path) -> RawData:
     version = {path.name: file_hash(path) for path in files.values() if path is not None}
     return RawData(train_x, arrays["train_y"].astype(np.int64), test_x,
                    None if arrays["test_y"] is None else arrays["test_y"].astype(np.int64),
-                   [str(i) for i in range(num_classes)], version)
+                   [str(i) for i in range(num_classes)], version,
+                   label_names=(files["train_y"].name, files["test_y"].name if files["test_y"] else "test labels"))

@@ -1,8 +1,11 @@
-"""The image shape a data source will produce, read cheaply (headers, one image) before any
-stage runs — so an architecture that cannot fit the data fails at `gandistill run`, not
-after prepare_data. Torch-free. Returns None when the shape cannot be known without the
-full load (a DVC repository at a revision, an unreadable file): prepare_data then checks
-the fit on the loaded arrays, still before writing anything.
+"""What a data source holds, read cheaply (headers, folder listings, one image) before any
+stage runs — so a path that cannot be read, or an architecture that cannot fit the data,
+fails at `gandistill run` / `gandistill validate`, not after prepare_data. Torch-free.
+
+`check_readable` refuses a `data.path` that is missing, of the wrong kind, unreadable, or
+without what its source needs. `input_shape` returns None when the shape cannot be known
+without the full load (a DVC repository at a revision): prepare_data then checks the fit on
+the loaded arrays, still before writing anything.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gandistill.config import DataParams
+from gandistill.config import DataParams, Params
+from gandistill.errors import ConfigError, DataError
 
 MNIST_SHAPE = (1, 28, 28)
 MNISTM_SHAPE = (3, 28, 28)  # gandistill.data.mnistm: MNIST digits blended into colour photo patches
@@ -103,3 +107,76 @@ def input_shape(data: DataParams) -> tuple[int, int, int] | None:
     if shape is not None and data.resize is not None:
         shape = (shape[0], data.resize, data.resize)
     return shape
+
+
+def _check_path(source: str, path: Path, where: str) -> None:
+    if source in ("mnist", "mnistm"):  # a missing folder is fetched (md5-checked) by `gandistill run`
+        if path.exists() and not path.is_dir():
+            raise DataError(f"{where}: is a file; it must be the folder holding (or to receive) the MNIST IDX files")
+        return
+    if source == "npz":
+        if not path.is_file():
+            raise DataError(f"{where}: {'is a folder' if path.is_dir() else 'no such file'}; point it at a .npz "
+                            "file holding arrays x and y (np.savez(path, x=images, y=labels))")
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"{where}: not a .npz file (not a zip archive); write it with "
+                            "np.savez(path, x=images, y=labels)")
+        with zipfile.ZipFile(path) as archive:
+            names = {name.removesuffix(".npy") for name in archive.namelist()}
+        missing = [key for key in ("x", "y") if key not in names]
+        if missing:
+            found = ", ".join(sorted(names)) or "none"
+            raise DataError(f"{where}: holds no array {' or '.join(missing)} (found: {found}); save with "
+                            "np.savez(path, x=images, y=labels)")
+        _npz_shape(path)  # reads x's header: a damaged archive member fails here
+    elif source in ("idx", "imagefolder"):
+        if not path.is_dir():
+            raise DataError(f"{where}: {'is a file' if path.exists() else 'no such folder'}; it must be a folder of "
+                            + ("MNIST-format IDX files" if source == "idx" else "class folders of images"))
+        if source == "idx":
+            from gandistill.data.idx import IDX_NAMES
+
+            for role in ("train_x", "train_y"):
+                files = [path / f"{stem}{gz}" for stem in IDX_NAMES[role] for gz in ("", ".gz")]
+                found = next((f for f in files if f.is_file()), None)
+                if found is None:
+                    raise DataError(f"{where}: no {IDX_NAMES[role][0]} (or .gz) in the folder; it must hold "
+                                    "MNIST-format IDX files")
+                with found.open("rb") as handle:
+                    handle.read(4)
+        elif not any(entry.is_dir() and not entry.name.startswith(".") for entry in path.iterdir()):
+            raise DataError(f"{where}: holds no class folders; put each class's images in a subfolder named "
+                            "after the class")
+
+
+def check_readable(params: Params) -> str:
+    """Refuse, before anything runs, a data.path / data.target_path (or an imported teacher.path)
+    that is missing, of the wrong kind, unreadable, or without what its source needs — from
+    headers and folder listings, never loading the dataset (DataError, exit 3). A dvc path
+    lives in its repository and is checked when fetched. Returns what was found, in words."""
+    data = params.data
+    pairs = [("data.path", data.source, data.path)]
+    if data.target_source is not None and data.target_path is not None:
+        pairs.append(("data.target_path", data.target_source, data.target_path))
+    for key, source, path in pairs:
+        where = f"{key}={path} ({key.replace('path', 'source')}={source})"
+        try:
+            try:
+                if source != "dvc":
+                    _check_path(source, Path(path), where)
+            except (OSError, ValueError, zipfile.BadZipFile) as exc:
+                raise DataError(f"{where}: cannot be read ({exc}); check the path and its permissions") from None
+        except DataError as exc:
+            if key == "data.path":
+                raise
+            # The target domain is a pairing the user configured: a ConfigError, as prepare_data reports it.
+            raise ConfigError(f"{exc}. Fix data.target_source / data.target_path.") from None
+    teacher = params.teacher
+    if teacher.source != "train" and teacher.path and not Path(teacher.path).is_file():
+        raise DataError(f"teacher.path={teacher.path}: file not found (teacher.source={teacher.source}); give the "
+                        "path of the file to import")
+    if data.source == "dvc":
+        return f"data.path {data.path} is read from the DVC repository when the run starts"
+    if not Path(data.path).exists():
+        return f"data.path {data.path} is fetched (MNIST, md5-checked) when the run starts"
+    return f"data.path {data.path} is readable"

@@ -21,3 +21,6 @@ class RawData:
     test_y: np.ndarray | None
     class_names: list[str]
     version: dict[str, str] = field(default_factory=dict)
+    # Where the train / test labels live in the source (an array or file name), for messages
+    # that point at a bad label: "y[345]".
+    label_names: tuple[str, str] = ("train labels", "test labels")

@@ -46,7 +46,7 @@ def load_idx(params: DataParams) -> RawData:
 
 
 def load_npz(params: DataParams) -> RawData:
-    return RawData(*load_npz_file(Path(params.path)))
+    return RawData(*load_npz_file(Path(params.path)), label_names=("y", "y_test"))
 
 
 def load_imagefolder(params: DataParams) -> RawData:

@@ -55,8 +55,35 @@ def validate_raw(raw: RawData, where: str) -> None:
                         "a classifier needs at least 2 classes")
     missing = sorted(set(range(len(raw.class_names))) - set(present.tolist()))
     if missing:
+        stray = _stray_labels(raw, missing, where)
+        if stray:
+            raise DataError(stray)
         raise DataError(f"{where}: classes {[raw.class_names[i] for i in missing]} have no training images; "
                         "add images or remove the classes")
+
+
+def _stray_labels(raw: RawData, missing: list[int], where: str) -> str | None:
+    """When the source named no classes, its largest label sets the class count: one label 12 in
+    10-class data makes classes 10 and 11 appear, empty. Name the labels above the first empty
+    class and where they are (the array or file and the index), instead of the empty classes."""
+    if raw.class_names != [str(i) for i in range(len(raw.class_names))]:
+        return None  # classes named by the source: an empty one is what it says
+    gap = missing[0]
+    found = []
+    for labels, name in ((raw.train_y, raw.label_names[0]), (raw.test_y, raw.label_names[1])):
+        if labels is None:
+            continue
+        for value in np.unique(labels[labels > gap]).tolist():
+            at = np.flatnonzero(labels == value)
+            found.append(f"label {value} at {name}[{', '.join(map(str, at[:3]))}{', …' if len(at) > 3 else ''}]"
+                         f" ({len(at)} image{'s' if len(at) > 1 else ''})")
+    if not found:
+        return None
+    empty = ", ".join(raw.class_names[i] for i in missing)
+    return (f"{where}: {'; '.join(found[:5])} — above class{'es' if len(missing) > 1 else ''} {empty} that ha"
+            f"{'ve' if len(missing) > 1 else 's'} no training images. With no class_names the largest label sets the "
+            f"class count: if the data has {gap} classes (0..{gap - 1}), these labels are out of range — fix or drop "
+            "those images; otherwise add images of the empty classes")
 
 
 def _subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
