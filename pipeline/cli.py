@@ -113,10 +113,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("gandistill run: only --local is supported here; use `gandistill submit --host URL` for a cluster",
               file=sys.stderr)
         return 2
-    from gandistill_pipeline.local import check_run_name, default_run_name, run_local
+    from gandistill_pipeline.local import check_run_name, check_runs_dir, default_run_name, run_local
 
     if args.run_name is not None:
         check_run_name(args.run_name)  # it names a folder: refuse traversal before anything runs
+    check_runs_dir(args.runs_dir)
     from gandistill import archs
     from gandistill.data import probe
 

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -84,6 +85,29 @@ def check_run_name(name: str) -> str:
                           "starting with a letter or digit, without '..' (it names a folder under the runs dir), "
                           "and not 'latest', 'kfp' or 'checkpoints'")
     return name
+
+
+def check_runs_dir(root: str | Path) -> Path:
+    """The runs dir (kfp outputs, checkpoints, run records) must be a folder we can write, or be
+    creatable in one: a ConfigError naming --runs-dir otherwise, before anything runs. Probed
+    with an unnamed temp file, so a check leaves nothing behind."""
+    root = Path(root).absolute()
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = ""
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    else:
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as exc:
+            problem = f"cannot write in {existing} ({exc.strerror or exc})"
+    if problem:
+        raise ConfigError(f"--runs-dir {root}: {problem}; give a folder this user can write (kfp outputs, "
+                          "checkpoints and run records go there)")
+    return root
 
 
 def stage_times(parent_run_id: str) -> dict[str, float]:
@@ -228,6 +252,7 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
     if storage.is_s3(os.environ[CHECKPOINT_ROOT_ENV]):
         # Before anything runs or is written: a store we cannot use fails here, not after prepare_data.
         storage.check_bucket(os.environ[CHECKPOINT_ROOT_ENV])
+    check_runs_dir(runs_root)
     pipeline_root = runs_root / "kfp"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
