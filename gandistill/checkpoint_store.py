@@ -11,18 +11,29 @@ server-side), so the object store only ever holds complete, verified checkpoints
 checks its md5. The object store is the truth: a leftover local copy is never resumed from
 on its own, and an unreachable store fails the stage with storage's one-line error (a task
 retry then resumes) rather than training on without durable checkpoints.
+
+A location belongs to one live run at a time (`owned`, gandistill.lease): a second run with the
+same params waits for the first and resumes from what it left, or — after `wait_s` — trains
+in a location of its own (`<location>.2`, `.3`, …); a dead run's location is taken over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from gandistill import storage
 from gandistill.files import atomic_write
+from gandistill.lease import Lease, record_store
+
+log = logging.getLogger("gandistill")
 
 CHECKPOINT_ROOT_ENV = "GANDISTILL_CHECKPOINT_ROOT"
 CHECKPOINT_FILE = "last.pt"
@@ -40,9 +51,36 @@ class CheckpointStore:
     """One stage's checkpoint location (`location`: a folder path or an s3:// prefix)."""
 
     def __init__(self, location: str | Path):
-        self.remote: str | None = str(location).rstrip("/") if storage.is_s3(location) else None
+        self.base = str(location).rstrip("/") if storage.is_s3(location) else Path(location)
+        self.lease: Lease | None = None
+        self._use(self.base)
+
+    def _use(self, location: str | Path) -> None:
+        self.location = location
+        self.remote: str | None = str(location) if storage.is_s3(location) else None
         folder = _local_cache(self.remote) if self.remote else Path(location)
         self.local_file = folder / CHECKPOINT_FILE
+
+    @contextlib.contextmanager
+    def owned(self, name: str, wait_s: float | None = None) -> Iterator[None]:
+        """Hold this location for the block: wait for a live run that holds it (up to `wait_s`
+        s, None: while it runs), then take it; past `wait_s`, use the first free location
+        beside it. `name` (the training loop's) is for messages."""
+        for slot in itertools.count(1):
+            location = self.base if slot == 1 else f"{self.base}.{slot}"
+            lease = Lease(record_store(location), name)
+            if lease.acquire(wait_s if slot == 1 else 0):
+                break
+        if slot > 1:
+            log.warning("[%s] gave up waiting after runtime.checkpoint_wait_s=%g s: training apart, with checkpoints "
+                        "in %s", name, wait_s, location)
+        self._use(location)
+        self.lease = lease
+        try:
+            yield
+        finally:
+            lease.release()
+            self.lease = None
 
     @property
     def remote_file(self) -> str | None:
@@ -54,6 +92,8 @@ class CheckpointStore:
     def save(self, snapshot: dict[str, Any]) -> None:
         import torch  # here, not at import: the DAG compiler reads CHECKPOINT_ROOT_ENV without torch
 
+        if self.lease is not None:
+            self.lease.confirm()  # never write a location another run has taken over
         atomic_write(self.local_file, lambda handle: torch.save(snapshot, handle))
         if self.remote_file:
             storage.upload_file(self.local_file, self.remote_file)

@@ -308,6 +308,10 @@ class RuntimeParams(Section):
     threads: int | None = Field(None, ge=1, le=256)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast on CUDA only
     checkpoint_every: int = Field(500, ge=1)
+    # A second live run with the same params (a scheduled run overlapping a manual one, a retried pod)
+    # finds a stage's checkpoints held: it waits this long for the holder, then resumes from what that
+    # run left — or, past the wait, trains apart with checkpoints of its own. null: wait while it runs.
+    checkpoint_wait_s: float | None = Field(None, ge=0)
     max_retries: int = Field(2, ge=0, le=10, description="divergence retries with a lower learning rate")
     retry_lr_factor: float = Field(0.5, gt=0.0, lt=1.0)
     progress: bool = True

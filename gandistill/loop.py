@@ -7,6 +7,8 @@ A stage states only its math — a `step_fn(step) -> {name: loss}` and an option
   scheduler and EMA state plus the RNG states, loadable with `torch.load(weights_only=True)`;
 - checkpoints on local disk or an object store (checkpoint_store: s3:// locations are uploaded
   verified and committed, so a retried pod on another node resumes from them);
+- ownership: while it trains, the run holds its checkpoint location (checkpoint_store.owned):
+  a second live run with the same fingerprint waits for it or trains apart; a dead one's is taken over;
 - resume: a re-run with the same fingerprint continues from the last checkpoint, and because
   batches are a pure function of the step (`StepBatches`) and the RNG states are restored,
   the resumed run's weights equal an uninterrupted run's on CPU;
@@ -28,6 +30,7 @@ A stage states only its math — a `step_fn(step) -> {name: loss}` and an option
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -301,6 +304,14 @@ class TrainingLoop:
         return self.train_seconds + (time.perf_counter() - self._clock_start if self._clock_start else 0.0)
 
     def run(self, step_fn: StepFn, eval_fn: EvalFn | None = None, health_fn: HealthFn | None = None) -> LoopResult:
+        # While it trains, this run owns its checkpoint location (checkpoint_store.owned): another
+        # run with the same fingerprint waits for it, or trains apart, and never reads a live checkpoint.
+        owning = (self.checkpoints.owned(self.name, self.runtime.checkpoint_wait_s)
+                  if self.checkpoints is not None and self.runtime.is_main else contextlib.nullcontext())
+        with owning:
+            return self._train(step_fn, eval_fn, health_fn)
+
+    def _train(self, step_fn: StepFn, eval_fn: EvalFn | None, health_fn: HealthFn | None) -> LoopResult:
         self._clock_start = time.perf_counter()
         resumed = self._try_resume()
         good = copy.deepcopy(self._snapshot())  # the state to return to on divergence (a copy, not views)

@@ -35,6 +35,9 @@ class Runtime:
     device: torch.device
     precision: str = "fp32"
     world: World = field(default_factory=World)
+    # How long a training loop waits for another live run that holds its checkpoints (None: while
+    # that run lives), then trains apart (gandistill.lease).
+    checkpoint_wait_s: float | None = None
 
     @classmethod
     def from_params(cls, params: RuntimeParams) -> Runtime:
@@ -54,7 +57,7 @@ class Runtime:
         distributed.init_process_group(world, "nccl" if use_cuda else "gloo", params.collective_timeout_s)
         # Mixed precision only where it pays: CPU autocast is slower than fp32 for these nets.
         precision = params.precision if device.type == "cuda" else "fp32"
-        return cls(device=device, precision=precision, world=world)
+        return cls(device=device, precision=precision, world=world, checkpoint_wait_s=params.checkpoint_wait_s)
 
     @property
     def world_size(self) -> int:

@@ -2,6 +2,7 @@
 checkpoints (checkpoint_store) go through.
 
     upload_file / download_file / exists
+    read_object / put_if_absent / put_if_match / delete_if_match   (small records, compare-and-swap)
 
 S3 endpoint and credentials come from the standard environment (`AWS_ACCESS_KEY_ID`,
 `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` for MinIO/SeaweedFS/...),
@@ -338,6 +339,60 @@ def exists(uri: str | Path) -> bool:
     except BotoCoreError as exc:
         raise _service_error(exc, "stat", uri) from None
     return False
+
+
+# ---------------------------------------------------------------------------------------
+# Small records with compare-and-swap (S3 conditional writes: If-None-Match / If-Match, as AWS
+# S3, MinIO, SeaweedFS and moto implement them). The version of a record is its ETag; a record's
+# content must change with every write (a counter in it), or an unchanged ETag would let a stale
+# writer's If-Match succeed.
+
+_LOST = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404", "NotFound"}
+
+
+def read_object(uri: str) -> tuple[bytes, str] | None:
+    """(content, ETag) of a small object, or None when there is none."""
+    target = parse_s3(uri)
+    return _try_conditional("read", uri, lambda: _get(target))
+
+
+def _get(target: S3Uri) -> tuple[bytes, str]:
+    answer = client().get_object(Bucket=target.bucket, Key=target.key)
+    return answer["Body"].read(), answer["ETag"]
+
+
+def put_if_absent(uri: str, data: bytes) -> str | None:
+    """Create the object only if there is none (If-None-Match: *): its ETag, or None if one exists."""
+    target = parse_s3(uri)
+    return _try_conditional("create", uri, lambda: client().put_object(
+        Bucket=target.bucket, Key=target.key, Body=data, IfNoneMatch="*")["ETag"])
+
+
+def put_if_match(uri: str, data: bytes, etag: str) -> str | None:
+    """Replace the object only if it is still version `etag` (If-Match): the new ETag, or None."""
+    target = parse_s3(uri)
+    return _try_conditional("replace", uri, lambda: client().put_object(
+        Bucket=target.bucket, Key=target.key, Body=data, IfMatch=etag)["ETag"])
+
+
+def delete_if_match(uri: str, etag: str) -> bool:
+    """Delete the object only if it is still version `etag`; False when it changed or is gone."""
+    target = parse_s3(uri)
+    return _try_conditional("delete", uri, lambda: client().delete_object(
+        Bucket=target.bucket, Key=target.key, IfMatch=etag)) is not None
+
+
+def _try_conditional(action: str, uri: str, fn: Any) -> Any:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return fn()
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in _LOST:
+            return None
+        raise _service_error(exc, action, uri) from None
+    except BotoCoreError as exc:
+        raise _service_error(exc, action, uri) from None
 
 
 def check_bucket(uri: str) -> None:

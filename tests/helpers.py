@@ -5,6 +5,8 @@
 - `artifact`: a kfp artifact pointing at a local folder, to call a component's function;
 - `transfer_domains` / `train_transfer_world`: two tiny domains (grey source, coloured target)
   and the teacher + translator the target-domain distill methods need;
+- `start_toy_run` / `finish_toy_run`: a training loop on a small model in its own process, optionally
+  held at a barrier file, to start two "runs" that share a checkpoint location;
 - `make_world` / `fast_params`: a tiny learnable world for the evaluation/export/promote tests —
   3 classes of 16×16 grey images: dim noise plus a bright square whose position encodes the
   class, so a LeNet learns it in a few dozen steps and accuracies are real, not chance.
@@ -12,6 +14,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +157,69 @@ def make_world(root: Path, generator: bool = True) -> dict[str, Path]:
     if generator:
         make_generator(paths["generator"])
     return paths
+
+
+# -- two runs of one training loop (tests of checkpoint ownership, gandistill.lease) --------------
+
+TOY_STEPS = 30
+# One "run": the real training loop on a small model; at step 10 it waits until BARRIER exists (if named).
+TOY_RUN_SCRIPT = f"""
+import json, sys, time
+from pathlib import Path
+import torch
+from torch import nn
+from gandistill.loop import TrainingLoop, warmup_cosine
+from gandistill.runtime import Runtime
+root, out, wait_s, barrier = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+sched = warmup_cosine(opt, {TOY_STEPS}, warmup_steps=5)
+runtime = Runtime(torch.device("cpu"), checkpoint_wait_s=None if wait_s == "none" else float(wait_s))
+loop = TrainingLoop("toy", {TOY_STEPS}, root.rstrip("/") + "/toy-fp", fingerprint="fp", checkpoint_every=5,
+                    progress=False, runtime=runtime)
+loop.track("model", model, opt, sched)
+
+def step(i):
+    if i == 10 and barrier != "-":
+        Path(barrier + ".reached").touch()
+        while not Path(barrier).exists():
+            time.sleep(0.05)
+    x = torch.randn(16, 4)
+    loss = ((model(x) - x.sum(1, keepdim=True)) ** 2).mean()
+    opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+    return {{"loss": loss.detach()}}
+
+result = loop.run(step)
+torch.save(model.state_dict(), out.with_suffix(".pt"))
+out.write_text(json.dumps({{"resumed_from": result.resumed_from, "location": str(loop.checkpoints.location)}}))
+"""
+
+
+def start_toy_run(root: Path | str, out: Path, wait_s: str = "none", barrier: str = "-",
+                  env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", TOY_RUN_SCRIPT, str(root), str(out), wait_s, barrier],
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def finish_toy_run(proc: subprocess.Popen) -> str:
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    return err
+
+
+def toy_weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out.with_suffix(".pt"), weights_only=True)
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -278,3 +278,51 @@ def test_check_bucket_names_a_missing_bucket_and_an_unreachable_store(s3: object
     with pytest.raises(ServiceError, match=f"{url}.*unreachable"):
         storage.check_bucket(f"s3://{BUCKET}/checkpoints")
     storage._client.cache_clear()
+
+
+# -- owner records: compare-and-swap with S3 conditional writes (gandistill.lease) --------------
+
+def test_conditional_writes_create_replace_and_delete_only_the_expected_version(s3: object) -> None:
+    uri = f"s3://{BUCKET}/ckpt/owner.json"
+    assert storage.read_object(uri) is None
+    first = storage.put_if_absent(uri, b'{"beat": 1}')
+    assert first and storage.put_if_absent(uri, b'{"beat": 2}') is None  # If-None-Match: * refused
+    second = storage.put_if_match(uri, b'{"beat": 2}', first)
+    assert second and second != first
+    assert storage.put_if_match(uri, b'{"beat": 3}', first) is None  # a stale version loses
+    assert storage.read_object(uri) == (b'{"beat": 2}', second)
+    assert not storage.delete_if_match(uri, first) and storage.delete_if_match(uri, second)
+    assert storage.read_object(uri) is None and storage.put_if_match(uri, b"x", second) is None
+
+
+def test_a_second_run_on_an_s3_checkpoint_root_trains_apart_when_told_not_to_wait(s3: object) -> None:
+    from gandistill.checkpoint_store import CheckpointStore
+
+    prefix = f"s3://{BUCKET}/ckpt/train_teacher-fp"
+    first, second = CheckpointStore(prefix), CheckpointStore(prefix)
+    with first.owned("a"), second.owned("b", wait_s=0):
+        assert second.location == f"{prefix}.2" and first.location == prefix
+        assert storage.exists(f"{prefix}/owner.json") and storage.exists(f"{prefix}.2/owner.json")
+    assert _keys(s3) == []  # both released
+
+
+def test_a_store_that_ignores_conditional_writes_is_refused(s3: object) -> None:
+    """A server that drops If-None-Match / If-Match would let two runs both 'own' a checkpoint:
+    the lease finds it out on its first write and refuses it (the headers are stripped on the way
+    out here, which is what such a server does with them)."""
+    from gandistill.checkpoint_store import CheckpointStore
+
+    def strip(request: object, **kwargs: object) -> None:
+        for header in ("If-None-Match", "If-Match"):
+            if header in request.headers:  # type: ignore[attr-defined]
+                del request.headers[header]  # type: ignore[attr-defined]
+
+    client = storage.client()
+    client.meta.events.register("before-sign.s3.PutObject", strip)  # type: ignore[attr-defined]
+    try:
+        with pytest.raises(ServiceError, match=r"ignores S3 conditional writes \(If-None-Match, If-Match\)"), \
+                CheckpointStore(f"s3://{BUCKET}/ckpt/fp").owned("a"):
+            pass
+    finally:
+        client.meta.events.unregister("before-sign.s3.PutObject", strip)  # type: ignore[attr-defined]
+    assert _keys(s3) == []

@@ -89,3 +89,48 @@ def test_killed_training_task_resumes_from_s3_on_a_new_node_with_identical_weigh
     assert ref.keys() == resumed.keys()
     for key in ref:
         assert torch.equal(ref[key], resumed[key]), key
+
+
+def test_two_pods_with_the_same_params_never_share_a_live_checkpoint(
+        s3_env: dict[str, str], tmp_path: Path) -> None:
+    """Pod B starts while pod A trains with the same params on the same s3:// checkpoint root (a
+    retried task whose first pod still runs): B waits on A's lease object (conditional writes on
+    the real SeaweedFS), then resumes from A's final checkpoint — never from a live one."""
+    from helpers import TOY_STEPS, finish_toy_run, same_weights, start_toy_run, toy_weights, wait_for_file
+
+    root = f"s3://{BUCKET}/it/{uuid.uuid4().hex[:8]}"
+    barrier = tmp_path / "go"
+    a = start_toy_run(root, tmp_path / "a.json", barrier=str(barrier),
+                      env={"GANDISTILL_CHECKPOINT_CACHE": str(tmp_path / "node-a")})
+    wait_for_file(Path(f"{barrier}.reached"), a)
+    assert storage.exists(f"{root}/toy-fp/owner.json")
+    b = start_toy_run(root, tmp_path / "b.json", env={"GANDISTILL_CHECKPOINT_CACHE": str(tmp_path / "node-b")})
+    said, deadline = "", time.monotonic() + 120
+    while "in use by" not in said:
+        assert b.poll() is None and time.monotonic() < deadline, said
+        said += os.read(b.stderr.fileno(), 65536).decode()
+    barrier.touch()
+    finish_toy_run(a)
+    finish_toy_run(b)
+    assert json.loads((tmp_path / "b.json").read_text())["resumed_from"] == TOY_STEPS
+    assert same_weights(toy_weights(tmp_path / "a.json"), toy_weights(tmp_path / "b.json"))
+    assert not storage.exists(f"{root}/toy-fp/owner.json")  # released
+
+
+def test_a_silent_lease_of_a_pod_on_another_node_is_taken_over_after_its_ttl(
+        s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A pod lost with its node leaves its lease object behind; its pid means nothing here, so the
+    retried pod waits until the record has not changed for the TTL, then takes it over."""
+    from gandistill import lease
+    from gandistill.checkpoint_store import CheckpointStore
+
+    monkeypatch.setenv(lease.TTL_ENV, "2")
+    prefix = f"s3://{BUCKET}/it/{uuid.uuid4().hex[:8]}/train_teacher-fp"
+    record = {"token": "lost", "run": "kfp-run-1", "pid": 7, "process_start": "1", "machine": "pod-a|boot|pid:[1]",
+              "since": 0, "heartbeat": time.time(), "beat": 3}
+    assert storage.put_if_absent(f"{prefix}/owner.json", json.dumps(record).encode())
+    with CheckpointStore(prefix).owned("train_teacher"):
+        body = json.loads(storage.read_object(f"{prefix}/owner.json")[0])
+        assert body["token"] != "lost" and body["pid"] == os.getpid()
+    assert caplog.text.index("in use by kfp-run-1") < caplog.text.index("taking over")
+    assert not storage.exists(f"{prefix}/owner.json")
