@@ -123,19 +123,20 @@ def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_run_console_shows_the_failing_stage_and_keeps_the_kfp_log_in_the_run_folder(tmp_path):
-    np.savez(tmp_path / "data.npz", x=np.zeros((20, 8, 8), np.uint8))  # no labels: prepare_data refuses it
+    # Labels and images of different lengths: prepare_data refuses them (the pre-run checks read headers only).
+    np.savez(tmp_path / "data.npz", x=np.zeros((20, 8, 8), np.uint8), y=np.zeros(19, np.int64))
     proc = _run(tmp_path)
     assert proc.returncode == 3  # the stage's DataError, carried in its failure event
-    assert "✗ prepare_data" in proc.stdout and "missing array(s) y" in proc.stdout  # the stage's own message
+    assert "✗ prepare_data" in proc.stdout and "20 images but 19 labels" in proc.stdout  # the stage's own message
     last = proc.stderr.rstrip().splitlines()[-1]
-    assert last.startswith("gandistill: error: prepare_data failed:") and "missing array(s) y" in last
+    assert last.startswith("gandistill: error: prepare_data failed:") and "20 images but 19 labels" in last
     assert "\x1b[" not in proc.stdout + proc.stderr  # no colour codes off a terminal
-    assert proc.stdout.count("missing array(s) y") == 1
+    assert proc.stdout.count("20 images but 19 labels") == 1
     assert "executor_input" not in proc.stdout and "executorInput" not in proc.stdout  # no kfp JSON
     log_file = tmp_path / "runs" / "bad" / "kfp.log"
     assert str(Path("runs") / "bad" / "kfp.log") in proc.stderr or str(log_file) in proc.stderr
     kfp_log = log_file.read_text()
-    assert "missing array(s) y" in kfp_log and "prepare-data" in kfp_log and '"outputs"' in kfp_log
+    assert "20 images but 19 labels" in kfp_log and "prepare-data" in kfp_log and '"outputs"' in kfp_log
     verbose = _run(tmp_path, "--verbose")
     assert verbose.returncode == 3 and '"outputs"' in verbose.stdout  # --verbose streams the kfp log
     assert "\x1b[" not in verbose.stdout + kfp_log  # kfp colours its task names: not in a pipe or a file
