@@ -84,6 +84,9 @@ def _guard(action: str) -> Iterator[None]:
         raise tracking_error(exc, action) from None
 
 DEFAULT_EXPERIMENT = "gandistill"
+# MLflow 3's UI opens an experiment by its kind; without one it guesses, and an empty or
+# mixed experiment lands on the GenAI overview (traces, tokens). Ours trains models.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 _KEY_RE = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -189,28 +192,46 @@ def dataset_input(source: str, version: dict[str, str], shape: list[int], class_
 
 
 @contextlib.contextmanager
-def system_metrics(tracker: Tracker, interval_s: float | None = None) -> Iterator[None]:
+def system_metrics(tracker: Tracker) -> Iterator[None]:
     """MLflow's system metrics (CPU, memory, disk, network; GPU when present) for `tracker`'s run
-    while the block runs: one sample every `interval_s` (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL,
-    default 10 s) plus a last one at the end, so a short stage still records one."""
+    while the block runs, through MLflow's public switch (`start_run(log_system_metrics=True)`
+    on the stage's run): one sample every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds
+    (default 10), so a stage shorter than that records none."""
     if not tracker.run_id:
         yield
         return
-    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    import mlflow
 
-    interval = interval_s or float(os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "10"))
-    monitor = SystemMetricsMonitor(tracker.run_id, sampling_interval=interval, tracking_uri=tracking_uri())
-    monitor.start()
-    try:
+    mlflow.set_tracking_uri(tracking_uri())
+    with _guard("starting system metrics"):
+        active = mlflow.start_run(run_id=tracker.run_id, log_system_metrics=True)
+    with active:
         yield
-    finally:
-        monitor.finish()
-        try:  # the last (partial) interval: the monitor itself drops it
-            monitor.collect_metrics()
-            monitor.publish_metrics(monitor.aggregate_metrics())
-            monitor.mlflow_logger.flush()
-        except Exception as exc:  # metrics about the machine must never fail the stage
-            log.warning("system metrics: last sample not logged (%s)", redact(str(exc))[:200])
+
+
+# What a pipeline run's parent shows in the MLflow run list (its metric columns), from the
+# stage that knows it: the run's own student, not a baseline's.
+PARENT_HEADLINES = {"train_teacher": {"test_acc": "teacher_test_acc", "val_acc": "teacher_val_acc"},
+                    "distill": {"test_acc": "student_test_acc", "val_acc": "student_val_acc"}}
+
+
+def record_on_parent(parent_run_id: str, stage: str, result: dict[str, Any],
+                     dataset: dict[str, Any] | None = None) -> None:
+    """Give the pipeline's parent run what its row in the run list should show: the stage's
+    headline metrics (PARENT_HEADLINES) and, from prepare_data, the dataset (Dataset column).
+    Best effort: the stage itself succeeded and its own run holds the same numbers."""
+    headline = {name: float(result[key]) for key, name in PARENT_HEADLINES.get(stage, {}).items()
+                if isinstance(result.get(key), int | float)}
+    if not headline and dataset is None:
+        return
+    try:
+        parent = Tracker(parent_run_id, client())
+        if headline:
+            parent.log_metrics(headline)
+        if dataset is not None:
+            parent.log_dataset(dataset, "training")
+    except ServiceError as exc:
+        log.warning("[%s] not recorded on the pipeline's MLflow run: %s", stage, redact(str(exc))[:300])
 
 
 def client() -> Any:
@@ -229,14 +250,18 @@ def client() -> Any:
 
 
 def ensure_experiment(mlflow_client: Any, name: str | None = None) -> str:
+    """The experiment's id, created if missing, declared a model-training experiment (the
+    MLflow UI's training view) unless it already declares a kind of its own."""
     name = name or experiment_name()
     experiment = mlflow_client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return mlflow_client.create_experiment(name)
-    except Exception:  # created concurrently by another stage
-        return mlflow_client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        try:
+            return mlflow_client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except Exception:  # created concurrently by another stage
+            experiment = mlflow_client.get_experiment_by_name(name)
+    if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):  # made by an older gandistill, or by hand
+        mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def start_parent_run(run_name: str, tags: dict[str, str] | None = None) -> str:

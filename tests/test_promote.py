@@ -107,6 +107,10 @@ def test_pass_becomes_champion_and_reproduces_evaluated_accuracy(registry):
     signature = mlflow.models.get_model_info("models:/m-pass@champion").signature
     assert signature is not None
     assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 16, 16]
+    # the evaluation's numbers are linked to the logged model (MLflow 3 model_id): its page lists them
+    logged = client.get_logged_model(mlflow.models.get_model_info("models:/m-pass@champion").model_id)
+    linked = {m.key: m.value for m in logged.metrics or []}
+    assert linked == {"student_test_acc": pytest.approx(evaluated_acc), "teacher_test_acc": 1.0}
 
 
 def test_registry_version_carries_the_int8_model_with_its_numbers(registry, tmp_path):

@@ -1,5 +1,7 @@
 """MLflow's own hooks, on a real sqlite tracking store: the prepared dataset is each stage run's
-input (digest = its DVC md5), and training stages log system metrics."""
+input (digest = its DVC md5), training stages log system metrics (MLflow's public switch), the
+pipeline's parent run shows the dataset and the headline accuracies (the run list's columns),
+and the experiment declares itself a model-training one (the UI's training view)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_stage_runs_record_the_dataset_with_its_dvc_md5_and_training_records_system_metrics(
         tmp_path, mnist_dir, monkeypatch):
     monkeypatch.chdir(ROOT)  # data.dvc, the pointer the MNIST files are verified against, lives here
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # the teacher below trains for longer
     params = smoke_params(f"data.path={mnist_dir}", "data.limit_train=300", "data.limit_test=100",
                           "teacher.epochs=1").to_json()
     parent = tracking.start_parent_run("inputs")
@@ -40,3 +42,11 @@ def test_stage_runs_record_the_dataset_with_its_dvc_md5_and_training_records_sys
     system = [k for k in runs["train_teacher"].data.metrics if k.startswith("system/")]
     assert "system/cpu_utilization_percentage" in system and "system/system_memory_usage_megabytes" in system
     assert not any(k.startswith("system/") for k in runs["prepare_data"].data.metrics)  # training stages only
+
+    row = client.get_run(parent)  # the pipeline run's row in the run list
+    (given,) = row.inputs.dataset_inputs
+    assert given.dataset.name == "mnist" and given.dataset.digest == dvc_md5
+    teacher_result = runs["train_teacher"].data.metrics
+    assert row.data.metrics["teacher_test_acc"] == teacher_result["test_acc"]
+    assert row.data.metrics["teacher_val_acc"] == teacher_result["final_val_acc"]
+    assert client.get_experiment(experiment).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"

@@ -27,6 +27,7 @@ from gandistill.tracking import (
     fail_parent,
     finish_run,
     pipeline_parent,
+    record_on_parent,
     redact,
     stage_run,
     system_metrics,
@@ -75,14 +76,17 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
             # (a baseline's distill.method override is that task's, not the run's: not recorded)
             knobs = {k: v for k, v in (overrides or {}).items() if k != "distill.method"}
             _record_params(shared_parent, stage_params.given(params_json, knobs))
+        described = None
         with stage_run(name, parent) as tracker:
             with system_metrics(tracker) if training else contextlib.nullcontext():
                 result = body(params, tracker)
             if dataset is not None and (Path(dataset) / "meta.json").is_file():
                 meta = load_meta(dataset)
-                tracker.log_dataset(dataset_input(meta.source, meta.version, list(meta.input_shape),
-                                                  meta.class_names, meta.counts),
-                                    "training" if training else name)
+                described = dataset_input(meta.source, meta.version, list(meta.input_shape), meta.class_names,
+                                          meta.counts)
+                tracker.log_dataset(described, "training" if training else name)
+        if parent and not _is_baseline(params_json, overrides):  # the run list's row: headline + dataset
+            record_on_parent(parent, stage, result, described if stage == "prepare_data" else None)
         if stage == LAST_STAGE and parent and not parent_run_id:
             finish_run(parent)
     except GandistillError as exc:
@@ -102,6 +106,14 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
         raise
     console.emit("stage_end", wall_s=time.perf_counter() - started, headline=console.headline(name, result))
     return result
+
+
+def _is_baseline(params_json: str, overrides: dict[str, Any] | None) -> bool:
+    """A fanned-out baseline student: its task overrides distill.method with another method."""
+    import json
+
+    method = (overrides or {}).get("distill.method")
+    return method is not None and method != json.loads(params_json).get("distill", {}).get("method")
 
 
 def _record_params(parent_run_id: str, given: dict[str, Any]) -> None:

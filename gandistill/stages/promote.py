@@ -183,8 +183,10 @@ def _existing_version(client: Any, name: str, pipeline_run_id: str) -> Any | Non
 
 
 def _log_and_register(client: Any, params: Params, export_dir: Path, tags: dict[str, str],
-                      tracker: Tracker) -> Any:
-    """Log the student with signature + input example to a run and register it as a new version."""
+                      tracker: Tracker, scores: dict[str, float]) -> Any:
+    """Log the student with signature + input example to a run, link the evaluation's `scores`
+    to the logged model (MLflow 3 `model_id`: the model's page lists them) and register it as a
+    new version."""
     import mlflow
 
     student = load_classifier(export_dir).eval()
@@ -198,6 +200,8 @@ def _log_and_register(client: Any, params: Params, export_dir: Path, tags: dict[
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
             metadata={k: v for k, v in tags.items() if not k.startswith("gandistill.")},
             extra_files=carried or None)
+        if scores:
+            mlflow.log_metrics(scores, model_id=info.model_id)
         for extra in ("model.onnx", "model.ts", "model_card.md"):
             if (export_dir / extra).is_file():
                 mlflow.log_artifact(str(export_dir / extra), "export")
@@ -207,6 +211,12 @@ def _log_and_register(client: Any, params: Params, export_dir: Path, tags: dict[
         client.update_model_version(params.promote.model_name, version.version,
                                     description=card.read_text(encoding="utf-8")[:5000])
     return client.get_model_version(params.promote.model_name, version.version)
+
+
+def _scores(evaluation: dict[str, Any]) -> dict[str, float]:
+    """The evaluate stage's scalar metrics (accuracies, agreement, calibration, speed, size)."""
+    return {key: float(value) for key, value in (evaluation.get("metrics") or {}).items()
+            if isinstance(value, int | float) and not isinstance(value, bool)}
 
 
 def int8_tags(exported: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, str]:
@@ -297,7 +307,7 @@ def run(params: Params, export_dir: str | Path, evaluation_dir: str | Path, pipe
             version = _existing_version(client, pp.model_name, pipeline_run_id)
             reused = version is not None
             if version is None:
-                version = _log_and_register(client, params, export_dir, tags, tracker)
+                version = _log_and_register(client, params, export_dir, tags, tracker, _scores(evaluation))
             verify_registered(pp.model_name, version.version, export_dir, params.export.parity_atol)
             champion = _champion(client, pp.model_name)
             if champion is not None and champion.version == version.version:

@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gandistill import storage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +45,12 @@ def test_pipeline_tracks_to_mlflow_server_and_s3(mlflow_server: Any, s3_env: dic
     assert exp is not None and exp.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
     parent_id = summary["mlflow"]["parent_run_id"]
     assert client.get_run(parent_id).info.status == "FINISHED"
+    # the run list's row for this pipeline run: the dataset and the headline accuracies, the
+    # student's being the run's own method (a baseline's would not be logged there)
+    row = client.get_run(parent_id)
+    assert [d.dataset.name for d in row.inputs.dataset_inputs] == ["mnist"]
+    assert row.data.metrics["teacher_test_acc"] == pytest.approx(summary["teacher"]["test_acc"])
+    assert row.data.metrics["student_test_acc"] == pytest.approx(summary["student"]["test_acc"])
     children = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
     names = {r.info.run_name for r in children}
     assert names >= STAGES and any(n.startswith("distill") for n in names), names
