@@ -94,10 +94,11 @@ def test_the_floor_pairs_each_image_with_another_of_its_class():
 
 def test_learning_order_and_agreement_by_class():
     steps = np.array([100.0, 200.0, 300.0])
-    curves = np.array([[0.9, 0.1, np.nan], [1.0, 0.5, np.nan], [1.0, 1.0, np.nan]])
+    curves = np.array([[0.9, 0.1, np.nan, 0.5], [1.0, 0.5, np.nan, 0.9], [1.0, 1.0, np.nan, 0.895]])
     mean, first = X.learning_order(steps, curves)
-    assert mean[:2] == pytest.approx([29 / 30, 1.6 / 3]) and math.isnan(mean[2])
-    assert first[:2].tolist() == [100.0, 300.0] and math.isnan(first[2])
+    assert mean[[0, 1, 3]] == pytest.approx([29 / 30, 1.6 / 3, 2.295 / 3]) and math.isnan(mean[2])
+    # settled: from which step on it stays within 1 point of its final agreement
+    assert first[[0, 1, 3]].tolist() == [200.0, 300.0, 200.0] and math.isnan(first[2])
     overall, per_class = X.agreement_by_class(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 4)
     assert overall == 0.75
     assert per_class[:3] == [1.0, 1.0, 0.5] and math.isnan(per_class[3])
@@ -144,8 +145,8 @@ def test_the_explain_blocks_exist_with_finite_numbers(tiny_run):
     explain_metrics = {k: v for k, v in m.items() if k.startswith("explain_")}
     assert all(math.isfinite(v) for v in explain_metrics.values())
     for key in ("explain_disagreements", "explain_disagreements_covered_fraction", "explain_precision_mean",
-                "explain_recall_mean", "explain_saliency_similarity_test", "explain_saliency_floor_test",
-                "explain_saliency_similarity_samples", "explain_final_val_agreement",
+                "explain_recall_mean", "explain_recall_reference_mean", "explain_saliency_similarity_test",
+                "explain_saliency_floor_test", "explain_saliency_similarity_samples", "explain_final_val_agreement",
                 "explain_final_generated_agreement", "explain_gan_fid_used", "explain_recall_class_0",
                 "explain_agreement_class_9"):
         assert key in explain_metrics, key
@@ -155,6 +156,7 @@ def test_the_explain_blocks_exist_with_finite_numbers(tiny_run):
                                        "samples": 400, "discriminator": True}
     assert len(details["per_class"]) == 10
     assert all(0 <= row["recall"] <= 1 for row in details["per_class"] if row["recall"] is not None)
+    assert all(0 <= row["reference_recall"] <= 1 for row in details["per_class"])  # real train images: every class
     for name in ("explain_coverage", "explain_atlas", "explain_saliency", "explain_moved"):
         assert (root / "eval" / result["figures"][name]).stat().st_size > 5000
     page = Path(result["report_html"]).read_text()

@@ -154,11 +154,11 @@ def other_member_of_class(labels: torch.Tensor) -> torch.Tensor:
 
 # -- how the knowledge moved ---------------------------------------------------------------------
 
-def learning_order(steps: np.ndarray, per_class: np.ndarray, fraction: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+def learning_order(steps: np.ndarray, per_class: np.ndarray, tolerance: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
     """From per-class agreement curves (E evaluations × K classes, NaN where unmeasured): each
     class's mean agreement over the evaluations (higher = learned earlier and held; the area
-    under its curve) and the first step at which it reached `fraction` of its final value (NaN
-    when never measured)."""
+    under its curve) and the first step from which on it stays within `tolerance` of its final
+    value — by then it had learned what it would (NaN when never measured)."""
     steps, per_class = np.asarray(steps, dtype=np.float64), np.asarray(per_class, dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN class: its mean is NaN, as documented
@@ -170,8 +170,10 @@ def learning_order(steps: np.ndarray, per_class: np.ndarray, fraction: float = 0
         if not finite.any():
             continue
         final = curve[finite][-1]
-        reached = np.nonzero(finite & (curve >= fraction * final))[0]
-        first[c] = steps[reached[0]]
+        far = np.nonzero(finite & (np.abs(curve - final) > tolerance))[0]
+        settled = np.nonzero(finite)[0]
+        settled = settled[settled > far[-1]] if len(far) else settled
+        first[c] = steps[settled[0]]
     return mean, first
 
 

@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-from gandistill.evaluation.plots import _image, _save, _subplots
+from gandistill.evaluation.plots import DPI, _save, _subplots
 
 COVERED, NOT_COVERED = "#2a7f3f", "#c0392b"
 
@@ -21,6 +24,7 @@ def coverage_vs_error(class_names: Sequence[str], per_class: list[dict[str, Any]
     k = len(class_names)
     get = lambda key: np.array([np.nan if r[key] is None else r[key] for r in per_class], dtype=np.float64)  # noqa: E731
     recall, precision, acc, agree = get("recall"), get("precision"), get("student_acc"), get("agreement")
+    reference = get("reference_recall")
     fig, (left, right) = _subplots(1, 2, figsize=(min(20.0, max(10.0, 5 + 0.45 * k)), 4.0),
                                    gridspec_kw={"width_ratios": [1, 1.4]})
     error = (1 - acc) * 100
@@ -29,6 +33,10 @@ def coverage_vs_error(class_names: Sequence[str], per_class: list[dict[str, Any]
     for c in range(k):
         if np.isfinite(recall[c]) and np.isfinite(error[c]):
             left.annotate(class_names[c], (recall[c], error[c]), textcoords="offset points", xytext=(5, 3), fontsize=8)
+    if np.isfinite(reference).any():
+        left.axvline(float(np.nanmean(reference)), color="grey", ls="--", lw=1,
+                     label="recall of as many real train images")
+        left.legend(fontsize=7, loc="upper right")
     left.set(xlabel="recall: share of the class's test images the samples cover", ylabel="student test error (%)",
              title="coverage against error, per class", xlim=(-0.03, 1.03))
     left.grid(alpha=0.3)
@@ -40,81 +48,105 @@ def coverage_vs_error(class_names: Sequence[str], per_class: list[dict[str, Any]
         right.bar(x + (i - 1.5) * width, np.nan_to_num(values), width=width, label=label)
     if k <= 40:
         right.set_xticks(x, class_names, rotation=90 if k > 10 else 0)
+    right.scatter(x - 0.5 * width, reference, marker="_", s=120, color="black", zorder=3,
+                  label="recall of real train (reference)")
     right.set(ylim=(0, 1.05), title="per class")
-    right.legend(fontsize=7, loc="lower right")
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
 
 
+class _Tiles:
+    """Image tiles on one axes in a grid of cells (a tile plus a caption band above it): one
+    axes instead of one per image keeps a 16 × 5 grid at a fraction of a second to draw."""
+
+    def __init__(self, rows: int, cols: int, tile: int, extra_width: float = 0.0, inches_per_cell: float = 1.3):
+        self.tile, self.cell_w, self.cell_h = tile, tile * 1.2, tile * 1.65
+        self.width = cols * self.cell_w + extra_width * self.cell_w
+        height = rows * self.cell_h + 0.4 * tile
+        self.fig = Figure(figsize=(inches_per_cell * self.width / self.cell_w, inches_per_cell * height / self.cell_w))
+        self.ax = self.fig.add_axes((0, 0, 1, 1))
+        self.ax.set(xlim=(0, self.width), ylim=(height, 0))
+        self.ax.axis("off")
+
+    def origin(self, row: int, col: float) -> tuple[float, float]:
+        return col * self.cell_w + 0.1 * self.tile, row * self.cell_h + 0.4 * self.tile + 0.55 * self.tile
+
+    def image(self, row: int, col: float, rgb: np.ndarray, caption: str = "", colour: str = "black",
+              frame: str | None = None) -> None:
+        x, y = self.origin(row, col)
+        self.ax.imshow(rgb, extent=(x, x + self.tile, y + self.tile, y), interpolation="nearest")
+        if caption:
+            self.ax.text(x + self.tile / 2, y - 0.06 * self.tile, caption, ha="center", va="bottom", fontsize=7.5,
+                         color=colour)
+        if frame is not None:
+            self.ax.add_patch(Rectangle((x, y), self.tile, self.tile, fill=False, edgecolor=frame, linewidth=2.5))
+
+    def text(self, row: int, col: float, text: str, colour: str = "black", size: float = 8.5) -> None:
+        x, y = self.origin(row, col)
+        self.ax.text(x, y + self.tile / 2, text, ha="left", va="center", fontsize=size, color=colour)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        self.fig.savefig(path, dpi=DPI)
+        return path
+
+
+def _rgb(img: np.ndarray) -> np.ndarray:
+    """C×H×W in [0, 1] → H×W×3."""
+    img = np.clip(np.asarray(img, dtype=np.float64), 0, 1)
+    return np.repeat(img[0][..., None], 3, axis=2) if img.shape[0] == 1 else np.transpose(img[:3], (1, 2, 0))
+
+
+def _heat_rgb(saliency_map: np.ndarray) -> np.ndarray:
+    """An H×W map scaled to its own maximum, in the inferno colour map."""
+    m = np.asarray(saliency_map, dtype=np.float64)
+    return colormaps["inferno"](m / max(float(m.max()), 1e-12))[..., :3]
+
+
 def atlas(rows: list[dict[str, Any]], kind: str, nearest: int, path: str | Path) -> Path:
-    """One row per disagreement: the test image, then its nearest samples of the teacher's class
-    (d = distance in the teacher's feature space; r = the samples' typical k-NN radius), the
-    verdict in green (covered, not fit) or red (never covered)."""
+    """One row per disagreement: the test image framed by the verdict — green: covered, not fit;
+    red: never covered — then its nearest samples of the teacher's class (d = distance in the
+    teacher's feature space), then the verdict with the samples' typical k-NN radius r and the
+    discriminator's score percentile."""
     if not rows:
         fig, ax = _subplots(figsize=(6, 1.2))
         ax.axis("off")
         ax.text(0.5, 0.5, "teacher and student agree on every test image", ha="center", va="center")
         return _save(fig, path)
-    cols = 1 + nearest
-    fig, axes = _subplots(len(rows), cols + 1, figsize=(1.35 * cols + 2.8, 1.45 * len(rows) + 0.6), squeeze=False,
-                          gridspec_kw={"width_ratios": [1] * cols + [2.0]})
+    tile = rows[0]["image"].shape[-1]
+    grid = _Tiles(len(rows), 1 + nearest, tile, extra_width=2.2, inches_per_cell=1.4)
     for r, row in enumerate(rows):
         colour = COVERED if row["covered"] else NOT_COVERED
-        _image(axes[r][0], row["image"])
-        axes[r][0].set_title(row["caption"], fontsize=7)
-        for spine in axes[r][0].spines.values():
-            spine.set(edgecolor=colour, linewidth=2.5)
-        for c in range(1, cols):
-            ax = axes[r][c]
-            ax.axis("off")
-            if c - 1 < len(row["nearest"]):
-                ax.axis("on")
-                _image(ax, row["nearest"][c - 1])
-                ax.set_title(f"d={row['distances'][c - 1]:.2f}", fontsize=7)
-        text = axes[r][cols]
-        text.axis("off")
-        verdict = "covered, not fit" if row["covered"] else "never covered"
-        detail = f"r={row['typical_radius']:.2f}" if row["nearest"] else \
-            f"no {kind} sample the\nteacher calls {row['teacher_class']}"
+        grid.image(r, 0, _rgb(row["image"]), row["caption"], frame=colour)
+        for c, (sample, d) in enumerate(zip(row["nearest"], row["distances"], strict=True)):
+            grid.image(r, 1 + c, _rgb(sample), f"d={d:.2f}")
+        if row["nearest"]:
+            detail = f"r={row['typical_radius']:.2f}, nearest at {row['distances'][0] / row['typical_radius']:.1f} r"
+        else:
+            detail = f"no {kind} sample the\nteacher calls {row['teacher_class']}"
         if row["d_percentile"] is not None and np.isfinite(row["d_percentile"]):
-            detail += f"\nD score: {row['d_percentile'] * 100:.0f}th pct"
-        text.text(0.02, 0.5, f"{verdict}\n{detail}", color=colour, fontsize=8, va="center", ha="left",
-                  transform=text.transAxes)
-    fig.suptitle(f"disagreements (test image, frame = verdict) and the nearest {kind} samples of the teacher's "
-                 "class", fontsize=9)
-    return _save(fig, path)
-
-
-def _heat(ax: Any, m: np.ndarray) -> None:
-    ax.imshow(m / max(float(m.max()), 1e-12), cmap="inferno", vmin=0, vmax=1)
-    ax.set_xticks([])
-    ax.set_yticks([])
+            detail += f"\nD score: {row['d_percentile'] * 100:.0f}th percentile"
+        grid.text(r, 1 + nearest, f"{'covered, not fit' if row['covered'] else 'never covered'}\n{detail}", colour)
+    return grid.save(path)
 
 
 def saliency(rows_by_set: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
     """Per image set (test images, samples), one example per class: image | teacher's map |
-    student's map (each map scaled to its own maximum), titled with their cosine similarity."""
+    student's map (each map scaled to its own maximum), the student's titled with the cosine
+    similarity of the two maps."""
     sets = [name for name, rows in rows_by_set.items() if rows]
     n_rows = max((len(rows_by_set[name]) for name in sets), default=1)
-    fig, axes = _subplots(n_rows, 3 * max(len(sets), 1), figsize=(3.3 * max(len(sets), 1) + 0.4, 1.2 * n_rows + 0.7),
-                          squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    tile = next(iter(rows_by_set[sets[0]]))["image"].shape[-1] if sets else 28
+    grid = _Tiles(n_rows, 3.4 * len(sets) + 0.5, tile, inches_per_cell=1.1)
     for s, name in enumerate(sets):
+        left = 0.5 + 3.4 * s
         for r, row in enumerate(rows_by_set[name]):
-            a_img, a_t, a_s = axes[r][3 * s], axes[r][3 * s + 1], axes[r][3 * s + 2]
-            for ax in (a_img, a_t, a_s):
-                ax.axis("on")
-            _image(a_img, row["image"])
-            _heat(a_t, row["teacher"])
-            _heat(a_s, row["student"])
-            a_img.set_ylabel(row["label"], fontsize=8, rotation=0, labelpad=12)
-            a_s.set_title(f"sim {row['similarity']:.2f}", fontsize=7)
-            if r == 0:
-                a_img.set_title(name, fontsize=8)
-                a_t.set_title("teacher", fontsize=8)
-                a_s.set_title(f"student\nsim {row['similarity']:.2f}", fontsize=7)
-    fig.suptitle("where they look: SmoothGrad maps for the teacher's class", fontsize=9)
-    return _save(fig, path)
+            grid.text(r, left - 0.45, row["label"], size=9)
+            grid.image(r, left, _rgb(row["image"]), name if r == 0 else "")
+            grid.image(r, left + 1, _heat_rgb(row["teacher"]), "teacher" if r == 0 else "")
+            grid.image(r, left + 2, _heat_rgb(row["student"]),
+                       f"student, sim {row['similarity']:.2f}" if r == 0 else f"sim {row['similarity']:.2f}")
+    return grid.save(path)
 
 
 def knowledge_moved(moved: Any, class_names: Sequence[str], path: str | Path) -> Path | None:

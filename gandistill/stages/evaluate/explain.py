@@ -80,10 +80,16 @@ def learned_from(ev: Inputs) -> LearnedFrom:
     if record is not None and not record.real_data_anywhere:
         return LearnedFrom(noise_images(ev.meta, n, generator=torch.Generator().manual_seed(seed)), "noise",
                            "noise images with the data's pixel mean and std (what the student trained on)")
+    images, _ = training_images(ev)
+    return LearnedFrom(images, "real", "training images (the student learned from real data)")
+
+
+def training_images(ev: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `per_class_budget` training images of each class (float) and their labels."""
     train = load_split(ev.data_dir, "train")
-    keep = np.concatenate([np.nonzero(train.y == c)[0][:per_class] for c in range(k)])
-    return LearnedFrom(as_float(torch.from_numpy(train.x[np.sort(keep)])), "real",
-                       "training images (the student learned from real data)")
+    keep = np.sort(np.concatenate([np.nonzero(train.y == c)[0][:per_class_budget(ev)]
+                                   for c in range(ev.meta.num_classes)]))
+    return as_float(torch.from_numpy(train.x[keep])), torch.from_numpy(train.y[keep])
 
 
 def _first_per_class(labels: torch.Tensor, num_classes: int, n: int) -> torch.Tensor:
@@ -107,6 +113,7 @@ class Analysis:
     sample_labels: torch.Tensor
     support: X.ClassSupport
     coverage: ClassCoverage
+    reference: ClassCoverage  # as many real training images, in place of the samples: what recall can reach
     teacher_pred: torch.Tensor
     student_pred: torch.Tensor
     covered_test: np.ndarray  # per test image: inside the manifold of its teacher class's samples
@@ -127,6 +134,9 @@ def analyse(ev: Inputs, acc: AccuracyBlock) -> Analysis:
 
     real = _first_per_class(ev.test_y, k, per_class_budget(ev))
     coverage = per_class_precision_recall(test_feats[real], ev.test_y[real], sample_feats, sample_labels, k)
+    train_images, train_labels = training_images(ev)
+    reference = per_class_precision_recall(test_feats[real], ev.test_y[real],
+                                           teacher_features(ev.teacher, train_images)[0], train_labels, k)
     support = X.ClassSupport.build(sample_feats, sample_labels, k)
     covered_test = support.covers(test_feats, teacher_pred)
     nearest_dist = np.full(len(teacher_pred), np.nan)
@@ -144,7 +154,7 @@ def analyse(ev: Inputs, acc: AccuracyBlock) -> Analysis:
         for c in range(k):
             rows = (teacher_pred == c).numpy()
             d_percentile[rows] = X.percentile_within(scores[rows], scores[rows & agree])
-    return Analysis(source, sample_labels, support, coverage, teacher_pred, student_pred, covered_test,
+    return Analysis(source, sample_labels, support, coverage, reference, teacher_pred, student_pred, covered_test,
                     nearest_dist, d_percentile, X.disagreement_groups(teacher_pred, student_pred),
                     _saliency(ev, source, test_images, sample_labels))
 
@@ -240,6 +250,7 @@ def measure(ev: Inputs, acc: AccuracyBlock) -> tuple[Analysis, Moved, dict[str, 
         else float("nan"),
         "explain_precision_mean": float(np.nanmean(a.coverage.precision)),
         "explain_recall_mean": float(np.nanmean(a.coverage.recall)),
+        "explain_recall_reference_mean": float(np.nanmean(a.reference.recall)),
         "explain_recall_vs_error_spearman": rho, "explain_recall_vs_error_p": p,
         "explain_recall_vs_disagreement_spearman": rho_d, "explain_recall_vs_disagreement_p": p_d,
     }
@@ -253,7 +264,8 @@ def measure(ev: Inputs, acc: AccuracyBlock) -> tuple[Analysis, Moved, dict[str, 
     for c in range(k):
         row = {"class": names[c], "student_acc": float(s.per_class[c]), "teacher_acc": float(t.per_class[c]),
                "agreement": float(per_class_agreement[c]), "precision": float(a.coverage.precision[c]),
-               "recall": float(a.coverage.recall[c]), "real_n": int(a.coverage.real_count[c]),
+               "recall": float(a.coverage.recall[c]), "reference_recall": float(a.reference.recall[c]),
+               "real_n": int(a.coverage.real_count[c]),
                "samples_n": int(a.coverage.fake_count[c]), "saliency_similarity": float(sal_per_class[c])}
         per_class_rows.append(row)
         for key in ("precision", "recall", "agreement", "saliency_similarity"):
@@ -262,7 +274,7 @@ def measure(ev: Inputs, acc: AccuracyBlock) -> tuple[Analysis, Moved, dict[str, 
         mean, first = X.learning_order(moved.steps, moved.per_class)
         for c in range(k):
             per_class_rows[c] |= {"mean_val_agreement_over_training": float(mean[c]),
-                                  "step_reaching_90pct_of_final": float(first[c])}
+                                  "settled_step": float(first[c])}
     for key, curve in (("val", moved.val_agreement), ("generated", moved.generated_agreement)):
         if np.isfinite(curve).any():
             metrics[f"explain_final_{key}_agreement"] = float(curve[np.isfinite(curve)][-1])
@@ -355,7 +367,8 @@ def _saliency_rows(a: Analysis, names: list[str]) -> dict[str, list[dict[str, An
     out = {}
     for name, v in a.saliency.items():
         rows, seen = [], set()
-        for j, label in enumerate(v["labels"].tolist()):
+        for j in np.argsort(v["labels"].numpy(), kind="stable").tolist():
+            label = int(v["labels"][j])
             if label in seen or len(seen) >= SALIENCY_SHOWN:
                 continue
             seen.add(label)
@@ -384,6 +397,9 @@ def _answers(ev: Inputs, a: Analysis, m: dict[str, float], details: dict[str, An
         return f"recall {fmt(rows[c]['recall'])}, rank {recall_rank[c]} of {len(measured)}"
 
     weak = ", ".join(f"{rows[c]['class']} ({_pct(rows[c]['student_acc'])}; {coverage_of(c)})" for c in by_acc[:3])
+    reference = (f"Mean recall {fmt(m.get('explain_recall_mean'))} against "
+                 f"{fmt(m.get('explain_recall_reference_mean'))} for as many real training images (the reference: "
+                 "what recall can reach at this sample size).")
     corr = details["correlation"]["recall_vs_error"]
     corr_text = (f"Spearman ρ = {corr['spearman']:.2f} (p = {corr['p']:.2g}, {corr['classes']} classes)"
                  if np.isfinite(corr["spearman"]) else "undefined (recall or error is the same for every class)")
@@ -396,8 +412,8 @@ def _answers(ev: Inputs, a: Analysis, m: dict[str, float], details: dict[str, An
         "teacher's penultimate feature space, where the student is taught; a sample's class is the teacher's label "
         "on it.",
         f"Weakest classes (student test accuracy; the generator's recall of that class, rank 1 = best covered): "
-        f"{weak}. Coverage against error across classes: {corr_text} — a negative ρ means the classes "
-        "the samples cover least are the ones the student gets wrong most.",
+        f"{weak}. {reference} Coverage against error across classes: {corr_text} — a negative ρ means the "
+        "classes the samples cover least are the ones the student gets wrong most.",
         f"Teacher and student disagree on {int(dis)} test images: {fmt(cov_d, '%')} of them lie inside the manifold "
         f"of the samples of the teacher's class (covered, but not fit), against {fmt(cov_a, '%')} of the images they "
         "agree on. Far fewer covered disagreements than agreements means the errors sit where the samples never "
@@ -411,15 +427,17 @@ def _answers(ev: Inputs, a: Analysis, m: dict[str, float], details: dict[str, An
 
 def _coverage_section(ev: Inputs, details: dict[str, Any], figures: dict[str, Path]) -> Section:
     rows = [[r["class"], _pct(r["student_acc"]), _pct(r["teacher_acc"]), _pct(r["agreement"]), fmt(r["precision"]),
-             fmt(r["recall"]), fmt(r["saliency_similarity"]), f"{r['real_n']} / {r['samples_n']}"]
-            for r in details["per_class"]]
+             fmt(r["recall"]), fmt(r["reference_recall"]), fmt(r["saliency_similarity"]),
+             f"{r['real_n']} / {r['samples_n']}"] for r in details["per_class"]]
     return Section("Explain: coverage against error, per class", [
         "Precision: the share of the samples of a class that fall inside the real test images' manifold of that "
         "class; recall: the share of real test images of the class that fall inside the samples' manifold "
-        "(k-nearest-neighbour balls, k = 3; Kynkäänniemi et al. 2019). Agreement: teacher and student give the "
-        "same answer, on test images of the class."],
-        [Table(["class", "student acc", "teacher acc", "agreement", "precision", "recall", "map similarity",
-                "real / samples"], rows)],
+        "(k-nearest-neighbour balls, k = 3; Kynkäänniemi et al. 2019). Both depend on how many points there are: "
+        "read recall against the reference — the recall of as many real training images of the class, the most "
+        "that samples this many can reach. Agreement: teacher and student give the same answer, on test images "
+        "of the class."],
+        [Table(["class", "student acc", "teacher acc", "agreement", "precision", "recall", "recall of real train "
+                "(reference)", "map similarity", "real / samples"], rows)],
         [Figure(figures["explain_coverage"], "coverage (recall) against the student's error, per class")])
 
 
@@ -474,9 +492,9 @@ def _moved_section(moved: Moved, details: dict[str, Any], names: list[str], figu
         last = [rows[c]["class"] for c in order[-3:]]
         paragraphs.append(f"Learned first: {', '.join(first)}; last: {', '.join(last)} (classes ordered by their mean "
                           "agreement over the evaluations — the area under their curve).")
-        tables.append(Table(["class", "mean agreement over training", "first step at 90 % of final"],
+        tables.append(Table(["class", "mean agreement over training", "settled (within 1 point of final) from step"],
                             [[rows[c]["class"], _pct(rows[c]["mean_val_agreement_over_training"]),
-                              fmt(rows[c]["step_reaching_90pct_of_final"], "int")] for c in order]))
+                              fmt(rows[c]["settled_step"], "int")] for c in order]))
     else:
         paragraphs.append("This student's training recorded no per-class agreement (a student trained before "
                           "distill logged it, or an imported one): the curves show what it did record.")
