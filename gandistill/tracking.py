@@ -204,9 +204,16 @@ def system_metrics(tracker: Tracker) -> Iterator[None]:
 
     mlflow.set_tracking_uri(tracking_uri())
     with _guard("starting system metrics"):
-        active = mlflow.start_run(run_id=tracker.run_id, log_system_metrics=True)
-    with active:
+        mlflow.start_run(run_id=tracker.run_id, log_system_metrics=True)
+    try:
         yield
+    finally:
+        # Stops the monitor. The run's status is stage_run's to set; and when the server is the
+        # fault, the stage's own TrackingError must stay the one reported.
+        try:
+            mlflow.end_run()
+        except Exception as exc:  # noqa: BLE001 - machine metrics must never mask the stage's outcome
+            log.warning("system metrics: not closed cleanly (%s)", redact(str(exc))[:200])
 
 
 # What a pipeline run's parent shows in the MLflow run list (its metric columns), from the
