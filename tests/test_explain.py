@@ -49,6 +49,8 @@ def test_class_support_finds_the_nearest_samples_of_a_class_and_its_manifold():
     on_top = feats[labels == 2][:1]
     assert support.covers(torch.cat([on_top, on_top + 100]), torch.tensor([2, 2])).tolist() == [True, False]
     assert support.covers(on_top, torch.tensor([3])).tolist() == [False]
+    nearest = support.nearest_distance(torch.cat([queries[:2], on_top]), torch.tensor([1, 1, 3]))
+    assert nearest[:2] == pytest.approx(dist[:2, 0], abs=1e-6) and math.isnan(nearest[2])
 
 
 def test_percentile_and_spearman():

@@ -70,6 +70,16 @@ class ClassSupport:
         dist, pos = d.topk(min(n, len(members)), dim=1, largest=False)
         return dist.float().numpy(), self.index[cls_][pos].numpy()
 
+    def nearest_distance(self, query: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
+        """For each query row: the distance to the nearest sample of its class (NaN: no sample)."""
+        out = np.full(len(query), np.nan)
+        for c in classes.unique().tolist():
+            rows = torch.nonzero(classes == c).flatten()
+            dist, _ = self.nearest(query[rows], c, 1)
+            if dist.shape[1]:
+                out[rows.numpy()] = dist[:, 0]
+        return out
+
     def covers(self, query: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
         """For each query row: inside the k-NN manifold of the samples of its class?"""
         out = np.zeros(len(query), dtype=bool)

@@ -138,25 +138,26 @@ def analyse(ev: Inputs, acc: AccuracyBlock) -> Analysis:
     reference = per_class_precision_recall(test_feats[real], ev.test_y[real],
                                            teacher_features(ev.teacher, train_images)[0], train_labels, k)
     support = X.ClassSupport.build(sample_feats, sample_labels, k)
-    covered_test = support.covers(test_feats, teacher_pred)
-    nearest_dist = np.full(len(teacher_pred), np.nan)
-    for c in range(k):
-        rows = torch.nonzero(teacher_pred == c).flatten()
-        if len(rows):
-            dist, _ = support.nearest(test_feats[rows], c, 1)
-            if dist.shape[1]:
-                nearest_dist[rows.numpy()] = dist[:, 0]
     d_percentile = None
     if source.discriminator is not None:
-        scores = _discriminator_scores(source.discriminator, test_images, teacher_pred)
-        agree = (teacher_pred == student_pred).numpy()
-        d_percentile = np.full(len(scores), np.nan)
-        for c in range(k):
-            rows = (teacher_pred == c).numpy()
-            d_percentile[rows] = X.percentile_within(scores[rows], scores[rows & agree])
-    return Analysis(source, sample_labels, support, coverage, reference, teacher_pred, student_pred, covered_test,
-                    nearest_dist, d_percentile, X.disagreement_groups(teacher_pred, student_pred),
+        d_percentile = _d_percentiles(source.discriminator, test_images, teacher_pred, student_pred, k)
+    return Analysis(source, sample_labels, support, coverage, reference, teacher_pred, student_pred,
+                    support.covers(test_feats, teacher_pred), support.nearest_distance(test_feats, teacher_pred),
+                    d_percentile, X.disagreement_groups(teacher_pred, student_pred),
                     _saliency(ev, source, test_images, sample_labels))
+
+
+def _d_percentiles(disc: nn.Module, images: torch.Tensor, teacher_pred: torch.Tensor, student_pred: torch.Tensor,
+                   k: int) -> np.ndarray:
+    """Each test image's D(x, teacher class) as its percentile among the images of that teacher
+    class on which both models agree (NaN where they agree on none)."""
+    scores = _discriminator_scores(disc, images, teacher_pred)
+    agree = (teacher_pred == student_pred).numpy()
+    out = np.full(len(scores), np.nan)
+    for c in range(k):
+        rows = (teacher_pred == c).numpy()
+        out[rows] = X.percentile_within(scores[rows], scores[rows & agree])
+    return out
 
 
 def _saliency(ev: Inputs, source: LearnedFrom, test_images: torch.Tensor,
