@@ -246,3 +246,31 @@ def test_the_browser_check_fails_on_a_broken_image_a_script_error_and_an_empty_s
     assert found.empty_sections == ["Nothing here", "Picture"]  # a section whose only picture is broken is empty
     assert any("undefinedFunction" in e for e in found.script_errors)
     assert len(found.problems) == 4
+
+
+# -- what the student learned from, by method ---------------------------------------------------
+
+@pytest.mark.parametrize("method, kind", [("gan", "generated"), ("data_free", "generated"), ("noise", "noise"),
+                                          ("kd", "real"), ("scratch", "real")])
+def test_what_the_student_learned_from_follows_its_method(tmp_path, method, kind):
+    from helpers import fast_params, make_generator, make_world, train_classifier
+
+    from gandistill.data.dataset import load_meta
+    from gandistill.stages.common import save_free_generator
+    from gandistill.stages.evaluate import explain
+    from gandistill.stages.evaluate.inputs import load_inputs
+
+    world = make_world(tmp_path, generator=method == "gan")
+    meta = load_meta(world["data"])
+    train_classifier(world["student"], world["data"], meta, "lenet5_half", steps=20, method=method)
+    if method == "data_free":
+        generator = make_generator(tmp_path / "scratch-generator")
+        save_free_generator(generator, generator.state_dict(), world["student"])
+    params = fast_params(explain_per_class=7)
+    ev = load_inputs(params, world["data"], world["teacher"], world["student"],
+                     world["generator"] if method == "gan" else None, tmp_path / "eval")
+    source = explain.learned_from(ev)
+    assert source.kind == kind
+    assert len(source.images) == 7 * meta.num_classes
+    assert float(source.images.min()) >= 0 and float(source.images.max()) <= 1
+    assert source.discriminator is None  # make_generator saves no D; train_gan's does (the tiny run checks it)
