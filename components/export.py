@@ -7,7 +7,7 @@ def export(params_json: str, parent_run_id: str, data: Input[Dataset], student: 
            evaluation: Input[Artifact], exported: Output[Model], model_card: Output[Markdown],
            generator: Optional[Input[Model]] = None, seed: int = -1,
            gan_steps: int = -1, distill_steps: int = -1):
-    """Export the student to TorchScript, ONNX and INT8 ONNX (calibrated on `generator`'s samples
+    """Export the student to a torch.export program (.pt2), ONNX and INT8 ONNX (calibrated on `generator`'s samples
     when the method distilled from the trained cGAN), prove each, write the model card (which names the
     settings: hence the typed knobs `seed`, `gan_steps`, `distill_steps`; -1 = not given: in `params_json`)."""
     import shutil

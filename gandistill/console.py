@@ -92,7 +92,7 @@ def headline(stage: str, result: dict[str, Any]) -> str:
                 f"agreement {_pct(m.get('agreement'))}")
     if stage == "export":
         line = (f"ONNX max |Δ| {_num(result.get('onnx_max_abs_diff'), '.2g')}, "
-                f"TorchScript max |Δ| {_num(result.get('torchscript_max_abs_diff'), '.2g')}")
+                f".pt2 max |Δ| {_num(result.get('pt2_max_abs_diff'), '.2g')}")
         if result.get("int8_test_acc") is not None:
             line += (f", INT8 test {_pct(result['int8_test_acc'])} "
                      f"(drop {_num(100 * result.get('int8_acc_drop', float('nan')), '.2f')} points)")

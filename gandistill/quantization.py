@@ -253,10 +253,11 @@ def example_input(x_uint8: torch.Tensor) -> torch.Tensor:
 
 def quantize_student(student: nn.Module, example: torch.Tensor, out_path: str | Path, plan: CalibrationPlan,
                      data_dir: str | Path, samples: int, seed: int, opset: int) -> Path:
-    """FP32 ONNX export of `student` (the shipped exporter), then `quantize_onnx` with `plan`'s
-    calibration images. Deterministic: same student, plan and seed → the same bytes."""
+    """FP32 ONNX export of `student` (the TorchScript-based exporter, whose node names the
+    float-prefix rule and the model card use: see backends.to_onnx), then `quantize_onnx` with
+    `plan`'s calibration images. Deterministic: same student, plan and seed → the same bytes."""
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = backends.to_onnx(student, example, Path(tmp) / "fp32.onnx", opset)
+        fp32 = backends.to_onnx(student, example, Path(tmp) / "fp32.onnx", opset, legacy=True)
         return quantize_onnx(fp32, out_path, calibration_reader(plan, data_dir, samples, seed))
 
 

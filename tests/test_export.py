@@ -1,4 +1,5 @@
-"""Export: proven parity of TorchScript / ONNX, the failure path, atomic output, model card."""
+"""Export: proven parity of the torch.export program (.pt2) / ONNX, the failure path, atomic output,
+model card."""
 
 from __future__ import annotations
 
@@ -41,19 +42,22 @@ def test_export_writes_proven_files_and_model_card(world, tmp_path):
     out = tmp_path / "exported"
     result = export.run(fast_params(), world["data"], world["student"], world["evaluation"], out, None,
                         world["generator"])
-    for name in ("model.pt", "model.ts", "model.onnx", "model_card.md", "result.json", "example_input.npy"):
+    for name in ("model.pt", "model.pt2", "model.onnx", "model_card.md", "result.json", "example_input.npy"):
         assert (out / name).is_file(), name
+    assert not (out / "model.ts").exists()  # TorchScript is deprecated: no longer shipped
     assert result["onnx_max_abs_diff"] <= 1e-4 and result["onnx_argmax_agreement"] == 1.0
-    assert result["torchscript_max_abs_diff"] <= 1e-4 and result["torchscript_argmax_agreement"] == 1.0
+    assert result["pt2_max_abs_diff"] <= 1e-4 and result["pt2_argmax_agreement"] == 1.0
     assert not list(tmp_path.glob(".exported*")), "temporary folders must not be left behind"
     # the ONNX batch axis is dynamic: any batch size runs and matches PyTorch
     student = load_classifier(world["student"])
     run = backends.onnx_runner(backends.onnx_session(out / "model.onnx"))
     x = torch.rand(5, 1, 16, 16)
     assert np.abs(run(x) - student(x).detach().numpy()).max() < 1e-4
+    program = torch.export.load(str(out / "model.pt2")).module()  # how a user loads the .pt2
+    assert np.abs(program(x).detach().numpy() - student(x).detach().numpy()).max() < 1e-5
     card = (out / "model_card.md").read_text()
     for text in ("## Intended use", "0123abcd.dir", "code commit", "## Limitations", "97.00 %", "`gan`",
-                 "ONNX Runtime (opset 18)"):
+                 "ONNX Runtime (opset 18)", "torch.export (`model.pt2`)"):
         assert text in card, text
 
 
@@ -65,7 +69,7 @@ def test_tampered_onnx_is_rejected_with_both_numbers(world, tmp_path):
     student = load_classifier(world["student"])
     batch = torch.from_numpy(np.load(out / "example_input.npy"))
     with pytest.raises(ExportError) as err:
-        export.verify_exports(student, batch, tmp_path / "bad.onnx", out / "model.ts", 1e-4)
+        export.verify_exports(student, batch, tmp_path / "bad.onnx", out / "model.pt2", 1e-4)
     message = str(err.value)
     assert "ONNX" in message and "max |Δlogit|" in message and "argmax agreement" in message
     assert "parity_atol = 0.0001" in message

@@ -152,7 +152,7 @@ def test_int8_model_runs_in_a_fresh_session_with_the_reported_accuracy(world, ex
 def _quantised(arch, shape, tmp_path):
     torch.manual_seed(0)
     net = build_classifier(arch, shape[0], shape[1:], 10).eval()
-    fp32 = backends.to_onnx(net, torch.rand(2, *shape), tmp_path / f"{arch}.onnx")
+    fp32 = backends.to_onnx(net, torch.rand(2, *shape), tmp_path / f"{arch}.onnx", legacy=True)  # as quantization
     images = np.random.default_rng(0).random((64, *shape), dtype=np.float32)
     return quantization.quantize_onnx(fp32, tmp_path / f"{arch}.int8.onnx", quantization._Reader(iter([images])))
 
@@ -184,7 +184,7 @@ def test_leading_layers_below_the_reduction_threshold_stay_float(arch, shape, ke
 def test_threshold_moves_the_boundary(tmp_path):
     torch.manual_seed(0)
     fp32 = backends.to_onnx(build_classifier("lenet5_half", 1, (28, 28), 10).eval(), torch.rand(2, 1, 28, 28),
-                            tmp_path / "s.onnx")
+                            tmp_path / "s.onnx", legacy=True)  # as quantization exports it
     model = onnx.load(str(fp32))
     assert quantization.float_prefix(model, min_reduction=1) == []  # the first layer already pays
     assert quantization.float_prefix(model, min_reduction=20) == []  # 25: conv1 pays already

@@ -100,7 +100,7 @@ def test_run_local_smoke_end_to_end(repo_root, tmp_path, mnist_dir, monkeypatch)
     assert Path(summary["report"]["html"]).is_file()
     assert 0.0 < summary["evaluation"]["baseline_kd_test_acc"] <= 1.0  # the fanned-out baseline student
     assert "| baseline kd" in (artifacts["evaluate"] / "summary.md").read_text()
-    assert (artifacts["export"] / "model.onnx").is_file() and (artifacts["export"] / "model.ts").is_file()
+    assert (artifacts["export"] / "model.onnx").is_file() and (artifacts["export"] / "model.pt2").is_file()
     # the INT8 student: shipped by export, timed by evaluate (same bytes), carried by the registry
     int8 = artifacts["export"] / "model.int8.onnx"
     exported = json.loads((artifacts["export"] / "result.json").read_text())

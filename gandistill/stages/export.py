@@ -1,4 +1,5 @@
-"""export: ship the student as TorchScript, ONNX and INT8 ONNX, prove each, write a model card.
+"""export: ship the student as a torch.export program (.pt2), ONNX and INT8 ONNX, prove each,
+write a model card.
 
 Parity is proven, not assumed: the exported files are re-loaded from disk and run on a real
 test batch (and a batch of one, to prove the batch axis is dynamic). Export fails with an
@@ -15,7 +16,11 @@ student's on the whole test split, or export fails naming both accuracies and th
 Everything is written into a temporary sibling folder and moved into place only after the
 checks pass, so a failed export never leaves a half-written or unproven artifact behind.
 
-Outputs: model.pt (the student's weights, for the registry), model.ts, model.onnx,
+TorchScript is no longer shipped: PyTorch 2.13 deprecates every torch.jit entry point in favour
+of torch.export, whose .pt2 program loads with `torch.export.load(path).module()` (and is what
+MLflow's pt2 flavour registers); ONNX covers the runtimes outside PyTorch.
+
+Outputs: model.pt (the student's weights, for the registry), model.pt2, model.onnx,
 model.int8.onnx, example_input.npy / example_logits.npy (a real test batch and the logits PyTorch gives —
 promote re-checks the registered model against them), model_card.md, result.json.
 """
@@ -78,7 +83,7 @@ def check_parity(name: str, reference: np.ndarray, exported: np.ndarray, atol: f
     return numbers
 
 
-def verify_exports(model: torch.nn.Module, batch: torch.Tensor, onnx_path: Path, ts_path: Path,
+def verify_exports(model: torch.nn.Module, batch: torch.Tensor, onnx_path: Path, pt2_path: Path,
                    atol: float) -> dict[str, float]:
     """Re-load both exported files from disk and compare them with the PyTorch model on `batch`
     (and on its first row alone, which proves the batch axis is dynamic)."""
@@ -87,14 +92,14 @@ def verify_exports(model: torch.nn.Module, batch: torch.Tensor, onnx_path: Path,
         session = backends.onnx_session(onnx_path)
         run_onnx = backends.onnx_runner(session)
         onnx_out = np.concatenate([run_onnx(batch), run_onnx(batch[:1])])
-        scripted = torch.jit.load(str(ts_path), map_location="cpu").eval()
-        ts_out = np.concatenate([scripted(batch).numpy(), scripted(batch[:1]).numpy()])
+        program = backends.load_pt2(pt2_path)
+        pt2_out = np.concatenate([program(batch).numpy(), program(batch[:1]).numpy()])
     expected = np.concatenate([reference, reference[:1]])
     onnx = check_parity("ONNX (ONNX Runtime)", expected, onnx_out, atol)
-    script = check_parity("TorchScript", expected, ts_out, atol)
+    pt2 = check_parity("torch.export (.pt2)", expected, pt2_out, atol)
     return {"onnx_max_abs_diff": onnx["max_abs_diff"], "onnx_argmax_agreement": onnx["argmax_agreement"],
-            "torchscript_max_abs_diff": script["max_abs_diff"],
-            "torchscript_argmax_agreement": script["argmax_agreement"], "parity_samples": float(len(batch))}
+            "pt2_max_abs_diff": pt2["max_abs_diff"], "pt2_argmax_agreement": pt2["argmax_agreement"],
+            "parity_samples": float(len(batch))}
 
 
 def export_int8(params: Params, student: torch.nn.Module, method: str, data_dir: Path, student_dir: Path,
@@ -212,8 +217,8 @@ def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], st
         "| format | max abs logit diff | argmax agreement |", "|---|---|---|",
         f"| ONNX Runtime (opset {params.export.onnx_opset}) | {parity['onnx_max_abs_diff']:.3g} | "
         f"{parity['onnx_argmax_agreement'] * 100:.2f} % |",
-        f"| TorchScript | {parity['torchscript_max_abs_diff']:.3g} | "
-        f"{parity['torchscript_argmax_agreement'] * 100:.2f} % |", "",
+        f"| torch.export (`model.pt2`) | {parity['pt2_max_abs_diff']:.3g} | "
+        f"{parity['pt2_argmax_agreement'] * 100:.2f} % |", "",
         f"Tolerance: export.parity_atol = {params.export.parity_atol:g}.", "",
         *_int8_card(evaluation, int8),
         "## Limitations",
@@ -260,11 +265,11 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
     tmp = new_staging_dir(out_dir)
     try:
         shutil.copyfile(student_dir / MODEL_FILE, tmp / MODEL_FILE)
-        # ≥ 2 rows: a batch of one would let tracing/pt2 specialise the batch dimension
+        # ≥ 2 rows: a batch of one would let torch.export specialise the batch dimension
         example = batch[:EXAMPLE_SIZE] if len(batch) >= 2 else batch.repeat(2, 1, 1, 1)
-        torch.jit.save(backends.to_torchscript(student, example), str(tmp / "model.ts"))
+        backends.to_pt2(student, example, tmp / backends.PT2_FILE)
         backends.to_onnx(student, example, tmp / "model.onnx", params.export.onnx_opset)
-        parity = verify_exports(student, batch, tmp / "model.onnx", tmp / "model.ts",
+        parity = verify_exports(student, batch, tmp / "model.onnx", tmp / backends.PT2_FILE,
                                 params.export.parity_atol)
         with torch.inference_mode():
             np.save(tmp / "example_input.npy", example.numpy())
@@ -275,7 +280,7 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
                                Path(generator_dir) if generator_dir else None,
                                torch.from_numpy(test.x), torch.from_numpy(test.y), tmp / INT8_FILE,
                                (evaluation.get("int8") or {}).get("sha256_16"))
-        shipped = (MODEL_FILE, "model.ts", "model.onnx", *((INT8_FILE,) if int8 else ()))
+        shipped = (MODEL_FILE, backends.PT2_FILE, "model.onnx", *((INT8_FILE,) if int8 else ()))
         files = {name: {"bytes": (tmp / name).stat().st_size, "sha256_16": file_digest(tmp / name)}
                  for name in shipped}
         commit = git_commit()
@@ -284,7 +289,7 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
         result: dict[str, Any] = {
             **parity, "parity_atol": params.export.parity_atol, "onnx_opset": params.export.onnx_opset,
             "files": files | {"model_card.md": {"bytes": (tmp / "model_card.md").stat().st_size}},
-            "torchscript": "model.ts", "onnx": "model.onnx", "model_card": "model_card.md",
+            "pt2": backends.PT2_FILE, "onnx": "model.onnx", "model_card": "model_card.md",
             "onnx_int8": INT8_FILE if int8 else None, "int8": int8,
             **({k: v for k, v in int8.items() if k.startswith("int8_")} if int8 else {}),
             "input_shape": [None, *meta.input_shape], "num_classes": meta.num_classes,
@@ -303,6 +308,6 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
     tracker.set_tags({"export.git_commit": commit or "unknown"})
     for name in ("model.onnx", *((INT8_FILE,) if int8 else ()), "model_card.md", "result.json"):
         tracker.log_artifact(out_dir / name, "export")
-    log.info("[export] ONNX max |Δ| %.2g, TorchScript max |Δ| %.2g on %d test images → %s",
-             parity["onnx_max_abs_diff"], parity["torchscript_max_abs_diff"], len(batch), out_dir)
+    log.info("[export] ONNX max |Δ| %.2g, torch.export max |Δ| %.2g on %d test images → %s",
+             parity["onnx_max_abs_diff"], parity["pt2_max_abs_diff"], len(batch), out_dir)
     return result

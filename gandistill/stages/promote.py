@@ -202,7 +202,7 @@ def _log_and_register(client: Any, params: Params, export_dir: Path, tags: dict[
             extra_files=carried or None)
         if scores:
             mlflow.log_metrics(scores, model_id=info.model_id)
-        for extra in ("model.onnx", "model.ts", "model_card.md"):
+        for extra in ("model.onnx", "model.pt2", "model_card.md"):
             if (export_dir / extra).is_file():
                 mlflow.log_artifact(str(export_dir / extra), "export")
     version = mlflow.register_model(info.model_uri, params.promote.model_name, tags=tags)

@@ -10,7 +10,7 @@ of the report is one module here, and `run` reads like the report's table of con
   learned from against its error, the disagreement atlas, teacher and student input-gradient
   maps, agreement over training (explain.json holds every number);
 - cost and speed (`speed`): parameters, MACs (FlopCounterMode), serialized size, and batch-1
-  latency p50/p95 and batch-256 throughput for eager PyTorch, TorchScript and ONNX Runtime,
+  latency p50/p95 and batch-256 throughput for eager PyTorch, the .pt2 program and ONNX Runtime,
   all timed interleaved in this one process after warm-up;
 - GAN quality (`gan_quality`, when a generator is given): teacher-IS, teacher-FID of generated
   vs real test images (with the real-vs-real FID of val vs test as the floor to read it

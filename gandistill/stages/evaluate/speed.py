@@ -1,8 +1,10 @@
 """Cost and speed: parameters, MACs, serialized sizes, and latency / throughput of the teacher
 (FP32), the student (FP32) and the student's INT8 model, side by side.
 
-FP32 models run on eager PyTorch, TorchScript and ONNX Runtime; the INT8 model on ONNX Runtime
-(the format it ships in). Every runner is timed interleaved in this one process after warm-up
+FP32 models run on eager PyTorch and in the two formats export ships — the torch.export program
+(.pt2, loaded back from its file) and ONNX Runtime; the INT8 model on ONNX Runtime (the format it
+ships in). An imported TorchScript teacher has no .pt2 program (torch.export cannot read it).
+Every runner is timed interleaved in this one process after warm-up
 (`gandistill.evaluation.cost.benchmark`): batch-1 latency p50/p95 and throughput at batch 1, 32
 and 256, ONNX Runtime with graph optimisations at their highest level (ORT_ENABLE_ALL) and the
 thread count stated. The INT8 model is built exactly as export builds it (same calibration
@@ -29,7 +31,8 @@ from gandistill.stages.evaluate.inputs import STUDENT, TEACHER, Block, Inputs
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("eager", "torchscript", "onnxruntime")
+PT2 = "torch_export"  # the .pt2 program's backend name in the speed table and metric keys
+BACKENDS = ("eager", PT2, "onnxruntime")
 THROUGHPUT_BATCHES = (1, 32, 256)
 INT8 = "student_int8"  # the INT8 model's name in the speed table and metric keys
 ORT = "onnxruntime"
@@ -49,7 +52,10 @@ def _runners(models: dict[str, nn.Module], example: torch.Tensor, opset: int, wo
     onnx_bytes: dict[str, int] = {}
     for name, model in models.items():
         runners[f"{name}/eager"] = model
-        runners[f"{name}/torchscript"] = backends.to_torchscript(model, example)
+        if isinstance(model, torch.jit.ScriptModule):  # an imported TorchScript teacher: torch.export cannot read it
+            log.info("[evaluate] the %s is TorchScript: no .pt2 program of it to time", name)
+        else:
+            runners[f"{name}/{PT2}"] = backends.load_pt2(backends.to_pt2(model, example, workdir / f"{name}.pt2"))
         path = backends.to_onnx(model, example, workdir / f"{name}.onnx", opset)
         onnx_bytes[name] = path.stat().st_size
         runners[f"{name}/{ORT}"] = backends.onnx_runner(backends.onnx_session(path))
@@ -103,7 +109,7 @@ def measure(ev: Inputs) -> tuple[Block, Speed]:
         speed.setdefault(model, {})[backend] = values
         metrics |= {f"{k}_{model}_{backend}": v for k, v in values.items()}
     metrics |= {f"onnx_bytes_{name}": float(size) for name, size in onnx_bytes.items()}
-    for backend in BACKENDS:
+    for backend in [b for b in BACKENDS if b in speed[TEACHER] and b in speed[STUDENT]]:
         metrics[f"speedup_latency_{backend}"] = (speed[TEACHER][backend]["latency_p50_ms"]
                                                  / speed[STUDENT][backend]["latency_p50_ms"])
         metrics[f"speedup_throughput_{backend}"] = (speed[STUDENT][backend]["throughput_ips"]
