@@ -4,7 +4,8 @@ photograph what a reader would see. Speaks the Chrome DevTools Protocol over
 it needs nothing but the browser itself: no driver, no websocket package, no network.
 
     python scripts/chromium.py check runs/latest/…/report.html
-    python scripts/chromium.py screenshot REPORT.html --section explain-disagreement-atlas --out docs/img/atlas.png
+    python scripts/chromium.py screenshot REPORT.html --section explain-disagreement-atlas --max-height 1600 \
+        --out docs/img/explain-atlas.png
 
 `check` fails (exit 1) on a script error or console error, an image that does not decode or
 decodes blank, or a section with nothing in it; tests/test_explain.py runs it on a real report.
@@ -257,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     shot.add_argument("--out", required=True)
     shot.add_argument("--section", help="the section's id (its title in lower case, words joined by '-')")
     shot.add_argument("--width", type=int, default=1200)
+    shot.add_argument("--max-height", type=int, help="crop the picture to its top this many pixels")
     args = parser.parse_args(argv)
     if find_chromium() is None:
         print(f"needs {NEEDS}", file=sys.stderr)
@@ -271,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if result.problems else 0
         browser.open(Path(args.report).resolve().as_uri(), width=args.width)
         clip = section_clip(browser, args.section) if args.section else None
+        if args.max_height:
+            clip = (clip or {"x": 0, "y": 0, "width": args.width}) | {
+                "height": min(args.max_height, (clip or {}).get("height", args.max_height))}
         print(browser.screenshot(args.out, clip))
     return 0
 

@@ -444,7 +444,7 @@ def _coverage_section(ev: Inputs, details: dict[str, Any], figures: dict[str, Pa
 
 def _atlas_section(ev: Inputs, a: Analysis, details: dict[str, Any], figures: dict[str, Path]) -> Section:
     group_rows = [[f"{g['teacher']} → {g['student']}", str(g["count"]), _pct(g["covered_fraction"])]
-                  for g in details["groups"][:20]]
+                  for g in details["groups"][:12]]
     d_text = ("The discriminator's score is given as its percentile among the real test images of the teacher's "
               f"class that both models agree on: below {LOW_D_PERCENTILE:.0%} (low) it does not recognise the image "
               "as a typical real one of that class." if a.d_percentile is not None else
@@ -460,7 +460,7 @@ def _atlas_section(ev: Inputs, a: Analysis, details: dict[str, Any], figures: di
         paragraphs.append("Teacher and student agree on every test image: there is nothing to show here.")
     return Section("Explain: disagreement atlas", paragraphs,
                    [Table(["teacher → student", "test images", "covered"], group_rows,
-                          "all groups, largest first (up to 20)")] if group_rows else [],
+                          "the largest groups (all of them: explain.json)")] if group_rows else [],
                    [Figure(figures["explain_atlas"], "disagreement atlas: test image, nearest samples of the "
                                                      "teacher's class")])
 
