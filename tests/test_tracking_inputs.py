@@ -21,9 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_stage_runs_record_the_dataset_with_its_dvc_md5_and_training_records_system_metrics(
         tmp_path, mnist_dir, monkeypatch):
     monkeypatch.chdir(ROOT)  # data.dvc, the pointer the MNIST files are verified against, lives here
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # the teacher below trains for longer
-    params = smoke_params(f"data.path={mnist_dir}", "data.limit_train=300", "data.limit_test=100",
-                          "teacher.epochs=1").to_json()
+    # MLflow's monitor logs a sample per interval and drops the last partial one: the teacher below
+    # trains for several intervals (a warm 1-epoch teacher on 300 images took less than one).
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.05")
+    params = smoke_params(f"data.path={mnist_dir}", "data.limit_train=1000", "data.limit_test=100",
+                          "teacher.epochs=3").to_json()
     parent = tracking.start_parent_run("inputs")
     data, teacher = artifact(dsl.Dataset, tmp_path / "data"), artifact(dsl.Model, tmp_path / "teacher")
     prepare_data(params, parent, data)
