@@ -24,8 +24,9 @@ from bench.quality import git_commit, machine
 from gandistill import archs, methods
 from gandistill.config import load_params
 from gandistill.data.dataset import load_meta
+from gandistill.fingerprints import fingerprint, params_sections
+from gandistill.results import read_result
 from gandistill.stages import distill, evaluate, export, prepare_data, train_gan, train_teacher
-from gandistill.stages.common import fingerprint, params_sections, read_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

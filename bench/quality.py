@@ -40,18 +40,14 @@ from typing import Any
 import torch
 
 from gandistill import methods
+from gandistill.checkpoint_store import CHECKPOINT_ROOT_ENV
 from gandistill.config import Params, load_params
 from gandistill.data.dataset import load_split, to_tensors
+from gandistill.evaluation.predict import accuracy, predict_logits
+from gandistill.fingerprints import fingerprint, params_sections
+from gandistill.model_files import load_classifier
+from gandistill.results import read_result
 from gandistill.stages import distill, prepare_data, train_gan, train_teacher
-from gandistill.stages.common import (
-    CHECKPOINT_ROOT_ENV,
-    accuracy,
-    fingerprint,
-    load_classifier,
-    params_sections,
-    predict_logits,
-    read_result,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -36,16 +36,12 @@ from bench.transfer import LoadSampler
 from gandistill import transfer
 from gandistill.config import Params, load_params
 from gandistill.data.dataset import load_meta, load_split, target_folder, to_tensors
+from gandistill.evaluation.predict import accuracy, predict_logits
+from gandistill.fingerprints import fingerprint, params_sections
+from gandistill.model_files import load_classifier
 from gandistill.nets.translator import CycleTranslator
+from gandistill.results import read_result
 from gandistill.stages import distill, prepare_data, train_teacher, train_translator
-from gandistill.stages.common import (
-    accuracy,
-    fingerprint,
-    load_classifier,
-    params_sections,
-    predict_logits,
-    read_result,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -1,7 +1,7 @@
 """Where a training loop keeps its last checkpoint: a local folder, or an object-store prefix
 that a new pod can read after the old one died.
 
-`GANDISTILL_CHECKPOINT_ROOT` chooses it (see stages.common.checkpoint_dir): a path (default
+`GANDISTILL_CHECKPOINT_ROOT` chooses it (`checkpoint_dir`): a path (default
 `runs/checkpoints`; on a cluster a mounted volume) or `s3://bucket/prefix`
 (`pipeline.checkpoint_root`, which the DAG puts into the training tasks' environment).
 
@@ -45,6 +45,17 @@ def _local_cache(uri: str) -> Path:
     # A readable name plus a hash: two prefixes that flatten to the same name stay apart.
     name = uri.removeprefix("s3://").replace("/", "--")
     return root / f"{name[-80:]}-{hashlib.sha256(uri.encode()).hexdigest()[:8]}"
+
+
+def checkpoint_dir(stage: str, fp: str) -> str | Path:
+    """Stable location of a stage's checkpoints, outside the (per-execution) output artifact,
+    so re-running the same task after a crash finds them: a folder under
+    GANDISTILL_CHECKPOINT_ROOT, or an s3:// prefix when the root is one (a retried pod on
+    another node resumes from there). `fp`: the run's fingerprint (gandistill.fingerprints)."""
+    root = os.environ.get(CHECKPOINT_ROOT_ENV) or "runs/checkpoints"
+    if storage.is_s3(root):
+        return f"{root.rstrip('/')}/{stage}-{fp}"
+    return Path(root) / f"{stage}-{fp}"
 
 
 class CheckpointStore:

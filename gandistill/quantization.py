@@ -57,7 +57,7 @@ from gandistill import methods
 from gandistill.data.dataset import as_float, load_meta, load_split, noise_images
 from gandistill.errors import ConfigError, DataError, ExportError
 from gandistill.evaluation import backends
-from gandistill.stages.common import FREE_GENERATOR_DIR, MODEL_FILE, load_generator, load_model_file
+from gandistill.model_files import FREE_GENERATOR_DIR, MODEL_FILE, load_generator, load_model_file
 
 log = logging.getLogger(__name__)
 

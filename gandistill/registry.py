@@ -5,20 +5,48 @@ Versions are never deleted (promote only moves aliases), so a rollback is one al
 It is an operator's decision, not the gate's: the gate is not applied, and the version records
 who decided (`gandistill.decision` = the alias, `gandistill.reason` = "set by hand ...",
 `previous_<alias>` = the version that held the alias before). With the embedded sqlite registry
-the change runs under the same lock as pipeline promotions, so it cannot interleave with one.
+the change runs under the same lock as pipeline promotions (`registry_lock`, which the promote
+stage takes too), so it cannot interleave with one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from gandistill.errors import ConfigError, GandistillError
-from gandistill.stages.promote import TAG_DECISION, TAG_REASON, registry_lock
 from gandistill.tracking import client as mlflow_client
-from gandistill.tracking import tracking_error
+from gandistill.tracking import tracking_error, tracking_uri
 
 ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+# Who set a version's alias and why (the promote stage's gate, or an operator by hand).
+TAG_DECISION = "gandistill.decision"
+TAG_REASON = "gandistill.reason"
+
+
+@contextlib.contextmanager
+def registry_lock() -> Iterator[bool]:
+    """Exclusive flock next to a local sqlite registry (yields True), else a no-op (False)."""
+    uri = os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri()
+    if urlparse(uri).scheme != "sqlite":
+        yield False
+        return
+    # sqlite:///relative.db and sqlite:////abs/path.db: the file path follows the third slash
+    db = Path(unquote(uri[len("sqlite:///"):].split("?")[0]))
+    lock_path = db.with_name(db.name + ".promote.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def set_alias(model_name: str, version: str | int, alias: str, reason: str = "") -> dict[str, Any]:

@@ -26,10 +26,11 @@ from typing import Any, TextIO
 from gandistill_pipeline import runs
 
 from gandistill import console, errors, storage, tracking
+from gandistill.checkpoint_store import CHECKPOINT_ROOT_ENV
 from gandistill.config import Params
 from gandistill.errors import ConfigError, GandistillError, ServiceError
 from gandistill.files import atomic_write_text
-from gandistill.stages.common import CHECKPOINT_ROOT_ENV, RESULT_FILE
+from gandistill.results import RESULT_FILE
 
 log = logging.getLogger("gandistill")
 

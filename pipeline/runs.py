@@ -27,7 +27,7 @@ import yaml
 from gandistill.config import Params, params_yaml
 from gandistill.errors import ConfigError
 from gandistill.files import atomic_write_text
-from gandistill.stages.common import RESULT_FILE
+from gandistill.results import RESULT_FILE
 
 SUMMARY, PARAMS, METRICS, PLOTS = "summary.json", "params.yaml", "metrics.json", "plots"
 KFP_LOG, EVENTS = "kfp.log", "events.jsonl"

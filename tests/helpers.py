@@ -26,8 +26,9 @@ import torch.nn.functional as F
 
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, Split, channel_stats, save_dataset
+from gandistill.model_files import save_classifier, save_generator
 from gandistill.nets import ConditionalGenerator, build_classifier
-from gandistill.stages.common import save_classifier, save_generator, write_result
+from gandistill.results import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,9 +19,9 @@ import torch
 
 from gandistill.config import Params, load_params
 from gandistill.errors import ConfigError, DataError
+from gandistill.model_files import load_classifier, load_model_file
 from gandistill.nets import ConditionalDiscriminator, ConditionalGenerator, build_classifier
 from gandistill.stages import distill, prepare_data, train_gan, train_teacher
-from gandistill.stages.common import load_classifier, load_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["teacher.epochs=1", "teacher.batch_size=32", "gan.steps=4", "gan.eval_every=2", "gan.eval_samples=20",

@@ -16,8 +16,8 @@ from helpers import artifact, smoke_params
 from kfp import dsl
 
 from gandistill.config import Params
+from gandistill.model_files import load_generator
 from gandistill.nets import count_parameters
-from gandistill.stages.common import load_generator
 
 
 @pytest.fixture(scope="module")

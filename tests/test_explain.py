@@ -174,7 +174,8 @@ def test_the_explain_blocks_exist_with_finite_numbers(tiny_run):
 def test_the_atlas_lists_the_real_disagreements(tiny_run):
     root, result = tiny_run
     from gandistill.data.dataset import load_split
-    from gandistill.stages.common import load_classifier, predict_logits
+    from gandistill.evaluation.predict import predict_logits
+    from gandistill.model_files import load_classifier
 
     details = json.loads((root / "eval" / "explain.json").read_text())
     test = load_split(root / "data", "test")
@@ -256,7 +257,7 @@ def test_what_the_student_learned_from_follows_its_method(tmp_path, method, kind
     from helpers import fast_params, make_generator, make_world, train_classifier
 
     from gandistill.data.dataset import load_meta
-    from gandistill.stages.common import save_free_generator
+    from gandistill.model_files import save_free_generator
     from gandistill.stages.evaluate import explain
     from gandistill.stages.evaluate.inputs import load_inputs
 

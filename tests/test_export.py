@@ -12,8 +12,9 @@ from onnx import numpy_helper
 
 from gandistill.errors import ExportError
 from gandistill.evaluation import backends
+from gandistill.model_files import load_classifier
+from gandistill.results import write_result
 from gandistill.stages import export
-from gandistill.stages.common import load_classifier, write_result
 
 
 @pytest.fixture(scope="module")

@@ -112,6 +112,16 @@ def test_the_library_has_no_import_cycles() -> None:
     assert cycles == []
 
 
+def test_only_stages_import_stages() -> None:
+    """The stages sit on top of the library: a library module that reached into a stage (a helper
+    kept in a stage's module) would make the stage a dependency of what it is built from."""
+    graph = _library_imports()
+    assert "gandistill.stages.distill" in graph
+    upward = sorted((module, dep) for module, deps in graph.items() for dep in deps
+                    if dep.startswith("gandistill.stages") and not module.startswith("gandistill.stages"))
+    assert upward == []
+
+
 def test_the_library_never_imports_kfp_or_the_pipeline_layer() -> None:
     code = ("import sys, pkgutil, importlib, gandistill\n"
             "for m in pkgutil.walk_packages(gandistill.__path__, 'gandistill.'):\n"

@@ -18,9 +18,10 @@ from gandistill import qat, quantization
 from gandistill.data.dataset import as_float, load_meta, load_split, noise_images
 from gandistill.errors import DataError, ExportError
 from gandistill.evaluation import backends
+from gandistill.model_files import FREE_GENERATOR_DIR, load_classifier, load_generator
 from gandistill.nets import build_classifier
+from gandistill.results import write_result
 from gandistill.stages import distill, export
-from gandistill.stages.common import FREE_GENERATOR_DIR, load_classifier, load_generator, write_result
 
 
 @pytest.fixture(scope="module")

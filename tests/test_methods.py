@@ -11,12 +11,13 @@ from helpers import smoke_params
 
 from gandistill import archs, methods
 from gandistill.data.dataset import load_meta, load_split, to_tensors
+from gandistill.evaluation.predict import accuracy, predict_logits
 from gandistill.losses import kd_kl_per_sample
 from gandistill.methods import METHODS
+from gandistill.model_files import load_classifier, load_frozen_teacher, load_generator
 from gandistill.nets import build_classifier
 from gandistill.runtime import Runtime
 from gandistill.stages import distill, prepare_data, train_gan, train_teacher
-from gandistill.stages.common import accuracy, load_classifier, load_frozen_teacher, load_generator, predict_logits
 from gandistill.stages.distill import hard_sample_indices
 from gandistill.tracking import NullTracker
 

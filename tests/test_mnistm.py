@@ -90,8 +90,8 @@ def test_prepare_data_mnistm_keeps_mnist_splits_and_labels(tmp_path: Path, mnist
 
 def test_mnistm_trains_lenet_and_conv_gan_stages(tmp_path: Path, mnist_dir: Path) -> None:
     """The smoke chain on the colour set: a LeNet pair and the conv cGAN (auto picks conv for RGB)."""
+    from gandistill.model_files import load_classifier, load_model_file
     from gandistill.stages import distill, train_gan, train_teacher
-    from gandistill.stages.common import load_classifier, load_model_file
 
     params = smoke_params("data.source=mnistm", f"data.path={mnist_dir}", "teacher.epochs=1", "gan.steps=6",
                           "gan.eval_every=3", "distill.steps=6", "distill.eval_every=3")

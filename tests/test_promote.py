@@ -12,8 +12,8 @@ from helpers import fast_params, make_world
 
 from gandistill.config import Params
 from gandistill.data.dataset import as_float, load_split
+from gandistill.results import write_result
 from gandistill.stages import export, promote
-from gandistill.stages.common import write_result
 
 # -- the pure gate ----------------------------------------------------------------------------
 
@@ -84,7 +84,8 @@ def params_for(model_name: str, **promote_overrides) -> Params:
 def test_pass_becomes_champion_and_reproduces_evaluated_accuracy(registry):
     import mlflow
 
-    from gandistill.stages.common import load_classifier, predict_logits
+    from gandistill.evaluation.predict import predict_logits
+    from gandistill.model_files import load_classifier
 
     test = load_split(registry["data"], "test")
     x, y = torch.from_numpy(test.x), torch.from_numpy(test.y)

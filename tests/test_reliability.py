@@ -297,8 +297,8 @@ def test_failed_model_upload_registers_no_version(tmp_path: Path, monkeypatch: p
     import mlflow
     from helpers import fast_params, make_world
 
+    from gandistill.results import write_result
     from gandistill.stages import export, promote
-    from gandistill.stages.common import write_result
 
     world = make_world(tmp_path / "world")
     write_result(tmp_path / "eval", {"metrics": {"student_test_acc": 0.97, "teacher_test_acc": 0.99}})

@@ -21,9 +21,9 @@ from gandistill.augment import random_colour
 from gandistill.config import Params, load_params
 from gandistill.distributed import World
 from gandistill.errors import ConfigError, TrainingError
+from gandistill.model_files import load_classifier
 from gandistill.nets.translator import CycleTranslator, PatchDiscriminator, ShapeAdapter, TranslatorGenerator
 from gandistill.stages import distill, evaluate, export, prepare_data, train_teacher, train_translator
-from gandistill.stages.common import load_classifier
 from gandistill.tracking import NullTracker
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,8 +28,9 @@ from torch import nn
 from gandistill import methods
 from gandistill.data.dataset import as_float, load_meta, load_split, target_folder, to_tensors
 from gandistill.evaluation import plots
+from gandistill.evaluation.predict import accuracy, predict_logits
 from gandistill.evaluation.report import Figure, Section, Table, fmt
-from gandistill.stages.common import accuracy, load_classifier, predict_logits
+from gandistill.model_files import load_classifier
 from gandistill.transfer import load_translator, source_only, through_translator
 
 # The gains the issue sets as targets (fractions of accuracy): the report states whether they are met.

@@ -44,6 +44,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from gandistill import archs, losses, methods, qat, stage_params, transfer
 from gandistill.augment import random_affine, random_colour
+from gandistill.checkpoint_store import checkpoint_dir
 from gandistill.config import Params
 from gandistill.data.dataset import (
     DatasetMeta,
@@ -58,23 +59,14 @@ from gandistill.distributed import World, gather
 from gandistill.errors import ConfigError
 from gandistill.evaluation import explain
 from gandistill.evaluation.gan_quality import sample_balanced
+from gandistill.evaluation.predict import accuracy, predict_logits
+from gandistill.fingerprints import file_digest, fingerprint, params_sections
 from gandistill.loop import EMA, TrainingLoop, warmup_cosine
+from gandistill.model_files import load_frozen_teacher, load_generator, save_classifier, save_free_generator
 from gandistill.nets import build_classifier, build_gan, count_parameters
+from gandistill.results import write_result
 from gandistill.runtime import Runtime, seed_everything, unwrap
-from gandistill.stages.common import (
-    accuracy,
-    checkpoint_dir,
-    file_digest,
-    fingerprint,
-    follower_result,
-    load_frozen_teacher,
-    load_generator,
-    params_sections,
-    predict_logits,
-    save_classifier,
-    save_free_generator,
-    write_result,
-)
+from gandistill.stages.harness import follower_result
 from gandistill.tracking import NullTracker, Tracker
 from gandistill.transfer import load_translator, method_data_dir
 

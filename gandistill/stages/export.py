@@ -44,8 +44,10 @@ from gandistill.data.dataset import DatasetMeta, as_float, load_meta, load_split
 from gandistill.errors import DataError, ExportError
 from gandistill.evaluation import backends
 from gandistill.files import new_staging_dir, publish_dir
+from gandistill.fingerprints import file_digest
+from gandistill.model_files import MODEL_FILE, load_classifier
 from gandistill.nets import count_parameters
-from gandistill.stages.common import MODEL_FILE, file_digest, load_classifier, read_result, write_result
+from gandistill.results import read_result, write_result
 from gandistill.tracking import NullTracker, Tracker
 from gandistill.transfer import method_data_dir
 

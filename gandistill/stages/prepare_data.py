@@ -22,7 +22,7 @@ from gandistill.data.raw import RawData
 from gandistill.data.sources import MNIST_BACKED, load_source
 from gandistill.errors import ConfigError, DataError
 from gandistill.files import staged_dir
-from gandistill.stages.common import write_result
+from gandistill.results import write_result
 from gandistill.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)

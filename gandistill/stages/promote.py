@@ -35,16 +35,12 @@ alias write silently replaces a better A. Two layers:
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
@@ -52,8 +48,11 @@ import torch
 from gandistill import stage_params
 from gandistill.config import Params
 from gandistill.errors import DataError, ExportError, ServiceError
+from gandistill.fingerprints import file_digest
+from gandistill.model_files import MODEL_FILE, load_classifier
 from gandistill.quantization import INT8_FILE
-from gandistill.stages.common import MODEL_FILE, file_digest, load_classifier, read_result
+from gandistill.registry import TAG_DECISION, TAG_REASON, registry_lock
+from gandistill.results import read_result
 from gandistill.tracking import NullTracker, Tracker, ensure_experiment, redact, tracking_uri
 from gandistill.tracking import client as mlflow_client
 
@@ -62,8 +61,6 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 TAG_RUN = "gandistill.pipeline_run_id"
 TAG_ACC = "student_test_acc"
-TAG_DECISION = "gandistill.decision"
-TAG_REASON = "gandistill.reason"
 CLAIM_ROUNDS = 5
 # torch.export (MLflow's pt2 format) keeps global state: two threads exporting at once break
 # it. Serialise within a process; separate processes (real pipelines) are unaffected.
@@ -148,27 +145,6 @@ def gate(params: Params, evaluation_dir: str | Path, tracker: Tracker | None = N
                                    pp.min_accuracy, pp.max_drop_vs_teacher, pp.champion_epsilon)
     (tracker or NullTracker()).set_tags({"gate.passed": passed, "gate.reason": reason})
     return passed, reason
-
-
-@contextlib.contextmanager
-def registry_lock() -> Iterator[bool]:
-    """Exclusive flock next to a local sqlite registry (yields True), else a no-op (False)."""
-    import os
-
-    uri = os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri()
-    if urlparse(uri).scheme != "sqlite":
-        yield False
-        return
-    # sqlite:///relative.db and sqlite:////abs/path.db: the file path follows the third slash
-    db = Path(unquote(uri[len("sqlite:///"):].split("?")[0]))
-    lock_path = db.with_name(db.name + ".promote.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _existing_version(client: Any, name: str, pipeline_run_id: str) -> Any | None:

@@ -23,23 +23,17 @@ from typing import Any
 import torch
 
 from gandistill import losses, stage_params
+from gandistill.checkpoint_store import checkpoint_dir
 from gandistill.config import Params
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, to_tensors
 from gandistill.evaluation.gan_quality import generator_report
+from gandistill.fingerprints import file_digest, fingerprint, params_sections
 from gandistill.loop import EMA, TrainingLoop
+from gandistill.model_files import discriminator_record, load_frozen_teacher, save_generator
 from gandistill.nets import build_gan, count_parameters
+from gandistill.results import write_result
 from gandistill.runtime import Runtime, seed_everything, unwrap
-from gandistill.stages.common import (
-    checkpoint_dir,
-    discriminator_record,
-    file_digest,
-    fingerprint,
-    follower_result,
-    load_frozen_teacher,
-    params_sections,
-    save_generator,
-    write_result,
-)
+from gandistill.stages.harness import follower_result
 from gandistill.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)

@@ -22,22 +22,18 @@ from torch import nn
 
 from gandistill import archs, methods, stage_params
 from gandistill.augment import random_affine
+from gandistill.checkpoint_store import checkpoint_dir
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
 from gandistill.errors import ConfigError, DataError
+from gandistill.evaluation.predict import accuracy, predict_logits
+from gandistill.fingerprints import fingerprint, params_sections
 from gandistill.loop import TrainingLoop, warmup_cosine
+from gandistill.model_files import save_classifier
 from gandistill.nets import build_classifier, count_parameters
+from gandistill.results import write_result
 from gandistill.runtime import Runtime, seed_everything, unwrap
-from gandistill.stages.common import (
-    accuracy,
-    checkpoint_dir,
-    fingerprint,
-    follower_result,
-    params_sections,
-    predict_logits,
-    save_classifier,
-    write_result,
-)
+from gandistill.stages.harness import follower_result
 from gandistill.tracking import NullTracker, Tracker
 from gandistill.transfer import method_data_dir
 

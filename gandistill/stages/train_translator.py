@@ -43,20 +43,16 @@ from typing import Any
 import torch
 
 from gandistill import losses, stage_params
+from gandistill.checkpoint_store import checkpoint_dir
 from gandistill.config import Params
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, target_folder
+from gandistill.fingerprints import file_digest, fingerprint, params_sections
 from gandistill.loop import TrainingLoop, warmup_cosine
+from gandistill.model_files import load_frozen_teacher
 from gandistill.nets import count_parameters
 from gandistill.nets.translator import CycleTranslator, PatchDiscriminator, ShapeAdapter
+from gandistill.results import write_result
 from gandistill.runtime import Runtime, seed_everything, unwrap
-from gandistill.stages.common import (
-    checkpoint_dir,
-    file_digest,
-    fingerprint,
-    load_frozen_teacher,
-    params_sections,
-    write_result,
-)
 from gandistill.tracking import NullTracker, Tracker
 from gandistill.transfer import save_translator
 

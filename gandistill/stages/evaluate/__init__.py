@@ -44,8 +44,8 @@ from gandistill import stage_params
 from gandistill.config import Params
 from gandistill.evaluation import transfer
 from gandistill.evaluation.report import Section, write_html, write_markdown
+from gandistill.results import write_result
 from gandistill.runtime import seed_everything
-from gandistill.stages.common import write_result
 from gandistill.stages.evaluate import accuracy, explain, gan_quality, privacy, speed
 from gandistill.stages.evaluate.inputs import STUDENT, TEACHER, Block, Inputs, load_inputs
 from gandistill.stages.evaluate.summary import summary_section, training_curves

@@ -11,9 +11,9 @@ import torch
 from gandistill.data.dataset import as_float
 from gandistill.evaluation import metrics as M
 from gandistill.evaluation import plots
+from gandistill.evaluation.predict import accuracy, predict_logits
 from gandistill.evaluation.report import Figure, Section, Table, fmt
 from gandistill.nets import count_parameters
-from gandistill.stages.common import accuracy, predict_logits
 from gandistill.stages.evaluate.inputs import STUDENT, TEACHER, Block, Inputs
 
 

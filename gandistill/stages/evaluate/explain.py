@@ -34,8 +34,8 @@ from gandistill.evaluation.coverage import ClassCoverage, per_class_precision_re
 from gandistill.evaluation.gan_quality import sample_balanced, teacher_features
 from gandistill.evaluation.report import Figure, Section, Table, fmt
 from gandistill.files import atomic_write_text
+from gandistill.model_files import load_discriminator, load_generator
 from gandistill.quantization import free_generator_dir, generated_batches
-from gandistill.stages.common import load_discriminator, load_generator
 from gandistill.stages.evaluate.accuracy import AccuracyBlock
 from gandistill.stages.evaluate.inputs import STUDENT, TEACHER, Block, Inputs
 
@@ -204,7 +204,7 @@ class Moved:
 def knowledge_moved(ev: Inputs) -> Moved:
     """Agreement curves the distill stage recorded at each evaluation, and the cGAN's FID curve
     with the checkpoint distill used (train_gan keeps the step with the best FID)."""
-    from gandistill.stages.common import read_result
+    from gandistill.results import read_result
 
     k = ev.meta.num_classes
     history = [h for h in ev.student_result.get("history") or [] if "step" in h]

@@ -13,7 +13,7 @@ from gandistill.data.dataset import as_float, load_split
 from gandistill.evaluation import plots
 from gandistill.evaluation.gan_quality import frechet_distance, sample_balanced, sample_quality, teacher_features
 from gandistill.evaluation.report import Figure, Section, Table, fmt
-from gandistill.stages.common import load_generator
+from gandistill.model_files import load_generator
 from gandistill.stages.evaluate.inputs import Block, Inputs
 
 GAN_SEED_OFFSET = 7919  # evaluation samples differ from any the training stages drew

@@ -14,7 +14,8 @@ from gandistill.data.dataset import DatasetMeta, load_meta, load_split, to_tenso
 from gandistill.errors import DataError
 from gandistill.evaluation import transfer
 from gandistill.evaluation.report import Section
-from gandistill.stages.common import load_classifier, load_model_file, read_result
+from gandistill.model_files import load_classifier, load_model_file
+from gandistill.results import read_result
 
 TEACHER, STUDENT = "teacher", "student"
 

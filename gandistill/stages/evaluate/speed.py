@@ -25,8 +25,8 @@ from gandistill import quantization
 from gandistill.data.dataset import as_float
 from gandistill.evaluation import backends, cost, plots
 from gandistill.evaluation.report import Figure, Section, Table, fmt
+from gandistill.fingerprints import file_digest
 from gandistill.nets import count_parameters
-from gandistill.stages.common import file_digest
 from gandistill.stages.evaluate.inputs import STUDENT, TEACHER, Block, Inputs
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from gandistill.evaluation import plots
 from gandistill.evaluation.report import Figure, Section, fmt
-from gandistill.stages.common import read_result
+from gandistill.results import read_result
 from gandistill.stages.evaluate import accuracy
 from gandistill.stages.evaluate.inputs import STUDENT, TEACHER, Block, Inputs
 

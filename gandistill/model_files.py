@@ -1,70 +1,28 @@
-"""Helpers every stage shares: model files, fingerprints, checkpoints folders, evaluation."""
+"""Models on disk: the `model.pt` a stage writes and the next one rebuilds.
+
+A model file holds the weights plus everything needed to rebuild the module (architecture name,
+input shape, classes, normalisation statistics), and loads with `torch.load(weights_only=True)`.
+Classifiers (teacher, student), generators (the trained cGAN, a data-free method's own) live
+here; the translator's file is `gandistill.transfer`'s.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from gandistill.checkpoint_store import CHECKPOINT_ROOT_ENV
-from gandistill.config import Params
-from gandistill.data.dataset import DatasetMeta, as_float
+from gandistill.data.dataset import DatasetMeta
 from gandistill.errors import DataError
-from gandistill.files import atomic_write_text, file_hash
 from gandistill.loop import atomic_torch_save
 from gandistill.nets import build_classifier, build_gan
 from gandistill.nets.gan import DFADGenerator, MLPDiscriminator, MLPGenerator
-from gandistill.runtime import Runtime
-from gandistill.storage import is_s3
 
 MODEL_FILE = "model.pt"
-RESULT_FILE = "result.json"
+FREE_GENERATOR_DIR = "generator"  # inside a data-free student's folder
 
-
-def fingerprint(*parts: Any) -> str:
-    """Stable hash of params sections and input identities: a checkpoint is resumed only by
-    the run that would have produced it."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def file_digest(path: str | Path) -> str:
-    """A short content identity of a model file (the first 16 hex digits of its sha256)."""
-    return file_hash(path, "sha256")[:16]
-
-
-def checkpoint_dir(stage: str, fp: str) -> str | Path:
-    """Stable location of a stage's checkpoints, outside the (per-execution) output artifact,
-    so re-running the same task after a crash finds them: a folder under
-    GANDISTILL_CHECKPOINT_ROOT, or an s3:// prefix when the root is one (a retried pod on
-    another node resumes from there; see checkpoint_store)."""
-    root = os.environ.get(CHECKPOINT_ROOT_ENV) or "runs/checkpoints"
-    if is_s3(root):
-        return f"{root.rstrip('/')}/{stage}-{fp}"
-    return Path(root) / f"{stage}-{fp}"
-
-
-def write_result(out_dir: str | Path, result: dict[str, Any]) -> None:
-    atomic_write_text(Path(out_dir) / RESULT_FILE, json.dumps(result, indent=2, default=float))
-
-
-def follower_result(runtime: Runtime, steps: int | None = None) -> dict[str, Any]:
-    """What a rank other than 0 returns from a training stage: it trained its share and
-    stops there — rank 0 alone writes the model, result.json and the final metrics."""
-    return {"rank": runtime.rank, "world_size": runtime.world_size, "steps": steps, "writes": False}
-
-
-def read_result(folder: str | Path) -> dict[str, Any]:
-    file = Path(folder) / RESULT_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
-
-
-# -- classifiers on disk ------------------------------------------------------------------
 
 def save_classifier(model: nn.Module, arch: str, meta: DatasetMeta, out_dir: str | Path,
                     extra: dict[str, Any] | None = None) -> Path:
@@ -155,29 +113,6 @@ def load_discriminator(folder: str | Path) -> nn.Module | None:
                         hidden=record["hidden"])
     disc.load_state_dict(record["state_dict"])
     return disc.eval()
-
-
-# -- evaluation ---------------------------------------------------------------------------
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, x_uint8: torch.Tensor, batch_size: int = 1000,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    model.eval()
-    outs = []
-    for start in range(0, len(x_uint8), batch_size):
-        outs.append(model(as_float(x_uint8[start : start + batch_size].to(device))).float().cpu())
-    return torch.cat(outs) if outs else torch.empty(0)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
-
-
-def params_sections(params: Params, *names: str) -> dict[str, Any]:
-    return {name: getattr(params, name).model_dump() for name in names} | {"seed": params.seed}
-
-
-FREE_GENERATOR_DIR = "generator"  # inside a data-free student's folder
 
 
 def save_free_generator(generator: nn.Module, state: dict[str, Any], student_dir: str | Path) -> Path:

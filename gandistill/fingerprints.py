@@ -1,0 +1,28 @@
+"""Identities of what a training run depends on: a checkpoint is resumed only by the run that
+would have produced it (same params sections, same data version, same input models)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from gandistill.config import Params
+from gandistill.files import file_hash
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable hash of params sections and input identities."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """A short content identity of a model file (the first 16 hex digits of its sha256)."""
+    return file_hash(path, "sha256")[:16]
+
+
+def params_sections(params: Params, *names: str) -> dict[str, Any]:
+    """The named params sections and the seed, as plain data (a fingerprint's params part)."""
+    return {name: getattr(params, name).model_dump() for name in names} | {"seed": params.seed}
