@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -156,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["GANDISTILL_CHECKPOINT_ROOT"] = str(Path(tmp) / "checkpoints")  # never resume an older run
         hashes = run_all(Path(tmp))
     if args.out:
-        record = {"machine": machine(), "command": "python -m bench.weights_identity --out " + str(args.out),
-                  "hashes": hashes}
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
+                                check=False).stdout.strip()
+        record = {"machine": machine(), "commit": commit,
+                  "command": "python -m bench.weights_identity --out " + str(args.out), "hashes": hashes}
         args.out.write_text(json.dumps(record, indent=2) + "\n")
         print(json.dumps(hashes, indent=2))
         return 0
