@@ -10,6 +10,7 @@ from typing import Any
 
 from gandistill.config import Params
 from gandistill.files import file_hash
+from gandistill.model_files import MODEL_FILE
 
 
 def fingerprint(*parts: Any) -> str:
@@ -26,3 +27,10 @@ def file_digest(path: str | Path) -> str:
 def params_sections(params: Params, *names: str) -> dict[str, Any]:
     """The named params sections and the seed, as plain data (a fingerprint's params part)."""
     return {name: getattr(params, name).model_dump() for name in names} | {"seed": params.seed}
+
+
+def model_digest(folder: str | Path) -> str:
+    """`file_digest` of the model file in `folder`; "" when it holds none (an imported TorchScript
+    teacher is `model.ts`)."""
+    file = Path(folder) / MODEL_FILE
+    return file_digest(file) if file.is_file() else ""

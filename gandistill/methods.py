@@ -2,8 +2,9 @@
 
 Torch-free on purpose: the params schema, the DAG compiler, the export's model card, the
 benchmark and the README's method table all read these records, and compiling the pipeline
-must not import torch. A method's *math* lives in `gandistill.stages.distill.STEPS`; adding a
-method means adding its record here and its step function there (a test checks the two agree).
+must not import torch. A method's *math* is a step factory in its family's module under
+`gandistill.stages.distill` (registered in that module's STEPS); adding a method means adding its
+record here and its step there (a test checks the two agree).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from gandistill.config import load_params
 from gandistill.loop import TrainingLoop
 from gandistill.methods import METHOD_NAMES
 from gandistill.stages import distill, train_gan, train_teacher
+from gandistill.stages.distill.selection import macro_agreement
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 TINY = ["runtime.progress=false", "runtime.checkpoint_every=5", "teacher.epochs=1", "teacher.batch_size=32",
@@ -89,7 +90,7 @@ def test_the_meta_default_device_catches_a_stray_tensor(stray_tensors_fail: None
     with pytest.raises((RuntimeError, NotImplementedError)):
         loop.run(lambda step: {"loss": old_macro_agreement(preds, preds, 3)})
     assert TrainingLoop("probe", 1, None, progress=False).run(
-        lambda step: {"loss": distill.macro_agreement(preds, preds, 3)}).steps == 1
+        lambda step: {"loss": macro_agreement(preds, preds, 3)}).steps == 1
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from gandistill.errors import ConfigError
 from gandistill.methods import METHOD_NAMES
 from gandistill.nets.gan import build_gan
 from gandistill.runtime import Runtime
-from gandistill.stages.distill import sample_shard
+from gandistill.stages.distill.context import sample_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "torchrun_worker.py"

@@ -124,7 +124,7 @@ def test_output_discriminator_is_bce_teacher_real_student_fake():
 
 
 def test_synthetic_selection_metric_punishes_collapsed_banks():
-    from gandistill.stages.distill import macro_agreement
+    from gandistill.stages.distill.selection import macro_agreement
 
     teacher = torch.tensor([0, 0, 0, 0])
     assert macro_agreement(teacher.clone(), teacher, 4) == pytest.approx(0.25)  # one class of four

@@ -18,7 +18,7 @@ from gandistill.model_files import load_classifier, load_frozen_teacher, load_ge
 from gandistill.nets import build_classifier
 from gandistill.runtime import Runtime
 from gandistill.stages import distill, prepare_data, train_gan, train_teacher
-from gandistill.stages.distill import hard_sample_indices
+from gandistill.stages.distill.generated import generated_batch, hard_sample_indices
 from gandistill.tracking import NullTracker
 
 
@@ -125,7 +125,7 @@ def test_gan_batches_mine_the_samples_the_student_gets_most_wrong(world):
         candidates, _ = ctx.generator.sample(n + n_hard)  # what the stage draws first, same seed
         gap = kd_kl_per_sample(ctx.student.eval()(candidates), ctx.teacher(candidates), ctx.params.distill.temperature)
     torch.manual_seed(7)
-    x, y, t = ctx.generated_batch(n)
+    x, y, t = generated_batch(ctx, n)
     assert x.shape[0] == y.shape[0] == n
     with torch.no_grad():
         assert torch.allclose(t, ctx.teacher(x), atol=1e-5)  # the mining pass's teacher logits, reused
@@ -137,7 +137,7 @@ def test_gan_batches_mine_the_samples_the_student_gets_most_wrong(world):
     assert kept_gap.mean() > gap.mean()  # the batch is harder than plain sampling's expectation
     plain = _gan_context(world, 0.0)
     torch.manual_seed(7)
-    assert plain.generated_batch(n)[0].shape[0] == n
+    assert generated_batch(plain, n)[0].shape[0] == n
 
 
 def test_gan_distillation_with_hard_mining_trains_a_different_student(world, tmp_path):
@@ -207,6 +207,7 @@ def test_free_generator_and_student_ema_resume_exactly_after_a_crash(world, meth
     """The in-stage generator and the student's EMA are checkpointed state: a run that crashes after a
     checkpoint and is re-run ends with the same student as an uninterrupted run."""
     from gandistill.stages import distill as stage
+    from gandistill.stages.distill import data_free
 
     params = smoke_params(f"distill.method={method}", "distill.steps=16", "distill.eval_every=8",
                           "distill.batch_size=32", "distill.student_ema=0.9", "runtime.checkpoint_every=8")
@@ -214,7 +215,7 @@ def test_free_generator_and_student_ema_resume_exactly_after_a_crash(world, meth
     stage.run(params, world / "data", world / "teacher", None, tmp_path / "whole")
 
     monkeypatch.setenv("GANDISTILL_CHECKPOINT_ROOT", str(tmp_path / "ck-crash"))
-    real_free_batch, calls = stage._free_batch, {"n": 0}
+    real_free_batch, calls = data_free._free_batch, {"n": 0}
 
     def crash_at_step_12(*args, **kwargs):
         calls["n"] += 1
@@ -222,10 +223,10 @@ def test_free_generator_and_student_ema_resume_exactly_after_a_crash(world, meth
             raise KeyboardInterrupt("simulated crash")
         return real_free_batch(*args, **kwargs)
 
-    monkeypatch.setattr(stage, "_free_batch", crash_at_step_12)
+    monkeypatch.setattr(data_free, "_free_batch", crash_at_step_12)
     with pytest.raises(KeyboardInterrupt):
         stage.run(params, world / "data", world / "teacher", None, tmp_path / "crashed")
-    monkeypatch.setattr(stage, "_free_batch", real_free_batch)
+    monkeypatch.setattr(data_free, "_free_batch", real_free_batch)
     resumed = stage.run(params, world / "data", world / "teacher", None, tmp_path / "resumed")
     assert resumed["resumed_from"] == 8
     whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state_dict"]

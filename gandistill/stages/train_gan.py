@@ -16,44 +16,38 @@ lower learning rates. The generator with the best validation FID is kept.
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from gandistill import losses, stage_params
-from gandistill.checkpoint_store import checkpoint_dir
+from gandistill import losses
 from gandistill.config import Params
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, to_tensors
 from gandistill.evaluation.gan_quality import generator_report
-from gandistill.fingerprints import file_digest, fingerprint, params_sections
-from gandistill.loop import EMA, TrainingLoop
+from gandistill.fingerprints import model_digest
+from gandistill.loop import EMA, LoopResult
 from gandistill.model_files import discriminator_record, load_frozen_teacher, save_generator
 from gandistill.nets import build_gan, count_parameters
-from gandistill.results import write_result
-from gandistill.runtime import Runtime, seed_everything, unwrap
-from gandistill.stages.harness import follower_result
-from gandistill.tracking import NullTracker, Tracker
+from gandistill.runtime import Runtime, unwrap
+from gandistill.stages.harness import Training
+from gandistill.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 
 def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path,
         tracker: Tracker | None = None) -> dict[str, Any]:
-    tracker = tracker or NullTracker()
-    params = stage_params.view(params, "train_gan")  # only what it reads: its cache key (stage_params)
-    gp = params.gan
-    started = time.perf_counter()
-    seed_everything(params.seed)
-    runtime = Runtime.from_params(params.runtime)
-    device = runtime.device
+    training = Training.start("train_gan", "gan", params, tracker)
+    runtime, device, gp = training.runtime, training.device, training.params.gan
     meta = load_meta(data_dir)
     train_x, train_y = to_tensors(load_split(data_dir, "train"), device)
     val_x, val_y = to_tensors(load_split(data_dir, "val"), device)
     val_images, val_labels = as_float(val_x[: max(gp.eval_samples, 500)]), val_y[: max(gp.eval_samples, 500)]
     teacher = load_frozen_teacher(teacher_dir, device)
-    tracker.log_params({f"gan.{k}": v for k, v in gp.model_dump().items()} | {"seed": params.seed})
+    training.log_params()
 
     size = (meta.height, meta.width)
     generator, disc = build_gan(gp.arch, gp.nz, meta.num_classes, meta.channels, size, gp.ngf, gp.ndf,
@@ -62,9 +56,40 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     opt_g = torch.optim.Adam(generator.parameters(), lr=gp.lr_g, betas=(gp.beta1, gp.beta2))
     opt_d = torch.optim.Adam(disc.parameters(), lr=gp.lr_d, betas=(gp.beta1, gp.beta2))
     ema = EMA(generator, gp.ema_decay) if gp.ema_decay else None
-    batches = StepBatches(len(train_y), gp.batch_size, params.seed, runtime.world, "gan.batch_size")
+    batches = StepBatches(len(train_y), gp.batch_size, training.params.seed, runtime.world, "gan.batch_size")
+    step_fn = _step(runtime, gp, generator, disc, opt_g, opt_d, ema, teacher, train_x, train_y, batches)
+
+    def eval_fn(step: int) -> dict[str, float]:
+        judged = ema.shadow if ema is not None else unwrap(generator)
+        return generator_report(judged, teacher, val_images, gp.eval_samples, meta.num_classes, device=device,
+                                real_labels=val_labels, runtime=runtime)
+
+    def health_fn(metrics: dict[str, float]) -> str | None:
+        if metrics["coverage"] < gp.min_coverage:
+            return f"class coverage {metrics['coverage']:.3f} below gan.min_coverage={gp.min_coverage} (mode collapse)"
+        # Past the first quarter only: early samples are noise-like blobs whose spread says nothing yet.
+        if loop.step >= gp.steps // 4 and metrics.get("diversity", 1.0) < gp.min_diversity:
+            return (f"within-class diversity {metrics['diversity']:.3f} below gan.min_diversity={gp.min_diversity} "
+                    "(intra-class mode collapse: G ignores z; raise gan.diversity_weight)")
+        return None
+
+    loop = training.loop(gp.steps, meta.version, meta.counts, model_digest(teacher_dir), eval_every=gp.eval_every,
+                         select=("fid", "min"), patience=gp.collapse_patience)
+    loop.track("generator", generator, opt_g, ema=ema)
+    loop.track("discriminator", disc, opt_d)
+    outcome = loop.run(step_fn, eval_fn, health_fn)
+    if not training.is_main:
+        return training.follower(outcome)
+    return _finish(training, outcome, generator, disc, ema is not None, out_dir)
+
+
+def _step(runtime: Runtime, gp: Any, generator: nn.Module, disc: nn.Module, opt_g: torch.optim.Optimizer,
+          opt_d: torch.optim.Optimizer, ema: EMA | None, teacher: nn.Module, train_x: torch.Tensor,
+          train_y: torch.Tensor, batches: StepBatches) -> Callable[[int], dict[str, Any]]:
+    """One D update, then one G update (the module docstring's L_D and L_G) on the step's real batch."""
     d_loss = losses.d_loss_hinge if gp.loss == "hinge" else losses.d_loss_bce
     g_adv = losses.g_loss_hinge if gp.loss == "hinge" else losses.g_loss_bce
+    device = runtime.device
 
     def step_fn(step: int) -> dict[str, Any]:
         idx = batches.indices(step)
@@ -101,56 +126,30 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
             ema.update(generator)
         return terms | {"loss_g": loss_g.detach()}
 
-    def eval_fn(step: int) -> dict[str, float]:
-        judged = ema.shadow if ema is not None else unwrap(generator)
-        return generator_report(judged, teacher, val_images, gp.eval_samples, meta.num_classes, device=device,
-                                real_labels=val_labels, runtime=runtime)
+    return step_fn
 
-    def health_fn(metrics: dict[str, float]) -> str | None:
-        if metrics["coverage"] < gp.min_coverage:
-            return f"class coverage {metrics['coverage']:.3f} below gan.min_coverage={gp.min_coverage} (mode collapse)"
-        if step_is_past_warmup() and metrics.get("diversity", 1.0) < gp.min_diversity:
-            return (f"within-class diversity {metrics['diversity']:.3f} below gan.min_diversity={gp.min_diversity} "
-                    "(intra-class mode collapse: G ignores z; raise gan.diversity_weight)")
-        return None
 
-    def step_is_past_warmup() -> bool:
-        # Early samples are noise-like blobs whose spread says nothing yet.
-        return loop.step >= gp.steps // 4
-
-    teacher_id = file_digest(Path(teacher_dir) / "model.pt") if (Path(teacher_dir) / "model.pt").is_file() else ""
-    fp = fingerprint("train_gan", params_sections(params, "gan", "data"), meta.version, meta.counts, teacher_id)
-    loop = TrainingLoop(
-        "train_gan", gp.steps, checkpoint_dir("train_gan", fp), fingerprint=fp,
-        checkpoint_every=params.runtime.checkpoint_every, eval_every=gp.eval_every, select=("fid", "min"),
-        patience=gp.collapse_patience, max_retries=params.runtime.max_retries,
-        retry_lr_factor=params.runtime.retry_lr_factor, log_fn=tracker.log_metrics,
-        progress=params.runtime.progress, runtime=runtime,
-    )
-    loop.track("generator", generator, opt_g, ema=ema)
-    loop.track("discriminator", disc, opt_d)
-    outcome = loop.run(step_fn, eval_fn, health_fn)
-    if not runtime.is_main:
-        return follower_result(runtime, outcome.steps)
-
+def _finish(training: Training, outcome: LoopResult, generator: nn.Module, disc: nn.Module, with_ema: bool,
+            out_dir: str | Path) -> dict[str, Any]:
+    """The selected generator (its EMA when enabled) saved with the selected step's discriminator."""
+    gp = training.params.gan
     best = unwrap(generator).cpu()
-    best.load_state_dict(outcome.best_state["generator_ema" if ema is not None else "generator"])
+    best.load_state_dict(outcome.best_state["generator_ema" if with_ema else "generator"])
     # The discriminator of the selected step travels with G: evaluate's disagreement atlas asks it
     # how real a test image looks for the teacher's class.
-    save_generator(best, out_dir, extra={"ema": ema is not None, "discriminator": discriminator_record(
+    save_generator(best, out_dir, extra={"ema": with_ema, "discriminator": discriminator_record(
         unwrap(disc), outcome.best_state["discriminator"], gp.ndf, gp.hidden, gp.spectral_norm)})
     final = outcome.history[-1] if outcome.history else {}
     selected = next((h for h in outcome.history if h["step"] == outcome.best_step), final)
     result = {
         "steps": outcome.steps, "best_step": outcome.best_step, "retries": outcome.retries,
-        "processes": runtime.world_size,
+        "processes": training.runtime.world_size,
         "resumed_from": outcome.resumed_from, "generator_params": count_parameters(best),
         "discriminator_params": count_parameters(unwrap(disc)),
         **{f"selected_{k}": v for k, v in selected.items() if k != "step"},
-        "history": outcome.history, "wall_s": time.perf_counter() - started,
+        "history": outcome.history,
     }
-    write_result(out_dir, result)
-    tracker.log_metrics({k: v for k, v in result.items() if k.startswith("selected_")})
+    training.finish(out_dir, result, {k: v for k, v in result.items() if k.startswith("selected_")})
     log.info("[train_gan] %d steps: selected step %s, FID %.3f, agreement %.4f, coverage %.4f", outcome.steps,
              outcome.best_step, selected.get("fid", float("nan")), selected.get("agreement", float("nan")),
              selected.get("coverage", float("nan")))

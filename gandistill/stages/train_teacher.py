@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,21 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gandistill import archs, methods, stage_params
+from gandistill import archs, methods
 from gandistill.augment import random_affine
-from gandistill.checkpoint_store import checkpoint_dir
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
 from gandistill.errors import ConfigError, DataError
 from gandistill.evaluation.predict import accuracy, predict_logits
-from gandistill.fingerprints import fingerprint, params_sections
-from gandistill.loop import TrainingLoop, warmup_cosine
+from gandistill.loop import LoopResult, warmup_cosine
 from gandistill.model_files import save_classifier
 from gandistill.nets import build_classifier, count_parameters
-from gandistill.results import write_result
-from gandistill.runtime import Runtime, seed_everything, unwrap
-from gandistill.stages.harness import follower_result
-from gandistill.tracking import NullTracker, Tracker
+from gandistill.runtime import unwrap
+from gandistill.stages.harness import Training
+from gandistill.tracking import Tracker
 from gandistill.transfer import method_data_dir
 
 log = logging.getLogger(__name__)
@@ -177,78 +173,86 @@ def _import_teacher(params: Params, data_dir: Path, out_dir: Path) -> torch.nn.M
 
 
 def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
-    tracker = tracker or NullTracker()
-    params = stage_params.view(params, "train_teacher")  # only what it reads: its cache key (stage_params)
+    training = Training.start("train_teacher", "teacher", params, tracker)
+    params, runtime = training.params, training.runtime
     tp = params.teacher
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    started = time.perf_counter()
-    seed_everything(params.seed)
-    runtime = Runtime.from_params(params.runtime)
     meta = load_meta(data_dir)
     student_meta = load_meta(method_data_dir(data_dir, params.distill.method))  # a cross-domain student: the target's
     archs.check_fit(params, *meta.input_shape, meta.num_classes, student_shape=student_meta.input_shape)
     archs.resolve(params, *meta.input_shape)  # 'auto' → the pair for this shape, before the fingerprint
     val_x, val_y = to_tensors(load_split(data_dir, "val"), runtime.device)
-    test_x, test_y = to_tensors(load_split(data_dir, "test"))
-    tracker.log_params({f"teacher.{k}": v for k, v in tp.model_dump().items()} | {"seed": params.seed})
+    training.log_params()
 
     if tp.source != "train":
-        if not runtime.is_main:
-            return follower_result(runtime)  # nothing to train: rank 0 imports and writes
+        if not training.is_main:
+            return training.follower()  # nothing to train: rank 0 imports and writes
         model = _import_teacher(params, data_dir, out_dir)
         result: dict[str, Any] = {"source": tp.source, "steps": 0, "retries": 0}
     else:
-        train_x, train_y = to_tensors(load_split(data_dir, "train"), runtime.device)
-        model = build_classifier(tp.arch, meta.channels, (meta.height, meta.width), meta.num_classes,
-                                 mean=meta.mean, std=meta.std)
-        model = runtime.prepare(model)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
-        batches = StepBatches(len(train_y), tp.batch_size, params.seed, runtime.world, "teacher.batch_size")
-        total = max(1, math.ceil(tp.epochs * batches.per_epoch))
-        scheduler = warmup_cosine(optimizer, total, warmup_steps=min(200, total // 10))
-
-        def step_fn(step: int) -> dict[str, Any]:
-            idx = batches.indices(step)
-            x = as_float(train_x[idx])
-            if tp.augment:
-                x = random_affine(x, world=runtime.world)
-            with runtime.autocast():
-                loss = F.cross_entropy(model(x), train_y[idx], label_smoothing=tp.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            return {"loss": loss.detach()}
-
-        def eval_fn(step: int) -> dict[str, float]:
-            # Each rank scores its part of val; the logits are gathered, so every rank's
-            # metrics cover the whole split.
-            logits = runtime.gather(predict_logits(unwrap(model), runtime.eval_slice(val_x), device=runtime.device),
-                                    total=len(val_y))
-            return {"val_acc": accuracy(logits, val_y.cpu()),
-                    "val_loss": float(F.cross_entropy(logits, val_y.cpu()))}
-
-        fp = fingerprint("train_teacher", params_sections(params, "teacher", "data"), meta.version, meta.counts)
-        loop = TrainingLoop(
-            "train_teacher", total, checkpoint_dir("train_teacher", fp), fingerprint=fp,
-            checkpoint_every=params.runtime.checkpoint_every, eval_every=max(1, batches.per_epoch // 2),
-            select=("val_acc", "max"), max_retries=params.runtime.max_retries,
-            retry_lr_factor=params.runtime.retry_lr_factor, log_fn=tracker.log_metrics,
-            progress=params.runtime.progress, runtime=runtime,
-        )
-        loop.track("model", model, optimizer, scheduler)
-        outcome = loop.run(step_fn, eval_fn)
-        if not runtime.is_main:
-            return follower_result(runtime, outcome.steps)
-        model = unwrap(model)
-        model.load_state_dict(outcome.best_state["model"])
+        outcome, model = _train(training, meta, data_dir, val_x, val_y)
+        if not training.is_main:
+            return training.follower(outcome)
         save_classifier(model, tp.arch, meta, out_dir)
         result = {"source": "train", "steps": outcome.steps, "processes": runtime.world_size,
                   "best_step": outcome.best_step,
                   "retries": outcome.retries, "resumed_from": outcome.resumed_from, "history": outcome.history}
+    return _finish(training, model, meta, data_dir, out_dir, result, val_x.cpu(), val_y.cpu())
 
+
+def _train(training: Training, meta: DatasetMeta, data_dir: Path, val_x: torch.Tensor,
+           val_y: torch.Tensor) -> tuple[LoopResult, nn.Module]:
+    """Cross-entropy with mild affine augmentation, AdamW, warm-up + cosine; the step with the
+    best validation accuracy is the result."""
+    params, runtime = training.params, training.runtime
+    tp = params.teacher
+    train_x, train_y = to_tensors(load_split(data_dir, "train"), runtime.device)
+    model = build_classifier(tp.arch, meta.channels, (meta.height, meta.width), meta.num_classes,
+                             mean=meta.mean, std=meta.std)
+    model = runtime.prepare(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
+    batches = StepBatches(len(train_y), tp.batch_size, params.seed, runtime.world, "teacher.batch_size")
+    total = max(1, math.ceil(tp.epochs * batches.per_epoch))
+    scheduler = warmup_cosine(optimizer, total, warmup_steps=min(200, total // 10))
+
+    def step_fn(step: int) -> dict[str, Any]:
+        idx = batches.indices(step)
+        x = as_float(train_x[idx])
+        if tp.augment:
+            x = random_affine(x, world=runtime.world)
+        with runtime.autocast():
+            loss = F.cross_entropy(model(x), train_y[idx], label_smoothing=tp.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        return {"loss": loss.detach()}
+
+    def eval_fn(step: int) -> dict[str, float]:
+        # Each rank scores its part of val; the logits are gathered, so every rank's
+        # metrics cover the whole split.
+        logits = runtime.gather(predict_logits(unwrap(model), runtime.eval_slice(val_x), device=runtime.device),
+                                total=len(val_y))
+        return {"val_acc": accuracy(logits, val_y.cpu()),
+                "val_loss": float(F.cross_entropy(logits, val_y.cpu()))}
+
+    loop = training.loop(total, meta.version, meta.counts, eval_every=max(1, batches.per_epoch // 2),
+                         select=("val_acc", "max"))
+    loop.track("model", model, optimizer, scheduler)
+    outcome = loop.run(step_fn, eval_fn)
+    model = unwrap(model)
+    if training.is_main:
+        model.load_state_dict(outcome.best_state["model"])
+    return outcome, model
+
+
+def _finish(training: Training, model: nn.Module, meta: DatasetMeta, data_dir: Path, out_dir: Path,
+            result: dict[str, Any], val_x: torch.Tensor, val_y: torch.Tensor) -> dict[str, Any]:
+    """The teacher (trained or imported) scored on val and test; result.json."""
+    tp = training.params.teacher
+    test_x, test_y = to_tensors(load_split(data_dir, "test"))
     model = model.cpu().eval()
-    val_acc = accuracy(predict_logits(model, val_x.cpu()), val_y.cpu())
+    val_acc = accuracy(predict_logits(model, val_x), val_y)
     test_acc = accuracy(predict_logits(model, test_x), test_y)
     n_params = count_parameters(model)
     if tp.source != "train" and val_acc < 1.5 / meta.num_classes:
@@ -256,9 +260,7 @@ def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Trac
                     "[0, 1] pixels and that its class order matches %s", val_acc, meta.num_classes,
                     meta.class_names[:10])
     arch = f"torchscript:{Path(tp.path or '').name}" if tp.source == "torchscript" else tp.arch
-    result |= {"arch": arch, "val_acc": val_acc, "test_acc": test_acc, "params": n_params,
-               "wall_s": time.perf_counter() - started}
-    write_result(out_dir, result)
-    tracker.log_metrics({"final_val_acc": val_acc, "test_acc": test_acc, "params": float(n_params)})
+    result |= {"arch": arch, "val_acc": val_acc, "test_acc": test_acc, "params": n_params}
+    training.finish(out_dir, result, {"final_val_acc": val_acc, "test_acc": test_acc, "params": float(n_params)})
     log.info("[train_teacher] %s: val %.4f, test %.4f, %d params", arch, val_acc, test_acc, n_params)
     return result

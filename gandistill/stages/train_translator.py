@@ -35,25 +35,24 @@ select a step on.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gandistill import losses, stage_params
-from gandistill.checkpoint_store import checkpoint_dir
+from gandistill import losses
 from gandistill.config import Params
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, target_folder
-from gandistill.fingerprints import file_digest, fingerprint, params_sections
-from gandistill.loop import TrainingLoop, warmup_cosine
+from gandistill.fingerprints import model_digest
+from gandistill.loop import LoopResult, warmup_cosine
 from gandistill.model_files import load_frozen_teacher
 from gandistill.nets import count_parameters
 from gandistill.nets.translator import CycleTranslator, PatchDiscriminator, ShapeAdapter
-from gandistill.results import write_result
-from gandistill.runtime import Runtime, seed_everything, unwrap
-from gandistill.tracking import NullTracker, Tracker
+from gandistill.runtime import Runtime, unwrap
+from gandistill.stages.harness import Training
+from gandistill.tracking import Tracker
 from gandistill.transfer import save_translator
 
 log = logging.getLogger(__name__)
@@ -95,17 +94,42 @@ def translator_report(translator: CycleTranslator, teacher: torch.nn.Module, to_
     }
 
 
+@dataclass
+class _Pair:
+    """The translator, its two discriminators, their optimisers and schedules, the shape adapters."""
+
+    translator: torch.nn.Module  # CycleTranslator, or its DDP wrapper
+    d_a: torch.nn.Module
+    d_b: torch.nn.Module
+    to_a: ShapeAdapter
+    to_b: ShapeAdapter
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sched_g: Any
+    sched_d: Any
+
+    @classmethod
+    def build(cls, tp: Any, shape_a: tuple[int, ...], shape_b: tuple[int, ...], runtime: Runtime) -> _Pair:
+        translator = runtime.prepare(CycleTranslator(shape_a, shape_b, tp.ngf, tp.n_blocks))
+        d_a = runtime.prepare(PatchDiscriminator(shape_a[0], tp.ndf, tp.spectral_norm))
+        d_b = runtime.prepare(PatchDiscriminator(shape_b[0], tp.ndf, tp.spectral_norm))
+        device = runtime.device
+        to_a, to_b = ShapeAdapter(shape_b, shape_a).to(device), ShapeAdapter(shape_a, shape_b).to(device)
+        betas = (tp.beta1, tp.beta2)
+        opt_g = torch.optim.Adam(translator.parameters(), lr=tp.lr, betas=betas)
+        opt_d = torch.optim.Adam([*d_a.parameters(), *d_b.parameters()], lr=tp.lr, betas=betas)
+        return cls(translator, d_a, d_b, to_a, to_b, opt_g, opt_d, warmup_cosine(opt_g, tp.steps, final_fraction=0.05),
+                   warmup_cosine(opt_d, tp.steps, final_fraction=0.05))
+
+
 def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path,
         tracker: Tracker | None = None,
         observer: Callable[[int, CycleTranslator], dict[str, float]] | None = None) -> dict[str, Any]:
     """Train the translator; `observer(step, translator)` (the transfer benchmark's probe with
     target labels) runs after each eval, off the clock, and never changes what is trained."""
-    tracker = tracker or NullTracker()
-    params = stage_params.view(params, "train_translator")  # only what it reads: its cache key (stage_params)
+    training = Training.start("train_translator", "translator", params, tracker)
+    params, runtime = training.params, training.runtime
     tp = params.translator
-    started = time.perf_counter()
-    seed_everything(params.seed)
-    runtime = Runtime.from_params(params.runtime)
     device = runtime.device
     target_dir = target_folder(data_dir)
     meta_a, meta_b = load_meta(data_dir), load_meta(target_dir)
@@ -118,25 +142,50 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     val_a_labels = torch.from_numpy(val.y[:n_eval]).to(device)
     val_b = as_float(torch.from_numpy(load_split(target_dir, "val").x[:n_eval]).to(device))
     teacher = load_frozen_teacher(teacher_dir, device)
-    tracker.log_params({f"translator.{k}": v for k, v in tp.model_dump().items()} | {"seed": params.seed})
+    training.log_params()
 
-    shape_a, shape_b = meta_a.input_shape, meta_b.input_shape
-    translator = runtime.prepare(CycleTranslator(shape_a, shape_b, tp.ngf, tp.n_blocks))
-    d_a = runtime.prepare(PatchDiscriminator(shape_a[0], tp.ndf, tp.spectral_norm))
-    d_b = runtime.prepare(PatchDiscriminator(shape_b[0], tp.ndf, tp.spectral_norm))
-    to_a, to_b = ShapeAdapter(shape_b, shape_a).to(device), ShapeAdapter(shape_a, shape_b).to(device)
-    betas = (tp.beta1, tp.beta2)
-    opt_g = torch.optim.Adam(translator.parameters(), lr=tp.lr, betas=betas)
-    opt_d = torch.optim.Adam([*d_a.parameters(), *d_b.parameters()], lr=tp.lr, betas=betas)
-    sched_g = warmup_cosine(opt_g, tp.steps, final_fraction=0.05)
-    sched_d = warmup_cosine(opt_d, tp.steps, final_fraction=0.05)
+    pair = _Pair.build(tp, meta_a.input_shape, meta_b.input_shape, runtime)
     batches_a = StepBatches(len(train_a), tp.batch_size, params.seed)
     batches_b = StepBatches(len(train_b), tp.batch_size, params.seed + TARGET_ORDER_OFFSET)
-    model = unwrap(translator)
+    model = unwrap(pair.translator)
+    step_fn = _step(tp, pair, teacher, runtime, lambda step: (as_float(train_a[batches_a.indices(step)]),
+                                                               as_float(train_b[batches_b.indices(step)])))
+
+    def eval_fn(step: int) -> dict[str, float]:
+        return translator_report(model, teacher, pair.to_a, val_a, val_a_labels, val_b)
+
+    def health_fn(metrics: dict[str, float]) -> str | None:
+        if metrics["coverage"] < tp.min_coverage:
+            return (f"translator collapse: class coverage of the teacher's labels on G_BA(target) "
+                    f"{metrics['coverage']:.3f} below translator.min_coverage={tp.min_coverage}")
+        if loop.step >= tp.steps // 4 and metrics["diversity"] < tp.min_diversity:
+            return (f"translator collapse: G_BA(target) spread {metrics['diversity']:.3f} of real source images' "
+                    f"below translator.min_diversity={tp.min_diversity} (target images mapped to near-identical "
+                    "images)")
+        return None
+
+    loop = training.loop(
+        tp.steps, meta_a.version, meta_a.counts, meta_b.version, meta_b.counts, model_digest(teacher_dir),
+        eval_every=tp.eval_every, patience=tp.collapse_patience,
+        observer=(lambda step: observer(step, model)) if observer is not None else None,
+        collapse_hint=", or raise translator.cycle_weight / translator.semantic_weight, lower translator.lr, "
+                      "or lower translator.min_coverage / translator.min_diversity",
+    )
+    loop.track("translator", pair.translator, pair.opt_g, pair.sched_g)
+    loop.track("discriminators", torch.nn.ModuleList([pair.d_a, pair.d_b]), pair.opt_d, pair.sched_d)
+    outcome = loop.run(step_fn, eval_fn, health_fn)
+    return _finish(training, outcome, model, pair, out_dir)
+
+
+def _step(tp: Any, pair: _Pair, teacher: torch.nn.Module, runtime: Runtime,
+          batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]]) -> Callable[[int], dict[str, Any]]:
+    """One G update (L_G of the module docstring), then one update of both discriminators (L_D),
+    on the step's batches of A and B."""
+    model, d_a, d_b, to_a, to_b = unwrap(pair.translator), pair.d_a, pair.d_b, pair.to_a, pair.to_b
+    opt_g, opt_d, sched_g, sched_d = pair.opt_g, pair.opt_d, pair.sched_g, pair.sched_d
 
     def step_fn(step: int) -> dict[str, Any]:
-        real_a = as_float(train_a[batches_a.indices(step)])
-        real_b = as_float(train_b[batches_b.indices(step)])
+        real_a, real_b = batch(step)
         with runtime.autocast():
             fake_b, fake_a = model.g_ab(real_a), model.g_ba(real_b)
             adv = losses.lsgan_g_loss(d_b(fake_b)) + losses.lsgan_g_loss(d_a(fake_a))
@@ -175,37 +224,12 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
         sched_d.step()
         return terms | {"loss_g": loss_g.detach(), "loss_d": loss_d.detach()}
 
-    def eval_fn(step: int) -> dict[str, float]:
-        return translator_report(model, teacher, to_a, val_a, val_a_labels, val_b)
+    return step_fn
 
-    def health_fn(metrics: dict[str, float]) -> str | None:
-        if metrics["coverage"] < tp.min_coverage:
-            return (f"translator collapse: class coverage of the teacher's labels on G_BA(target) "
-                    f"{metrics['coverage']:.3f} below translator.min_coverage={tp.min_coverage}")
-        if loop.step >= tp.steps // 4 and metrics["diversity"] < tp.min_diversity:
-            return (f"translator collapse: G_BA(target) spread {metrics['diversity']:.3f} of real source images' "
-                    f"below translator.min_diversity={tp.min_diversity} (target images mapped to near-identical "
-                    "images)")
-        return None
 
-    teacher_file = Path(teacher_dir) / "model.pt"
-    teacher_id = file_digest(teacher_file) if teacher_file.is_file() else ""
-    fp = fingerprint("train_translator", params_sections(params, "translator", "data"), meta_a.version,
-                     meta_a.counts, meta_b.version, meta_b.counts, teacher_id)
-    loop = TrainingLoop(
-        "train_translator", tp.steps, checkpoint_dir("train_translator", fp), fingerprint=fp,
-        checkpoint_every=params.runtime.checkpoint_every, eval_every=tp.eval_every,
-        patience=tp.collapse_patience, max_retries=params.runtime.max_retries,
-        retry_lr_factor=params.runtime.retry_lr_factor, log_fn=tracker.log_metrics,
-        progress=params.runtime.progress and runtime.is_main,
-        observer=(lambda step: observer(step, model)) if observer is not None else None,
-        collapse_hint=", or raise translator.cycle_weight / translator.semantic_weight, lower translator.lr, "
-                      "or lower translator.min_coverage / translator.min_diversity",
-    )
-    loop.track("translator", translator, opt_g, sched_g)
-    loop.track("discriminators", torch.nn.ModuleList([d_a, d_b]), opt_d, sched_d)
-    outcome = loop.run(step_fn, eval_fn, health_fn)
-
+def _finish(training: Training, outcome: LoopResult, model: CycleTranslator, pair: _Pair,
+            out_dir: str | Path) -> dict[str, Any]:
+    """The final translator (no target labels: no honest score to select a step on)."""
     model = model.cpu()
     model.load_state_dict(outcome.best_state["translator"])
     save_translator(model, out_dir)
@@ -213,13 +237,12 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     result = {
         "steps": outcome.steps, "retries": outcome.retries, "resumed_from": outcome.resumed_from,
         "translator_params": count_parameters(model),
-        "discriminator_params": count_parameters(d_a) + count_parameters(d_b),
-        "shape_a": list(shape_a), "shape_b": list(shape_b),
+        "discriminator_params": count_parameters(pair.d_a) + count_parameters(pair.d_b),
+        "shape_a": list(model.shape_a), "shape_b": list(model.shape_b),
         **{f"final_{k}": v for k, v in final.items() if k != "step"},
-        "history": outcome.history, "wall_s": time.perf_counter() - started,
+        "history": outcome.history,
     }
-    write_result(out_dir, result)
-    tracker.log_metrics({k: v for k, v in result.items() if k.startswith("final_")})
+    training.finish(out_dir, result, {k: v for k, v in result.items() if k.startswith("final_")})
     log.info("[train_translator] %d steps: coverage %.3f, diversity %.3f, semantic acc %.4f, cycle acc %.4f in %.0f s",
              outcome.steps, final.get("coverage", float("nan")), final.get("diversity", float("nan")),
              final.get("semantic_acc", float("nan")), final.get("cycle_acc", float("nan")), result["wall_s"])

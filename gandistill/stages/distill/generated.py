@@ -1,0 +1,116 @@
+"""Methods whose student learns from images it did not see in the data: `gan` (samples of the
+trained cGAN only; Mirza & Osindero 2014), `gan_real` (real and generated, mixed per batch) and
+`noise` (Gaussian images with the data's pixel statistics, the no-generator baseline). A cGAN
+batch is augmented, optionally mined for the samples the student gets most wrong
+(`distill.hard_fraction`) and optionally mixed up (`distill.mixup`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gandistill import losses
+from gandistill.augment import random_affine
+from gandistill.runtime import Runtime, unwrap
+from gandistill.stages.distill.addons import AddOns
+from gandistill.stages.distill.context import (
+    Context,
+    StepFactory,
+    StepFn,
+    distill_step,
+    forward_pair,
+    optimise,
+    sample_shard,
+)
+
+
+@torch.no_grad()
+def generated_batch(ctx: Context, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """n samples of the trained cGAN, augmented, optionally mined for hard ones; returns
+    (x, y, teacher logits on x — or None when mixup changed x after they were computed)."""
+    dp = ctx.params.distill
+    n_hard = round(n * dp.hard_fraction)
+    assert ctx.generator is not None
+    x, y = sample_shard(ctx.runtime, ctx.generator, n + n_hard,
+                        "distill.batch_size × (1 + distill.hard_fraction) (candidates per step)")
+    if dp.augment:  # before mining: the student is scored on exactly what it will learn from
+        x = random_affine(x, world=ctx.runtime.world)
+    with ctx.runtime.autocast():
+        t = ctx.teacher(x)
+    if n_hard:  # every rank scores its candidates; the choice is made over all of them
+        keep = ctx.runtime.shard(_hardest(ctx, x, t, n, n_hard), "distill.batch_size")
+        x, y, t = ctx.runtime.gather(x)[keep], ctx.runtime.gather(y)[keep], ctx.runtime.gather(t)[keep]
+    if dp.mixup > 0:
+        return mixup(x, dp.mixup, ctx.runtime), y, None
+    return x, y, t
+
+
+def _hardest(ctx: Context, x: torch.Tensor, t: torch.Tensor, n: int, n_hard: int) -> torch.Tensor:
+    """Hard-sample mining on the GAN's manifold: of n + n_hard candidates keep the n_hard
+    the student gets most wrong (per-sample T²·KL to the teacher) plus n − n_hard of the
+    rest at random. Easy samples the student already matches teach it little; keeping a
+    random share stops the batch from becoming all ambiguous, off-manifold samples.
+    Returns indices into the global candidate batch (x, t: this rank's part of it)."""
+    student = unwrap(ctx.student)
+    was_training = student.training
+    student.eval()  # scoring must not move BatchNorm statistics
+    with ctx.runtime.autocast():
+        gap = losses.kd_kl_per_sample(student(x), t, ctx.params.distill.temperature)
+    student.train(was_training)
+    return hard_sample_indices(ctx.runtime.gather(gap), n, n_hard)
+
+
+def hard_sample_indices(gap: torch.Tensor, n: int, n_hard: int) -> torch.Tensor:
+    """Indices of the n_hard largest gaps plus n − n_hard others drawn at random."""
+    order = gap.float().argsort(descending=True)
+    rest = order[n_hard:]
+    return torch.cat([order[:n_hard], rest[torch.randperm(len(rest), device=rest.device)[: n - n_hard]]])
+
+
+def mixup(x: torch.Tensor, probability: float, runtime: Runtime) -> torch.Tensor:
+    """Blend a random subset of samples with a shuffled partner; the teacher labels the blend.
+    x is this rank's shard: draws are made for the global batch and partners come from it."""
+    n = x.shape[0] * runtime.world_size
+    chosen = runtime.shard(torch.rand(n, device=x.device) < probability)
+    one = torch.ones((), device=x.device)
+    lam = runtime.shard(torch.distributions.Beta(one, one).sample((n,))).view(-1, 1, 1, 1)
+    partner = runtime.gather(x)[runtime.shard(torch.randperm(n, device=x.device))]
+    mixed = lam * x + (1 - lam) * partner
+    return torch.where(chosen.view(-1, 1, 1, 1), mixed, x)
+
+
+def _gan(ctx: Context, addons: AddOns) -> StepFn:
+    # Soft labels only (labels=None → T²·KL): the conditioning label is not trusted as a hard target.
+    def step(i: int) -> dict[str, Any]:
+        x, _, t = generated_batch(ctx, ctx.params.distill.batch_size)
+        return distill_step(ctx, addons, x, None, t)
+
+    return step
+
+
+def _noise(ctx: Context, addons: AddOns) -> StepFn:
+    return lambda i: distill_step(ctx, addons, ctx.noise_batch(ctx.params.distill.batch_size), None)
+
+
+def _gan_real(ctx: Context, addons: AddOns) -> StepFn:
+    dp = ctx.params.distill
+    n_real = max(1, round(dp.batch_size * dp.real_fraction))
+
+    def step(i: int) -> dict[str, Any]:
+        xr, yr = ctx.real_batch(i, n_real)
+        xg, _, _ = generated_batch(ctx, dp.batch_size - n_real)
+        x = torch.cat([xr, xg])
+        with ctx.runtime.autocast():
+            s, t, extra = forward_pair(ctx, addons, x)
+            real_kd = losses.kd_objective(s[: len(xr)], t[: len(xr)], yr, dp.temperature, dp.alpha)
+            gen_kd = losses.kd_kl(s[len(xr) :], t[len(xr) :], dp.temperature)
+            share = len(xr) / len(x)
+            loss = share * real_kd + (1 - share) * gen_kd + sum(extra.values(), torch.zeros((), device=ctx.device))
+        optimise(ctx, loss)
+        return {"loss": loss.detach(), "kd_real": real_kd.detach(), "kd_gen": gen_kd.detach()}
+
+    return step
+
+
+STEPS: dict[str, StepFactory] = {"gan": _gan, "gan_real": _gan_real, "noise": _noise}
