@@ -5,24 +5,18 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markd
 
 def evaluate(params_json: str, parent_run_id: str, data: Input[Dataset], teacher: Input[Model],
              student: Input[Model], evaluation: Output[Artifact], metrics: Output[Metrics],
-             confusion: Output[ClassificationMetrics], report: Output[HTML], summary: Output[Markdown],
+             confusion: Output[ClassificationMetrics], report: Output[HTML], summary: Output[Markdown], seed: int,
              generator: Optional[Input[Model]] = None, translator: Optional[Input[Model]] = None,
-             baselines: Optional[Input[list[Model]]] = None, seed: int = -1):
+             baselines: Optional[Input[list[Model]]] = None):
     """Evaluate student vs teacher (accuracy, fidelity, calibration, cost, GAN quality, privacy; for a
     cross-domain student the transfer side-by-side), and any baseline students (named by the method
-    recorded in their metadata). `seed`: the run's typed knob (-1: not given, see `params_json`)."""
+    recorded in their metadata; gandistill.stages.evaluate); the headline numbers, the confusion
+    matrix, the report and its summary also as kfp outputs."""
     import shutil
 
     from gandistill.stages import entry
-    from gandistill.stages import evaluate as stage
 
-    baseline_dirs = entry.named_by_method(baselines or [])
-    result = entry.run_stage("evaluate", params_json, parent_run_id,
-                             lambda params, tracker: stage.run(params, data.path, teacher.path, student.path,
-                                                               generator.path if generator else None,
-                                                               evaluation.path, tracker, baseline_dirs,
-                                                               translator.path if translator else None),
-                             dataset=data.path, overrides={"seed": seed})
+    result = entry.run_task("evaluate", locals())
     for key, value in result["metrics"].items():
         metrics.log_metric(key, value)
     confusion.log_confusion_matrix(result["class_names"], result["confusion_matrix"])

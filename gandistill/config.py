@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from gandistill import stage_records
 from gandistill.errors import ConfigError, ParamNotGiven
 from gandistill.methods import METHOD_NAMES, METHODS
 
@@ -37,8 +38,8 @@ class Section(BaseModel):
     def __getattr__(self, name: str) -> Any:
         if name in type(self).model_fields:  # a field absent from this instance: withheld from the stage
             raise ParamNotGiven(f"params.{_path_of(type(self))}{name} was not given to this stage: "
-                                "gandistill/stage_params.py (STAGE_PARAMS) lists the params each stage reads; add "
-                                "the key to the stage's entry")
+                                "its record in gandistill/stage_records.py lists the params it reads; add the key "
+                                "to the record's `reads`")
         return super().__getattr__(name)  # type: ignore[misc]
 
     def is_whole(self) -> bool:
@@ -59,7 +60,7 @@ class Section(BaseModel):
         # section that looks whole but is not): a partial view is never dumped.
         if not self.is_whole():
             raise ParamNotGiven(f"{what} of a stage's partial {type(self).__name__}: some keys were not given to "
-                                "this stage (gandistill/stage_params.py); dump only what the stage declares")
+                                "this stage (gandistill/stage_records.py); dump only what the stage declares")
 
 
 DataSource = Literal["mnist", "mnistm", "idx", "npz", "imagefolder", "dvc"]
@@ -335,11 +336,9 @@ class StageResources(Section):
 class PipelineParams(Section):
     image: str = Field("gandistill-python", description="the component image: a repository (compile and submit "
                        "add this code's content tag), its content tag, or an image@sha256:digest")
-    resources: dict[
-        Literal["prepare_data", "train_teacher", "train_gan", "train_translator", "distill", "evaluate", "export",
-                "promote"],
-        StageResources,
-    ] = Field(default_factory=dict)
+    # Keyed by the stages' pods (gandistill.stage_records: promote_gate runs in promote's).
+    resources: dict[Literal[stage_records.with_resources()], StageResources] = Field(  # type: ignore[valid-type]
+        default_factory=dict)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, str]] = Field(default_factory=list)
     secrets: dict[str, dict[str, str]] = Field(
@@ -361,6 +360,8 @@ class PipelineParams(Section):
 
 class Params(Section):
     seed: int = Field(0, ge=0)
+    # The stage whose partial view this is (gandistill.stage_params.view); None: the whole params.
+    _view_of: str | None = PrivateAttr(default=None)
     data: DataParams = Field(default_factory=DataParams)
     teacher: TeacherParams = Field(default_factory=TeacherParams)
     gan: GanParams = Field(default_factory=GanParams)
@@ -414,6 +415,10 @@ class Params(Section):
             raise ValueError(f"evaluate.baselines {unfit}: a baseline student must learn the same domain as "
                              f"distill.method={method.name} ({method.domain}) without a translator")
         return self
+
+    @property
+    def view_of(self) -> str | None:
+        return self._view_of
 
     def to_json(self) -> str:
         return self.model_dump_json()

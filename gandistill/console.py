@@ -58,53 +58,6 @@ def stage_started(stage: str) -> None:
     emit("stage_start")
 
 
-def _pct(value: Any) -> str:
-    return f"{100 * value:.2f}%" if isinstance(value, int | float) else "—"
-
-
-def _num(value: Any, spec: str = ".3g") -> str:
-    return format(value, spec) if isinstance(value, int | float) else "—"
-
-
-def headline(stage: str, result: dict[str, Any]) -> str:
-    """The one number (or two) that says how a stage went, from its result."""
-    if not isinstance(result, dict):
-        return ""
-    if stage == "prepare_data":
-        counts = result.get("counts", {})
-        return (f"train {counts.get('train', 0):,} / val {counts.get('val', 0):,} / test {counts.get('test', 0):,}, "
-                f"{result.get('num_classes', '?')} classes")
-    if stage == "train_teacher":
-        return f"{result.get('arch', '')} test {_pct(result.get('test_acc'))} (val {_pct(result.get('val_acc'))})"
-    if stage == "train_gan":
-        return (f"FID {_num(result.get('selected_fid'), '.1f')}, coverage {_num(result.get('selected_coverage'))}, "
-                f"agreement {_pct(result.get('selected_agreement'))} (step {result.get('best_step')})")
-    if stage == "train_translator":
-        return (f"semantic acc {_pct(result.get('final_semantic_acc'))}, "
-                f"cycle acc {_pct(result.get('final_cycle_acc'))}, coverage {_num(result.get('final_coverage'))}")
-    if stage.startswith("distill"):
-        seen = result.get("real_images_seen_by_student")
-        return (f"{result.get('method', '')} → {result.get('arch', '')} test {_pct(result.get('test_acc'))} "
-                f"(val {_pct(result.get('val_acc'))}), {'?' if seen is None else f'{seen:,}'} real images seen")
-    if stage == "evaluate":
-        m = result.get("metrics", {})
-        return (f"student {_pct(m.get('student_test_acc'))} vs teacher {_pct(m.get('teacher_test_acc'))}, "
-                f"agreement {_pct(m.get('agreement'))}")
-    if stage == "export":
-        line = (f"ONNX max |Δ| {_num(result.get('onnx_max_abs_diff'), '.2g')}, "
-                f".pt2 max |Δ| {_num(result.get('pt2_max_abs_diff'), '.2g')}")
-        if result.get("int8_test_acc") is not None:
-            line += (f", INT8 test {_pct(result['int8_test_acc'])} "
-                     f"(drop {_num(100 * result.get('int8_acc_drop', float('nan')), '.2f')} points)")
-        return line
-    if stage == "promote_gate":
-        return ("passed" if result.get("passed") else "failed") + (f": {result['reason']}" if result.get("reason")
-                                                                  else "")
-    if stage == "promote":
-        return f"{result.get('model_name', '')} v{result.get('version')} @{result.get('alias')}"
-    return ""
-
-
 class _EventLogHandler(logging.Handler):
     """Forwards gandistill WARNING/ERROR records to the console (the file keeps everything)."""
 

@@ -77,5 +77,5 @@ def by_name(name: str) -> type[GandistillError]:
 
 
 class ParamNotGiven(RuntimeError):
-    """A stage read a params key that its declaration (gandistill.stage_params.STAGE_PARAMS)
+    """A stage read a params key that its record (gandistill.stage_records, `reads`)
     does not give it. A bug in gandistill, not a user fault: it keeps its traceback."""

@@ -3,8 +3,8 @@
 One KFP task, one pod: the stage's component stays the single process that talks to kfp
 (artifacts, metadata) and opens the stage's MLflow run; when its launch command is set it
 starts `torchrun … -m gandistill.launch SPEC` and waits. The workers run the same stage
-function as a single process would (`gandistill.stages.<stage>.run`); rank 0 logs to the
-stage's MLflow run, writes the outputs and hands its result back through a file.
+function as a single process would (the one its record names, gandistill.stage_records); rank 0
+logs to the stage's MLflow run, writes the outputs and hands its result back through a file.
 
 A worker that fails makes torchrun stop the others (`--max-restarts=0`: no silent
 restart from scratch; re-running the stage resumes from its last checkpoint), and the
@@ -33,20 +33,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gandistill import errors, stage_params
+from gandistill import errors, stage_params, stage_records
 from gandistill.config import Params
 from gandistill.errors import ConfigError, GandistillError, WorkerError
 from gandistill.tracking import NullTracker, Tracker
 
 log = logging.getLogger("gandistill")
-
-# Stages that train (and so can run data-parallel) -> the module holding their `run`.
-TRAINING_STAGES = {
-    "train_teacher": "gandistill.stages.train_teacher",
-    "train_gan": "gandistill.stages.train_gan",
-    "distill": "gandistill.stages.distill",
-}
-
 
 def torchrun_command(nproc: int) -> str:
     """The launch command of a stage with `nproc` worker processes on one node ("" for one:
@@ -57,15 +49,14 @@ def torchrun_command(nproc: int) -> str:
 
 
 def check_batch_split(params: Params, stage: str, nproc: int) -> None:
-    """Before anything runs: a stage's global batch must split evenly over its processes
-    (each rank takes every nproc-th sample; derived counts — gan_real's real share, mining
-    candidates — are checked where they are drawn)."""
-    if nproc <= 1:
+    """Before anything runs: a stage's global batch (its record's `batch_key`) must split evenly
+    over its processes (each rank takes every nproc-th sample; derived counts — gan_real's real
+    share, mining candidates — are checked where they are drawn)."""
+    key = stage_records.get(stage).batch_key
+    if nproc <= 1 or key is None:
         return
-    keys = {"train_teacher": ("teacher.batch_size", params.teacher.batch_size),
-            "train_gan": ("gan.batch_size", params.gan.batch_size),
-            "distill": ("distill.batch_size", params.distill.batch_size)}
-    key, batch = keys[stage]
+    section, _, field = key.partition(".")
+    batch = getattr(getattr(params, section), field)
     if batch % nproc:
         raise ConfigError(f"{key}={batch} cannot be split evenly over the {nproc} processes of {stage}; use a "
                           f"multiple of {nproc} (it is the global batch, shared by all processes) or change the "
@@ -80,9 +71,12 @@ def _launcher_argv(launch: str) -> list[str]:
 
 
 def stage_function(stage: str) -> Any:
-    if stage not in TRAINING_STAGES:
-        raise ConfigError(f"{stage} is not a training stage; data-parallel stages: {', '.join(TRAINING_STAGES)}")
-    return importlib.import_module(TRAINING_STAGES[stage]).run
+    """The stage function of a data-parallel stage (its record's `function`)."""
+    if stage not in stage_records.data_parallel():
+        raise ConfigError(f"{stage} is not a data-parallel stage; data-parallel stages: "
+                          f"{', '.join(stage_records.data_parallel())}")
+    module, function = stage_records.get(stage).function_path
+    return getattr(importlib.import_module(module), function)
 
 
 def run(stage: str, params: Params, paths: dict[str, str | None], tracker: Tracker,

@@ -1,15 +1,17 @@
-"""Which params each stage reads: one table, read by the DAG and by every stage.
+"""The params a stage runs on: the keys its record reads (gandistill.stage_records), nothing else.
 
 kfp caches a task by its inputs (parameter values, upstream artifacts, image and command). A
 task that received the whole params would re-run whenever any key changed — a new promote
 threshold would retrain the teacher and the GAN. So each task receives only the keys its stage
 reads (`stage_json`, compiled into the pipeline as that task's constant), plus the typed run-time
-knobs (`KNOBS`) among them, and the stage runs on a partial view (`view` / `load`): a key it was
-not given is absent, and reading it raises ParamNotGiven rather than returning a default. Every
-stage's `run` views its params through this table first, so each test that runs a stage also
-checks that its entry here is complete.
+knobs (`stage_records.KNOBS`) among them, and the stage runs on a partial view (`view` / `load`):
+a key it was not given is absent, and reading it raises ParamNotGiven rather than returning a
+default. Every stage's `run` views its params first, so each test that runs a stage also checks
+that its record's `reads` is complete.
 
-An entry names a whole section ("data"), one key of a section ("distill.method") or "seed".
+A task parses and validates its params once (`load`, in gandistill.stages.entry) and hands the
+view on as an object: viewing a view for the same stage again returns it unchanged.
+
 Torch-free: the DAG compiler reads it.
 """
 
@@ -22,87 +24,29 @@ from typing import Annotated, Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
-from gandistill import methods
+from gandistill import stage_records
 from gandistill.config import Params, Section, _describe, _flatten
 from gandistill.errors import ConfigError
-
-# The parent MLflow run's tag (stages/entry.py) names the method, so every stage reads it; the
-# method also shapes the DAG, so it never changes for one compiled pipeline.
-_METHOD = ("distill.method",)
-# archs.resolve / archs.check_fit: 'auto' architectures against the data's shape.
-_ARCHS = ("teacher.arch", "teacher.source", "distill.student_arch")
-# Training stages: seed, the Runtime (device, threads, precision, collectives, checkpoints,
-# retries, progress) and the data section (their checkpoint fingerprint).
-_TRAINING = ("seed", "runtime", "data")
-
-STAGE_PARAMS: dict[str, tuple[str, ...]] = {
-    "prepare_data": (*_METHOD, "seed", "data", *_ARCHS),
-    # FEATURE_NEEDS: an imported TorchScript teacher without features fails early when distill wants them.
-    "train_teacher": (*_METHOD, *_TRAINING, "teacher", "distill.student_arch", "distill.hint_weight",
-                      "distill.attention_weight", "distill.rkd_distance_weight", "distill.rkd_angle_weight"),
-    "train_gan": (*_METHOD, *_TRAINING, "gan"),
-    "train_translator": (*_METHOD, *_TRAINING, "translator"),
-    "distill": (*_TRAINING, "distill", "teacher.arch", "teacher.source"),
-    "evaluate": (*_METHOD, "seed", "evaluate", "runtime.threads",  # INT8: built as export will, then timed
-                 "export.int8", "export.int8_calibration", "export.int8_calibration_samples", "export.onnx_opset"),
-    # export's model card names the student's settings and the model; promote re-checks parity.
-    "export": (*_METHOD, "seed", "export", "promote.model_name", "distill.temperature", "distill.alpha",
-               "distill.steps", "distill.batch_size", "distill.lr"),
-    "promote_gate": (*_METHOD, "promote"),
-    "promote": (*_METHOD, "promote", "export.parity_atol"),
-}
-
-# Keys a stage reads only when the method distills from the trained cGAN (export's model card
-# then names the GAN's settings): other methods' pipelines do not re-run export when gan.* changes.
-WITH_TRAINED_GAN: dict[str, tuple[str, ...]] = {
-    "export": ("gan.nz", "gan.ngf", "gan.steps"),
-}
-
-# Typed pipeline parameters for what people change per run (KFP UI, recurring runs), and the
-# params key each overrides. A task receives the ones its stage reads, nothing else, so a new
-# distill.steps re-runs distill and what follows while the teacher and the GAN stay cached.
-KNOBS: dict[str, str] = {"seed": "seed", "gan_steps": "gan.steps", "distill_steps": "distill.steps"}
-# A component's integer knob that its task was not given. Not None: kfp.local casts every
-# integer input with int(), so an unset Optional[int] fails the task (kfp 2.17,
-# executor_input_to_dict) — export of a method without a cGAN has no gan_steps. Every knob's
-# schema range excludes it (seed >= 0, steps >= 1).
-NOT_GIVEN = -1
+from gandistill.stage_records import KNOBS
 
 
-def _set(overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """The overrides a task was really given (None and NOT_GIVEN are not a value)."""
-    return {k: v for k, v in (overrides or {}).items() if v is not None and not (k in _KNOB_KEYS and v == NOT_GIVEN)}
+def keys(stage: str) -> tuple[str, ...]:
+    """What `stage` reads (its record's `reads`)."""
+    try:
+        return stage_records.get(stage).reads
+    except KeyError as exc:
+        raise KeyError(f"{stage!r} has no stage record (stages: {', '.join(stage_records.STAGES)})") from exc
 
 
-_KNOB_KEYS = set(KNOBS.values())
-
-
-def stages() -> tuple[str, ...]:
-    return tuple(STAGE_PARAMS)
-
-
-def keys(stage: str, method: str) -> tuple[str, ...]:
-    """What `stage` reads when the run distills by `method`."""
-    if stage not in STAGE_PARAMS:
-        raise KeyError(f"{stage!r} has no entry in STAGE_PARAMS (stages: {', '.join(STAGE_PARAMS)})")
-    extra = WITH_TRAINED_GAN.get(stage, ()) if methods.get(method).needs_trained_gan else ()
-    return STAGE_PARAMS[stage] + extra
-
-
-def _covers(declared: tuple[str, ...], key: str) -> bool:
-    return key in declared or key.split(".")[0] in declared
-
-
-def knobs(stage: str, method: str) -> tuple[str, ...]:
+def knobs(stage: str) -> tuple[str, ...]:
     """The typed pipeline parameters `stage`'s task receives: those whose key it reads."""
-    declared = keys(stage, method)
-    return tuple(name for name, key in KNOBS.items() if _covers(declared, key))
+    return stage_records.get(stage).knobs
 
 
 def select(params: Params, stage: str) -> dict[str, Any]:
     """The keys `stage` reads, as a JSON-able tree (section → {key: value}, "seed" → value)."""
     tree: dict[str, Any] = {}
-    for key in keys(stage, params.distill.method):
+    for key in keys(stage):
         section, _, field = key.partition(".")
         value = getattr(params, section)
         if not field:
@@ -116,7 +60,7 @@ def stage_json(params: Params, stage: str) -> str:
     """A task's `params_json`: what its stage reads, less the knobs it receives as typed inputs
     (one value per input in the task's inputs: the UI shows which one a run used)."""
     tree = select(params, stage)
-    for name in knobs(stage, params.distill.method):
+    for name in knobs(stage):
         _pop(tree, KNOBS[name])
     return json.dumps(tree, sort_keys=True)
 
@@ -154,28 +98,23 @@ def load(text: str | dict[str, Any], stage: str, overrides: dict[str, Any] | Non
         tree = json.loads(json.dumps(text))  # a private copy
     if not isinstance(tree, dict):
         raise ConfigError(f"params_json of {stage}: expected a mapping of sections, got {type(tree).__name__}")
-    for key, value in _set(overrides).items():
+    for key, value in (overrides or {}).items():
         _put(tree, key, value)
-    method = (tree.get("distill") or {}).get("method", "")
-    if method not in methods.METHODS:
-        raise ConfigError(f"params_json of {stage}: distill.method={method!r} is not a known method "
-                          f"({', '.join(methods.METHODS)})")
-    return _build(tree, stage, keys(stage, method))
+    return _build(tree, stage, keys(stage))
 
 
-def given(text: str | dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The keys a task received, flat (`section.key` → value) with its knobs applied: what a
-    submitted run's MLflow parent records, stage by stage (a local run logs the whole params)."""
-    tree = json.loads(text) if isinstance(text, str) else json.loads(json.dumps(text))
-    for key, value in _set(overrides).items():
-        _put(tree, key, value)
-    tree.pop("pipeline", None)  # cluster settings, not the model's (Params.flat leaves them out too)
-    return _flatten(tree)
+def flat(params: Params, stage: str) -> dict[str, Any]:
+    """The keys `stage` read, flat (`section.key` → value): what a submitted run's MLflow parent
+    records, stage by stage (a local run logs the whole params)."""
+    return _flatten(select(params, stage))
 
 
 def view(params: Params, stage: str) -> Params:
-    """`params` as `stage` sees it: only its declared keys (a copy; idempotent on a view)."""
-    return _build(select(params, stage), stage, keys(stage, params.distill.method))
+    """`params` as `stage` sees it: only its declared keys (a copy). A view for `stage` (what a
+    task's `load` made) is returned as it is: the params were validated once, in that task."""
+    if params.view_of == stage:
+        return params
+    return _build(select(params, stage), stage, keys(stage))
 
 
 def _build(tree: dict[str, Any], stage: str, declared: tuple[str, ...]) -> Params:
@@ -191,7 +130,7 @@ def _build(tree: dict[str, Any], stage: str, declared: tuple[str, ...]) -> Param
     if missing:
         raise ConfigError(f"params_json of {stage} lacks {', '.join(missing)}: the pipeline package was compiled "
                           "by another gandistill version (compile it again: gandistill compile / submit), or its task "
-                          "did not pass on the typed inputs it received (seed, gan_steps, distill_steps)")
+                          f"did not pass on the typed inputs it received ({', '.join(KNOBS)})")
     problems: list[str] = []
     values: dict[str, Any] = {}
     for name in whole:
@@ -218,11 +157,12 @@ def _build(tree: dict[str, Any], stage: str, declared: tuple[str, ...]) -> Param
     if problems:
         raise ConfigError(f"params of {stage} are invalid ({len(problems)} problem{'s' * (len(problems) > 1)}):\n"
                           + "\n".join(problems) + "\nFix these keys in the params file, the --set overrides or "
-                          "the run's parameters (seed, gan_steps, distill_steps).")
+                          f"the run's parameters ({', '.join(KNOBS)}).")
     params = Params.model_construct(**values)
     for name in Params.model_fields:
         if name not in values:
             del params.__dict__[name]
+    params._view_of = stage
     return params
 
 

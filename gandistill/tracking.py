@@ -218,16 +218,13 @@ def system_metrics(tracker: Tracker) -> Iterator[None]:
 
 # What a pipeline run's parent shows in the MLflow run list (its metric columns), from the
 # stage that knows it: the run's own student, not a baseline's.
-PARENT_HEADLINES = {"train_teacher": {"test_acc": "teacher_test_acc", "val_acc": "teacher_val_acc"},
-                    "distill": {"test_acc": "student_test_acc", "val_acc": "student_val_acc"}}
-
-
-def record_on_parent(parent_run_id: str, stage: str, result: dict[str, Any],
+def record_on_parent(parent_run_id: str, on_parent: dict[str, str], result: dict[str, Any],
                      dataset: dict[str, Any] | None = None) -> None:
     """Give the pipeline's parent run what its row in the run list should show: the stage's
-    headline metrics (PARENT_HEADLINES) and, from prepare_data, the dataset (Dataset column).
-    Best effort: the stage itself succeeded and its own run holds the same numbers."""
-    headline = {name: float(result[key]) for key, name in PARENT_HEADLINES.get(stage, {}).items()
+    headline metrics (`on_parent`: result key → the parent's metric, from its stage record) and,
+    from prepare_data, the dataset (Dataset column). Best effort: the stage itself succeeded and
+    its own run holds the same numbers."""
+    headline = {name: float(result[key]) for key, name in on_parent.items()
                 if isinstance(result.get(key), int | float)}
     if not headline and dataset is None:
         return
@@ -238,7 +235,7 @@ def record_on_parent(parent_run_id: str, stage: str, result: dict[str, Any],
         if dataset is not None:
             parent.log_dataset(dataset, "training")
     except ServiceError as exc:
-        log.warning("[%s] not recorded on the pipeline's MLflow run: %s", stage, redact(str(exc))[:300])
+        log.warning("[parent run] headline not recorded on the pipeline's MLflow run: %s", redact(str(exc))[:300])
 
 
 def client() -> Any:

@@ -124,9 +124,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     probe.check_readable(params)  # a data.path that cannot be read: exit 3 before any stage
     archs.check_before_run(params)  # an architecture that cannot fit the data: exit 2 before any stage
     if args.nproc is not None:
-        from gandistill.launch import TRAINING_STAGES, check_batch_split
+        from gandistill import stage_records
+        from gandistill.launch import check_batch_split
 
-        for stage in TRAINING_STAGES:
+        for stage in stage_records.data_parallel():
             check_batch_split(params, stage, args.nproc)
     from gandistill.data.fetch import fetch_mnist
     from gandistill.data.sources import MNIST_BACKED

@@ -18,11 +18,6 @@ from gandistill.tracking import KFP_RUN_ID_ENV
 
 RUN_ID_LABEL = "pipeline/runid"  # set by KFP on every pod of a run
 
-# Stages whose result depends on state outside their inputs (the registry's champion): a
-# cache hit would skip a promotion that should happen.
-NEVER_CACHED = {"promote"}
-
-
 def placement(stage: str, params: Params) -> tuple[dict[str, str], list[dict[str, str]]]:
     """(node selector, tolerations) of one stage: its own `pipeline.resources.<stage>` values
     where set, else the pipeline-wide ones."""
@@ -40,8 +35,7 @@ def processes(params: Params, stage: str) -> int:
 
 
 def configure(task: Any, stage: str, params: Params) -> None:
-    if stage in NEVER_CACHED:
-        task.set_caching_options(False)
+    """`stage`: the pipeline.resources entry that sizes the task's pod (its record's `resources_name`)."""
     res = params.pipeline.resources.get(stage)  # type: ignore[call-overload]
     if res is not None:
         if res.cpu_request:

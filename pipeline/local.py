@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from gandistill_pipeline import runs
 
-from gandistill import console, errors, storage, tracking
+from gandistill import console, errors, stage_records, storage, tracking
 from gandistill.checkpoint_store import CHECKPOINT_ROOT_ENV
 from gandistill.config import Params
 from gandistill.errors import ConfigError, GandistillError, ServiceError
@@ -34,15 +34,6 @@ from gandistill.results import RESULT_FILE
 
 log = logging.getLogger("gandistill")
 
-TASK_OUTPUTS = {  # task folder -> output artifact holding result.json
-    "prepare-data": "data",
-    "train-teacher": "teacher",
-    "train-gan": "generator",
-    "train-translator": "translator",
-    "distill": "student",
-    "evaluate": "evaluation",
-    "export": "exported",
-}
 
 
 def git_commit() -> str:
@@ -60,11 +51,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 def collect(run_dir: Path) -> dict[str, dict[str, Any]]:
     """stage name -> {"path": artifact dir, "result": result.json without bulky history}."""
     stages: dict[str, dict[str, Any]] = {}
-    for task, output in TASK_OUTPUTS.items():
-        folder = run_dir / task / output
+    for stage in stage_records.STAGES.values():  # the output artifact that holds its result.json
+        if stage.output is None:
+            continue
+        folder = run_dir / stage.name.replace("_", "-") / stage.output  # kfp.local's task folder
         if folder.is_dir():
             result = {k: v for k, v in _read_json(folder / RESULT_FILE).items() if k != "history"}
-            stages[task.replace("-", "_")] = {"path": str(folder), "result": result}
+            stages[stage.name] = {"path": str(folder), "result": result}
     gate = _read_json(run_dir / "promote-gate" / "executor_output.json")
     if gate:
         stages["promote_gate"] = {"path": str(run_dir / "promote-gate"),

@@ -29,10 +29,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gandistill import stage_params
+from gandistill import stage_params, stage_records
 from gandistill.config import Params
 from gandistill.errors import ConfigError
-from gandistill.launch import TRAINING_STAGES, check_batch_split
+from gandistill.launch import check_batch_split
 
 TRAINER_API_VERSION = "trainer.kubeflow.org/v1alpha1"
 DEFAULT_RUNTIME = "torch-distributed"  # the ClusterTrainingRuntime Kubeflow Trainer ships for PyTorch
@@ -69,8 +69,9 @@ class _Job:
 
 def _job(params: Params, stage: str, paths: dict[str, str | None], *, name: str, nodes: int, claim: str,
          mount_path: str, namespace: str | None) -> _Job:
-    if stage not in TRAINING_STAGES:
-        raise ConfigError(f"{stage} is not a training stage; multi-node stages: {', '.join(TRAINING_STAGES)}")
+    if stage not in stage_records.data_parallel():
+        raise ConfigError(f"{stage} is not a training stage; multi-node stages: "
+                          f"{', '.join(stage_records.data_parallel())}")
     if not _NAME_RE.fullmatch(name):
         raise ConfigError(f"job name {name!r}: use lowercase letters, digits and '-' (a Kubernetes name)")
     if nodes < 1:

@@ -19,6 +19,7 @@ from gandistill_pipeline.dag import compile_pipeline
 
 from gandistill import stage_params
 from gandistill.config import Params, load_params
+from gandistill.stage_records import KNOBS
 
 ROOT = Path(__file__).resolve().parents[1]
 BRANCHES = "condition-branches-1/"
@@ -115,14 +116,15 @@ def test_new_gan_steps_leave_the_data_and_the_teacher_cached(tmp_path: Path) -> 
     _, base = _compile(tmp_path)
     _, longer = _compile(tmp_path, ["gan.steps=3000"])
     before, after = _leaves(base), _leaves(longer)
-    # check_params validates the knob (seconds); export's model card names the GAN's steps
-    assert _changed(before, after) == {"check-params", "train-gan", "export"}
+    # check_params validates the knob (seconds); export's model card reads the GAN's steps off the
+    # generator it is given, so it re-runs on the new generator, not on the key
+    assert _changed(before, after) == {"check-params", "train-gan"}
     assert _reruns(before, after) == DEFAULT_TASKS - {"prepare-data", "train-teacher"}
 
 
 @pytest.mark.parametrize(("knob", "value", "changed", "cached"), [
     ("distill_steps", 123, {"distill", "export"}, {"prepare-data", "train-teacher", "train-gan"}),
-    ("gan_steps", 77, {"train-gan", "export"}, {"prepare-data", "train-teacher"}),
+    ("gan_steps", 77, {"train-gan"}, {"prepare-data", "train-teacher"}),
     ("seed", 5, {"prepare-data", "train-teacher", "train-gan", "distill", "evaluate", "export"}, set()),
 ])
 def test_a_typed_knob_reaches_exactly_the_stages_that_read_it(tmp_path: Path, knob: str, value: int,
@@ -154,7 +156,7 @@ def test_fanned_out_baselines_get_the_distill_knobs(tmp_path: Path) -> None:
 @pytest.mark.parametrize("overrides", [[], ["distill.method=kd", "evaluate.baselines=[gan, scratch]"],
                                        ["distill.method=data_free"], ["--profile", "transfer"]])
 def test_each_task_receives_only_the_keys_its_stage_reads(tmp_path: Path, overrides: list[str]) -> None:
-    """A task's params_json holds its stage's declared keys (stage_params.STAGE_PARAMS) less the
+    """A task's params_json holds its stage's declared keys (its record's `reads`) less the
     typed knobs it receives as inputs — and nothing else (no pipeline section, no other stage's)."""
     if overrides[:1] == ["--profile"]:
         params = load_params(ROOT / "params.yaml", profile=overrides[1])
@@ -163,57 +165,38 @@ def test_each_task_receives_only_the_keys_its_stage_reads(tmp_path: Path, overri
         spec = next(yaml.safe_load_all(out.read_text()))
     else:
         params, spec = _compile(tmp_path, overrides)
-    method = params.distill.method
     for task, info in _leaves(spec).items():
         name = task.rsplit("/", 1)[-1].removesuffix("-2").replace("-", "_")
         if name == "check_params":
-            assert set(info["params"]) == set(stage_params.KNOBS)
+            assert set(info["params"]) == set(KNOBS)
             continue
-        knobs = {stage_params.KNOBS[k] for k in stage_params.knobs(name, method)}
-        assert {k for k in stage_params.KNOBS if k in info["params"]} == set(stage_params.knobs(name, method)), task
+        knobs = {KNOBS[k] for k in stage_params.knobs(name)}
+        assert {k for k in KNOBS if k in info["params"]} == set(stage_params.knobs(name)), task
         sent = json.loads(info["params"]["params_json"])
         got = set()
         for section, value in sent.items():
-            if section in stage_params.keys(name, method):  # a whole section: every field but its knobs
+            if section in stage_params.keys(name):  # a whole section: every field but its knobs
                 fields = type(getattr(params, section)).model_fields if isinstance(value, dict) else {}
                 assert set(value if isinstance(value, dict) else {}) == {
                     f for f in fields if f"{section}.{f}" not in knobs}, (task, section)
                 got.add(section)
             else:
                 got |= {f"{section}.{field}" for field in value}
-        assert got == set(stage_params.keys(name, method)) - knobs, task
+        assert got == set(stage_params.keys(name)) - knobs, task
 
 
 @pytest.mark.parametrize("method", ["gan", "kd", "data_free", "cyclegan"])
-def test_every_integer_knob_a_task_may_leave_unset_has_a_default(tmp_path: Path, method: str) -> None:
-    """kfp.local casts each integer input with int(): a knob a task is not given (export of a
-    method without a cGAN has no gan_steps) must carry an integer default (NOT_GIVEN), never
-    None — that crashed every local run of a method without a cGAN after the gate."""
+def test_every_task_is_given_every_knob_its_component_declares(tmp_path: Path, method: str) -> None:
+    """A component's knobs have no default (no "not given" value to mistake for a setting): the DAG
+    passes each task every knob its component declares, whatever the method."""
     overrides = [f"distill.method={method}"] + (["data.target_source=mnistm", "data.target_path=data/mnist"]
                                                  if method == "cyclegan" else [])
     _, spec = _compile(tmp_path, overrides)
     for name, component in spec["components"].items():
         for param, definition in component.get("inputDefinitions", {}).get("parameters", {}).items():
-            if definition["parameterType"] == "NUMBER_INTEGER" and definition.get("isOptional"):
-                assert definition.get("defaultValue") == stage_params.NOT_GIVEN, (name, param)
-
-
-def test_a_task_not_given_an_integer_knob_runs_in_kfp_local(tmp_path: Path, mnist_dir: Path) -> None:
-    """The real thing, one task through kfp.local: prepare_data given no `seed` input (its
-    params_json holds the seed here, as export's holds what it reads when it gets no
-    gan_steps) — before NOT_GIVEN, kfp.local failed the task with int(None)."""
-    import gandistill_components
-    from kfp import dsl, local
-
-    params = load_params(ROOT / "params.yaml", [f"data.path={mnist_dir}", "data.limit_train=300",
-                                                "data.limit_test=100", "seed=5"])
-    comps = gandistill_components.build(params.pipeline.image)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
-
-    @dsl.pipeline(name="one-task")
-    def one_task():
-        comps.prepare_data(params_json=json.dumps(stage_params.select(params, "prepare_data")), parent_run_id="")
-
-    one_task()
-    (meta,) = (tmp_path / "kfp").glob("one-task-*/prepare-data/data/meta.json")
-    assert json.loads(meta.read_text())["class_names"] == [str(i) for i in range(10)]
+            if param in KNOBS:
+                assert not definition.get("isOptional"), (name, param)
+    for task, info in _leaves(spec).items():
+        name = task.rsplit("/", 1)[-1].removesuffix("-2").replace("-", "_")
+        expected = set(KNOBS) if name == "check_params" else set(stage_params.knobs(name))
+        assert {k for k in KNOBS if k in info["params"]} == expected, task

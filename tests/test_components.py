@@ -27,12 +27,13 @@ def chain(tmp_path_factory, mnist_dir):
                           "teacher.epochs=3", "gan.steps=20", "distill.steps=30")
     params_json = params.to_json()
     data = artifact(dsl.Dataset, root / "data")
-    prepare_data(params_json, "", data)
+    prepare_data(params_json, "", data, seed=params.seed)
     teacher = artifact(dsl.Model, root / "teacher")
-    train_teacher(params_json, "", data, teacher)
+    train_teacher(params_json, "", data, teacher, seed=params.seed)
     generator = artifact(dsl.Model, root / "generator")
-    train_gan(params_json, "", data, teacher, generator)
-    return {"params_json": params_json, "data": data, "teacher": teacher, "generator": generator, "root": root}
+    train_gan(params_json, "", data, teacher, generator, seed=params.seed, gan_steps=params.gan.steps)
+    return {"params": params, "params_json": params_json, "data": data, "teacher": teacher, "generator": generator,
+            "root": root}
 
 
 def test_prepare_data_publishes_splits_and_version(chain):
@@ -72,8 +73,9 @@ def test_train_gan_publishes_generator_with_quality_metrics(chain):
 @pytest.mark.parametrize("method", ["gan", "kd"])
 def test_distill_runs_the_requested_method(chain, method):
     student = artifact(dsl.Model, chain["root"] / f"student_{method}")
-    distill(chain["params_json"], "", method, chain["data"], chain["teacher"], student,
-            chain["generator"] if method == "gan" else None)
+    params = chain["params"]
+    distill(chain["params_json"], "", method, chain["data"], chain["teacher"], student, seed=params.seed,
+            distill_steps=params.distill.steps, generator=chain["generator"] if method == "gan" else None)
     assert student.metadata["method"] == method
     assert student.metadata["params"] == 15_738
     seen = student.metadata["real_images_seen_by_student"]
@@ -83,6 +85,6 @@ def test_distill_runs_the_requested_method(chain, method):
 def test_components_reject_bad_params_in_the_first_task(tmp_path):
     bad = Params().to_json().replace('"val_fraction":0.1', '"val_fraction":0.9')
     with pytest.raises(SystemExit) as exit_info:
-        prepare_data(bad, "", artifact(dsl.Dataset, tmp_path / "data"))
+        prepare_data(bad, "", artifact(dsl.Dataset, tmp_path / "data"), seed=0)
     assert exit_info.value.code == 2
     assert not (tmp_path / "data").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gandistill import console
+from gandistill import console, stage_records
 from gandistill.stages import entry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def test_without_a_listening_console_nothing_is_written(tmp_path, monkeypatch):
     ("promote_gate", {"passed": False, "reason": "test accuracy 0.5 < 0.95"}, "failed: test accuracy 0.5 < 0.95"),
 ])
 def test_headlines(stage, result, expected):
-    assert console.headline(stage, result) == expected
+    assert stage_records.headline(stage, result) == expected
 
 
 def _params_json() -> str:

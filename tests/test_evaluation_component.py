@@ -25,7 +25,7 @@ def test_components_chain_evaluate_export_promote(tmp_path):
     baseline.metadata["method"] = "scratch"
     evaluate(params_json, "", artifact(dsl.Dataset, world["data"]), artifact(dsl.Model, world["teacher"]),
              artifact(dsl.Model, world["student"]), evaluation, metrics, confusion, report, summary,
-             baselines=[baseline])
+             seed=params.seed, baselines=[baseline])
     assert metrics.metadata["student_test_acc"] > 0.9
     assert metrics.metadata["baseline_scratch_test_acc"] == metrics.metadata["teacher_test_acc"]
     assert len(confusion.metadata["confusionMatrix"]["rows"]) == 3
@@ -37,7 +37,7 @@ def test_components_chain_evaluate_export_promote(tmp_path):
     exported = artifact(dsl.Model, tmp_path / "exported")
     card = artifact(dsl.Markdown, tmp_path / "model_card.md")
     export(params_json, "", artifact(dsl.Dataset, world["data"]), artifact(dsl.Model, world["student"]),
-           evaluation, exported, card)
+           evaluation, exported, card, seed=params.seed, distill_steps=params.distill.steps)
     assert exported.metadata["onnx_argmax_agreement"] == 1.0
     assert (tmp_path / "model_card.md").read_text() == (tmp_path / "exported" / "model_card.md").read_text()
 

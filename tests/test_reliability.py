@@ -256,7 +256,7 @@ def test_secrets_never_reach_logs_params_tags_or_summary(
         tracking.Tracker(parent, tracking.client()).log_params(params.flat())
         data = dsl.Dataset(name="data", uri=str(tmp_path / "kfp" / "prepare-data" / "data"))
         data.path = data.uri
-        prepare_data(params.to_json(), parent, data)
+        prepare_data(params.to_json(), parent, data, seed=params.seed)
         # a failing stage logs its error too: it must not echo credentials either
         with pytest.raises(SystemExit):
             entry.run_stage("train_teacher", params.to_json(), parent,

@@ -1,6 +1,6 @@
-"""Each stage runs on the params it declares (gandistill.stage_params) and nothing else.
+"""Each stage runs on the params its record declares (gandistill.stage_records) and nothing else.
 
-Every stage's `run` views its params through STAGE_PARAMS first, so every test that runs a
+Every stage's `run` views its params through its record's `reads` first, so every test that runs a
 stage (test_components, test_methods, test_evaluation_component, test_transfer, the local
 pipeline run, ...) fails with ParamNotGiven if the stage reads a key its entry lacks; the tests
 here check that mechanism itself, and that it has teeth.
@@ -8,6 +8,7 @@ here check that mechanism itself, and that it has teeth.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from helpers import artifact
 from kfp import dsl
 
-from gandistill import archs, launch, stage_params
+from gandistill import archs, launch, stage_params, stage_records
 from gandistill.config import Params, load_params
 from gandistill.errors import ConfigError, ParamNotGiven
 
@@ -25,16 +26,15 @@ COMPONENT_STAGES = {"prepare_data", "train_teacher", "train_gan", "train_transla
 
 
 def test_every_stage_has_an_entry_and_every_entry_names_a_schema_key() -> None:
-    assert set(stage_params.STAGE_PARAMS) == COMPONENT_STAGES
-    assert set(stage_params.WITH_TRAINED_GAN) <= COMPONENT_STAGES
+    assert set(stage_records.STAGES) == COMPONENT_STAGES
     defaults = Params()
-    for stage, keys in [*stage_params.STAGE_PARAMS.items(), *stage_params.WITH_TRAINED_GAN.items()]:
-        for key in keys:
+    for stage, record in stage_records.STAGES.items():
+        for key in record.reads:
             section, _, field = key.partition(".")
             assert section in Params.model_fields and section != "pipeline", (stage, key)
             if field:
                 assert field in type(getattr(defaults, section)).model_fields, (stage, key)
-    for key in stage_params.KNOBS.values():
+    for key in stage_records.KNOBS.values():
         section, _, field = key.partition(".")
         assert section in Params.model_fields and (not field or field in type(getattr(defaults, section)).model_fields)
 
@@ -70,12 +70,13 @@ def test_the_architecture_resolution_works_on_a_partial_view() -> None:
         view.distill.student_arch = 5  # the field's own rule still holds
 
 
-def test_the_gan_keys_of_export_follow_the_method() -> None:
-    assert "gan.steps" in stage_params.keys("export", "gan")
-    assert not any(k.startswith("gan") for k in stage_params.keys("export", "kd"))
-    assert stage_params.knobs("export", "gan") == ("seed", "gan_steps", "distill_steps")
-    assert stage_params.knobs("export", "kd") == ("seed", "distill_steps")
-    assert stage_params.knobs("promote", "gan") == ()
+def test_a_stage_s_keys_and_knobs_do_not_depend_on_the_method() -> None:
+    """export's model card names the trained cGAN from the generator it is given, not from gan.*: no
+    stage reads a key only for some methods, so every knob a component declares is always given."""
+    assert not any(k.startswith("gan") for k in stage_params.keys("export"))
+    assert stage_params.knobs("export") == ("seed", "distill_steps")
+    assert stage_params.knobs("train_gan") == ("seed", "gan_steps")
+    assert stage_params.knobs("promote") == ()
 
 
 def test_a_task_s_json_round_trips_with_its_knobs() -> None:
@@ -87,14 +88,14 @@ def test_a_task_s_json_round_trips_with_its_knobs() -> None:
     with pytest.raises(ConfigError, match="lacks seed, gan.steps") as err:
         stage_params.load(text, "train_gan")  # a task that did not pass its knobs on
     assert err.value.exit_code == 2
-    # a whole params JSON (a package compiled before this change, tests, the CLI) still loads
-    assert stage_params.load(params.to_json(), "train_gan", {"seed": None}).gan.steps == 321
+    # a whole params JSON (tests, the CLI) still loads
+    assert stage_params.load(params.to_json(), "train_gan").gan.steps == 321
 
 
 def test_bad_values_fail_in_the_stage_that_reads_them_with_every_key_named() -> None:
     text = stage_params.stage_json(Params(), "train_gan").replace('"lr_g": 0.0002', '"lr_g": -5')
     with pytest.raises(ConfigError) as err:
-        stage_params.load(text, "train_gan", {"seed": -2, "gan.steps": 0})  # (-1 = NOT_GIVEN: an unset knob)
+        stage_params.load(text, "train_gan", {"seed": -2, "gan.steps": 0})
     message = str(err.value)
     assert "gan.lr_g" in message and "seed" in message and "gan.steps" in message and "3 problems" in message
     prep = json.loads(stage_params.stage_json(Params(), "prepare_data"))
@@ -128,20 +129,22 @@ def test_a_stage_reading_an_undeclared_key_fails(tiny_dataset: Path, tmp_path: P
     from gandistill.stages import train_gan, train_teacher
 
     params = load_params(ROOT / "params.yaml", ["runtime.threads=1", "teacher.epochs=0.01"])
-    entry = stage_params.STAGE_PARAMS["train_teacher"]
-    monkeypatch.setitem(stage_params.STAGE_PARAMS, "train_teacher",
-                        tuple(k for k in entry if k != "distill.student_arch"))
+
+    def without(stage: str, key: str) -> stage_records.Stage:
+        record = stage_records.STAGES[stage]
+        return dataclasses.replace(record, reads=tuple(k for k in record.reads if k != key))
+
+    monkeypatch.setitem(stage_records.STAGES, "train_teacher", without("train_teacher", "distill.student_arch"))
     with pytest.raises(ParamNotGiven, match=r"params\.distill\.student_arch"):
         train_teacher.run(params, tiny_dataset, tmp_path / "teacher")
-    monkeypatch.setitem(stage_params.STAGE_PARAMS, "train_gan",
-                        tuple(k for k in stage_params.STAGE_PARAMS["train_gan"] if k != "gan"))
+    monkeypatch.setitem(stage_records.STAGES, "train_gan", without("train_gan", "gan"))
     with pytest.raises(ParamNotGiven, match=r"params\.gan"):
         train_gan.run(params, tiny_dataset, tmp_path / "teacher", tmp_path / "generator")
 
 
 def test_a_component_called_with_whole_params_still_runs(tiny_dataset: Path, tmp_path: Path) -> None:
     """Old call sites (and `kfp.local` tests) pass the whole params JSON: the stage takes its view."""
-    from gandistill_components import train_teacher
+    from gandistill_components.train_teacher import train_teacher
 
     params = load_params(ROOT / "params.yaml", ["runtime.threads=1", "teacher.epochs=0.05"])
     teacher = artifact(dsl.Model, tmp_path / "teacher")

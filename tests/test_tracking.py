@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gandistill import tracking
+from gandistill import stage_records, tracking
 
 
 def _tagged(kfp_run_id: str) -> list:
@@ -91,7 +91,8 @@ def test_a_failed_stage_fails_the_submitted_run_s_parent_and_its_retry_reopens_i
     entry.run_stage("train_teacher", params_json, "", lambda params, tracker: {"test_acc": 0.9})  # the retry
     (parent,) = _tagged("run-fails-then-retries")
     assert parent.info.status == "RUNNING"
-    entry.run_stage(entry.LAST_STAGE, params_json, "", lambda params, tracker: {})
+    last = next(name for name, stage in stage_records.STAGES.items() if stage.closes_run)
+    entry.run_stage(last, params_json, "", lambda params, tracker: {})
     (parent,) = _tagged("run-fails-then-retries")
     assert parent.info.status == "FINISHED"
 

@@ -26,10 +26,11 @@ def test_stage_runs_record_the_dataset_with_its_dvc_md5_and_training_records_sys
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.05")
     params = smoke_params(f"data.path={mnist_dir}", "data.limit_train=1000", "data.limit_test=100",
                           "teacher.epochs=3").to_json()
+    seed = 0
     parent = tracking.start_parent_run("inputs")
     data, teacher = artifact(dsl.Dataset, tmp_path / "data"), artifact(dsl.Model, tmp_path / "teacher")
-    prepare_data(params, parent, data)
-    train_teacher(params, parent, data, teacher)
+    prepare_data(params, parent, data, seed=seed)
+    train_teacher(params, parent, data, teacher, seed=seed)
 
     client = tracking.client()
     experiment = client.get_run(parent).info.experiment_id

@@ -1,13 +1,21 @@
-"""The adapter every kfp component calls: validate params, find the pipeline's MLflow parent
-run (tracking.pipeline_parent), open the stage's child run, run the stage, turn user-facing
-errors into one clear log line and an exit code.
+"""The one entry point of a kfp task: `run_task(stage, component arguments)`.
 
-Lives in the library so components stay a few lines and tests can call it directly.
+It reads the stage's record (gandistill.stage_records): applies the task's knobs and per-task
+inputs to its params, parses and validates them once (`stage_params.load`: the view the stage
+runs on), finds the pipeline's MLflow parent run (tracking.pipeline_parent), opens the stage's
+child run, calls the stage function with the component's artifacts as folders — in this process,
+or for a data-parallel stage with a launch command in torchrun's workers (gandistill.launch) —
+publishes the result's numbers on the output artifact, and turns user-facing errors into one
+clear log line and an exit code.
+
+Lives in the library so components stay a signature and one call, and tests can call it directly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import inspect
 import logging
 import os
 import sys
@@ -16,10 +24,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gandistill import console, errors, stage_params
+from gandistill import console, errors, stage_params, stage_records
 from gandistill.config import Params
 from gandistill.data.dataset import load_meta
 from gandistill.errors import GandistillError
+from gandistill.stage_records import KNOBS, Stage
 from gandistill.tracking import (
     Tracker,
     client,
@@ -44,38 +53,88 @@ def configure_logging() -> None:
     console.forward_warnings(logging.getLogger("gandistill"))
 
 
-TRAINING_STAGES = ("train_teacher", "train_gan", "train_translator", "distill")  # system metrics while they run
+def run_task(stage: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run `stage` for its component, whose arguments are `args` (the component's `locals()`):
+    `params_json` and `parent_run_id`, the record's knobs and per-task inputs (set on the params),
+    its input and output artifacts, `launch` (a data-parallel stage's torchrun command) and any
+    argument the stage function takes by name. The output artifact gets the result's numbers
+    (and the per-task inputs) as metadata. Returns the stage's result."""
+    record = stage_records.get(stage)
+    overrides = {KNOBS[name]: args[name] for name in record.knobs} | {
+        key: args[name] for name, key in record.task_inputs.items()}
+    kwargs = stage_kwargs(record, args)
+    launch_command = args.get("launch", "") if record.data_parallel else ""
+
+    def body(params: Params, tracker: Tracker) -> dict[str, Any]:
+        if launch_command:
+            from gandistill import launch
+
+            return launch.run(record.name, params, kwargs, tracker, launch_command)
+        return stage_function(record)(params, **kwargs, tracker=tracker)
+
+    data = args.get("data")
+    result = run_stage(record.name, args["params_json"], args["parent_run_id"], body,
+                       dataset=data.path if data is not None else None, overrides=overrides,
+                       run_name="_".join([record.name, *(str(args[name]) for name in record.task_inputs)]))
+    if record.output is not None:
+        args[record.output].metadata.update(scalar_metrics(result) | {name: args[name] for name in record.task_inputs})
+    return result
 
 
-# The pipeline's last stage: on a submitted run it closes the parent run the stages shared
-# (`gandistill run --local` closes its own).
-LAST_STAGE = "promote"
+def stage_function(record: Stage) -> Callable[..., dict[str, Any]]:
+    module, function = record.function_path
+    return getattr(importlib.import_module(module), function)
+
+
+def stage_kwargs(record: Stage, args: dict[str, Any]) -> dict[str, Any]:
+    """The stage function's arguments from its component's: an artifact `x` as `x_dir` (its folder;
+    None when an optional input was not given), the record's output as `out_dir`, a collected list
+    `xs` (the fanned-out baseline students) as `x_dirs` (folders named by the method in each one's
+    metadata), and any other argument of the same name (promote's `parent_run_id`)."""
+    kwargs: dict[str, Any] = {}
+    for name in inspect.signature(stage_function(record)).parameters:
+        if name in ("params", "tracker"):
+            continue
+        if name == "out_dir" and record.output is not None:
+            kwargs[name] = args[record.output].path
+        elif name.endswith("_dirs") and f"{name[:-5]}s" in args:
+            kwargs[name] = named_by_method(args[f"{name[:-5]}s"] or [])
+        elif name.endswith("_dir") and name[:-4] in args:
+            artifact = args[name[:-4]]
+            kwargs[name] = artifact.path if artifact is not None else None
+        elif name in args:
+            kwargs[name] = args[name]
+    return kwargs
 
 
 def run_stage(stage: str, params_json: str, parent_run_id: str,
               body: Callable[[Params, Tracker], dict[str, Any]], dataset: str | None = None, *,
               overrides: dict[str, Any] | None = None, run_name: str | None = None) -> dict[str, Any]:
-    """Run one stage in its MLflow child run (named `run_name`, default the stage); `dataset`
-    (the prepared dataset's folder) is logged as the run's input. `params_json`: the keys the
-    stage reads (gandistill.stage_params; a whole params JSON works too), `overrides`
-    (`section.key` → value; None = not given) set on top: the task's typed knobs. Training
-    stages also log system metrics. The stage's start, end (wall time + headline) or failure
-    (its own message) go to the run's console when one listens (gandistill.console)."""
+    """Run `body` on the stage's params in its MLflow child run (named `run_name`, default the
+    stage); `dataset` (the prepared dataset's folder) is logged as the run's input. `params_json`:
+    the keys the stage reads (its record's `reads`; a whole params JSON works too), `overrides`
+    (`section.key` → value: the task's knobs and per-task inputs) set on top, then parsed and
+    validated once. Training stages also log system metrics. The stage's start, end (wall time +
+    headline) or failure (its own message) go to the run's console when one listens
+    (gandistill.console)."""
     configure_logging()
+    record = stage_records.get(stage)
     name = run_name or stage
     console.stage_started(name)
     started = time.perf_counter()
-    training = stage.startswith(TRAINING_STAGES)
+    training = record.trains
     shared_parent = ""  # a submitted run's parent, found by the KFP run id: this stage must close it on failure
     try:
         params = stage_params.load(params_json, stage, overrides)
-        parent = pipeline_parent(parent_run_id, {"gandistill.method": params.distill.method,
+        method = params.distill.method if stage_records.covers(record.reads, "distill.method") else ""
+        parent = pipeline_parent(parent_run_id, {"gandistill.method": method,
                                                  "git_commit": os.environ.get("GIT_COMMIT", "")})
         shared_parent = parent if not parent_run_id else ""
+        baseline = _is_baseline(params_json, overrides)
         if shared_parent:  # no task holds the whole params on a cluster: each adds the keys it got
             # (a baseline's distill.method override is that task's, not the run's: not recorded)
-            knobs = {k: v for k, v in (overrides or {}).items() if k != "distill.method"}
-            _record_params(shared_parent, stage_params.given(params_json, knobs))
+            given = stage_params.flat(params, stage)
+            _record_params(shared_parent, {k: v for k, v in given.items() if not (baseline and k == "distill.method")})
         described = None
         with stage_run(name, parent) as tracker:
             with system_metrics(tracker) if training else contextlib.nullcontext():
@@ -85,9 +144,9 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
                 described = dataset_input(meta.source, meta.version, list(meta.input_shape), meta.class_names,
                                           meta.counts)
                 tracker.log_dataset(described, "training" if training else name)
-        if parent and not _is_baseline(params_json, overrides):  # the run list's row: headline + dataset
-            record_on_parent(parent, stage, result, described if stage == "prepare_data" else None)
-        if stage == LAST_STAGE and parent and not parent_run_id:
+        if parent and not baseline:  # the run list's row: headline + dataset
+            record_on_parent(parent, record.on_parent, result, described if stage == "prepare_data" else None)
+        if record.closes_run and parent and not parent_run_id:  # a submitted run's last stage
             finish_run(parent)
     except GandistillError as exc:
         if shared_parent:
@@ -104,7 +163,7 @@ def run_stage(stage: str, params_json: str, parent_run_id: str,
         console.emit("stage_failed", wall_s=time.perf_counter() - started,
                      error=redact(f"{type(exc).__name__}: {exc}")[:2000] + " (traceback in the run's kfp.log)")
         raise
-    console.emit("stage_end", wall_s=time.perf_counter() - started, headline=console.headline(name, result))
+    console.emit("stage_end", wall_s=time.perf_counter() - started, headline=stage_records.headline(name, result))
     return result
 
 
@@ -124,23 +183,6 @@ def _record_params(parent_run_id: str, given: dict[str, Any]) -> None:
         Tracker(parent_run_id, client()).log_params(given)
     except GandistillError as exc:
         log.warning("[params] not recorded on the pipeline's MLflow run: %s", redact(str(exc))[:300])
-
-
-def run_training(stage: str, params_json: str, parent_run_id: str, launch_command: str = "", *,
-                 run_name: str | None = None, overrides: dict[str, Any] | None = None,
-                 **paths: str | None) -> dict[str, Any]:
-    """`run_stage` for a training stage (train_teacher, train_gan, distill): the stage's `run`
-    gets `paths` as keyword arguments, here or — with a launch command (torchrun, compiled
-    from pipeline.resources) — in data-parallel worker processes. `overrides`: params set
-    before the stage runs (`section.key` → value: the task's typed knobs, the distill method
-    of a fan-out task). `paths["data_dir"]` (the prepared dataset) is logged as the run's input."""
-    from gandistill import launch
-
-    def body(params: Params, tracker: Tracker) -> dict[str, Any]:
-        return launch.run(stage, params, paths, tracker, launch_command)
-
-    return run_stage(stage, params_json, parent_run_id, body, dataset=paths.get("data_dir"), overrides=overrides,
-                     run_name=run_name)
 
 
 def scalar_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:

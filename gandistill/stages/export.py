@@ -45,7 +45,7 @@ from gandistill.errors import DataError, ExportError
 from gandistill.evaluation import backends
 from gandistill.files import new_staging_dir, publish_dir
 from gandistill.fingerprints import file_digest
-from gandistill.model_files import MODEL_FILE, load_classifier
+from gandistill.model_files import MODEL_FILE, load_classifier, load_model_file
 from gandistill.nets import count_parameters
 from gandistill.results import read_result, write_result
 from gandistill.tracking import NullTracker, Tracker
@@ -163,10 +163,22 @@ def _metric(evaluation: dict[str, Any], key: str, kind: str = "") -> str:
     return f"{value:,.0f}" if kind == "int" else f"{value:.4g}"
 
 
+def trained_gan(generator_dir: str | Path | None) -> dict[str, Any] | None:
+    """What the model card says of the trained cGAN a student learned from, read off the generator
+    it was given (its file and its train_gan result), not off the params: the card names the model
+    that was used, and export's cache key does not follow gan.* for methods without a cGAN."""
+    if generator_dir is None or not (Path(generator_dir) / MODEL_FILE).is_file():
+        return None
+    blob = load_model_file(generator_dir)
+    return {"arch": blob.get("arch", "conv"), "nz": blob["nz"], "width": blob["ngf"],
+            "steps": read_result(generator_dir).get("steps")}
+
+
 def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], student: torch.nn.Module,
                info: dict[str, Any], parity: dict[str, float], files: dict[str, dict[str, Any]],
-               commit: str | None, int8: dict[str, Any] | None = None) -> str:
-    """Markdown model card (after Mitchell et al., "Model Cards for Model Reporting", FAT* 2019)."""
+               commit: str | None, int8: dict[str, Any] | None = None, gan: dict[str, Any] | None = None) -> str:
+    """Markdown model card (after Mitchell et al., "Model Cards for Model Reporting", FAT* 2019);
+    `gan`: the trained cGAN the student learned from (`trained_gan`)."""
     method = info.get("method") or evaluation.get("student", {}).get("method", "unknown")
     record = methods.METHODS.get(method)
     dp = params.distill
@@ -197,8 +209,8 @@ def model_card(params: Params, meta: DatasetMeta, evaluation: dict[str, Any], st
         f"Knowledge distillation, method `{method}`: "
         f"{record.description if record else 'see distill.method'}.",
         f"Settings: temperature {dp.temperature}, α {dp.alpha}, {dp.steps} steps, batch {dp.batch_size}, "
-        f"lr {dp.lr}" + (f"; GAN nz {params.gan.nz}, ngf {params.gan.ngf}, {params.gan.steps} steps"
-                         if record and record.needs_trained_gan else "") + ".",  # gan.* given only then
+        f"lr {dp.lr}" + (f"; GAN ({gan['arch']}) nz {gan['nz']}, width {gan['width']}, {gan['steps']} steps"
+                         if gan and record and record.needs_trained_gan else "") + ".",
         "Model selection used the validation split (data-free methods: none, the final student); the test "
         "figures below are reported once, by the evaluate stage.", "",
         f"## Metrics (test split, {m('test_samples', 'int')} images)",
@@ -241,7 +253,7 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
     """Export the student in `student_dir` into `out_dir`; returns (and writes) result.json.
     `generator_dir`: the trained cGAN, for methods that distilled from it (INT8 calibration)."""
     tracker = tracker or NullTracker()
-    params = stage_params.view(params, "export")  # only what it reads: its cache key (stage_params)
+    params = stage_params.view(params, "export")  # only what it reads (its stage record): its cache key
     started = time.perf_counter()
     data_dir, student_dir, out_dir = Path(data_dir), Path(student_dir), Path(out_dir)
     if (student_dir / MODEL_FILE).is_file():  # a target-domain student takes the target domain's images
@@ -287,7 +299,7 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
                  for name in shipped}
         commit = git_commit()
         (tmp / "model_card.md").write_text(model_card(params, meta, evaluation, student, info, parity, files,
-                                                      commit, int8), encoding="utf-8")
+                                                      commit, int8, trained_gan(generator_dir)), encoding="utf-8")
         result: dict[str, Any] = {
             **parity, "parity_atol": params.export.parity_atol, "onnx_opset": params.export.onnx_opset,
             "files": files | {"model_card.md": {"bytes": (tmp / "model_card.md").stat().st_size}},

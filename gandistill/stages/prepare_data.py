@@ -153,7 +153,7 @@ def _split(raw: RawData, data: DataParams, seed: int, source_name: str) -> tuple
 
 def run(params: Params, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
     tracker = tracker or NullTracker()
-    params = stage_params.view(params, "prepare_data")  # only what it reads: its cache key (stage_params)
+    params = stage_params.view(params, "prepare_data")  # only what it reads (its stage record): its cache key
     data = params.data
     raw = _load_checked(data, f"data.source={data.source} ({data.path})")
     target = load_target(data, raw) if data.target_source is not None else None

@@ -137,7 +137,7 @@ def _acc_of(version: Any) -> float:
 def gate(params: Params, evaluation_dir: str | Path, tracker: Tracker | None = None) -> tuple[bool, str]:
     """The gate as its own read-only step (for a pipeline that branches with dsl.If): reads the
     current champion's accuracy from the registry but registers nothing."""
-    params = stage_params.view(params, "promote_gate")  # only what it reads: its cache key (stage_params)
+    params = stage_params.view(params, "promote_gate")  # only what it reads (its stage record): its cache key
     student_acc, teacher_acc, _ = _accuracies(evaluation_dir)
     pp = params.promote
     champion = _champion(_client(), pp.model_name)
@@ -145,6 +145,12 @@ def gate(params: Params, evaluation_dir: str | Path, tracker: Tracker | None = N
                                    pp.min_accuracy, pp.max_drop_vs_teacher, pp.champion_epsilon)
     (tracker or NullTracker()).set_tags({"gate.passed": passed, "gate.reason": reason})
     return passed, reason
+
+
+def run_gate(params: Params, evaluation_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
+    """The promote_gate stage: `gate` as a stage result ({"passed", "reason"})."""
+    passed, reason = gate(params, evaluation_dir, tracker)
+    return {"passed": passed, "reason": reason}
 
 
 def _existing_version(client: Any, name: str, pipeline_run_id: str) -> Any | None:
@@ -247,30 +253,31 @@ def _claim_champion(client: Any, name: str, version: Any, settle_s: float) -> tu
                        "promoter keeps overwriting it; check for a stuck pipeline and re-run promote")
 
 
-def run(params: Params, export_dir: str | Path, evaluation_dir: str | Path, pipeline_run_id: str,
+def run(params: Params, exported_dir: str | Path, evaluation_dir: str | Path, parent_run_id: str,
         tracker: Tracker | None = None, settle_s: float = 0.5) -> dict[str, Any]:
-    """Register the student (once per pipeline run) and set its alias by the gate.
+    """Register the student exported in `exported_dir` (once per pipeline run: `parent_run_id`, the
+    run's MLflow parent, tags the version and finds it again on a re-run) and set its alias by the gate.
 
     Returns {"version", "alias", "decision", "reason", "model_name", "model_uri", ...}.
     """
     tracker = tracker or NullTracker()
-    params = stage_params.view(params, "promote")  # only what it reads: its cache key (stage_params)
+    params = stage_params.view(params, "promote")  # only what it reads (its stage record): its cache key
     pp = params.promote
-    export_dir = Path(export_dir)
+    export_dir = Path(exported_dir)
     if not (export_dir / MODEL_FILE).is_file() or not (export_dir / "example_input.npy").is_file():
         raise DataError(f"{export_dir} lacks {MODEL_FILE} / example_input.npy: promote needs the output of "
                         "the export stage")
-    if not pipeline_run_id:
+    if not parent_run_id:
         # no run id (tracking off): identical exported weights count as the same run, so a
         # re-run still registers nothing twice
-        pipeline_run_id = f"content-{file_digest(export_dir / MODEL_FILE)}"
-        log.warning("[promote] no pipeline run id given; tagging the version with %s", pipeline_run_id)
+        parent_run_id = f"content-{file_digest(export_dir / MODEL_FILE)}"
+        log.warning("[promote] no pipeline run id given; tagging the version with %s", parent_run_id)
     student_acc, teacher_acc, evaluation = _accuracies(evaluation_dir)
     exported = read_result(export_dir)
     data_version = evaluation.get("data_version") or exported.get("data_version") or {}
     student_info = (evaluation.get("student") or {}) | (exported.get("student") or {})
     tags = {
-        TAG_RUN: pipeline_run_id, TAG_ACC: f"{student_acc:.6f}",
+        TAG_RUN: parent_run_id, TAG_ACC: f"{student_acc:.6f}",
         "teacher_test_acc": "" if teacher_acc is None else f"{teacher_acc:.6f}",
         "method": student_info.get("method", ""), "arch": student_info.get("arch", ""),
         "data_version": json.dumps(data_version, sort_keys=True)[:4900],
@@ -280,7 +287,7 @@ def run(params: Params, export_dir: str | Path, evaluation_dir: str | Path, pipe
     client = _client()
     try:
         with registry_lock() as locked:
-            version = _existing_version(client, pp.model_name, pipeline_run_id)
+            version = _existing_version(client, pp.model_name, parent_run_id)
             reused = version is not None
             if version is None:
                 version = _log_and_register(client, params, export_dir, tags, tracker, _scores(evaluation))

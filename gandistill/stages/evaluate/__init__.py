@@ -69,7 +69,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
     "baselines", "speed", "data_version" and a few top-level scalars for summaries.
     """
     started = time.perf_counter()
-    params = stage_params.view(params, "evaluate")  # only what it reads: its cache key (stage_params)
+    params = stage_params.view(params, "evaluate")  # only what it reads (its stage record): its cache key
     seed_everything(params.seed)
     if params.runtime.threads:
         torch.set_num_threads(params.runtime.threads)
