@@ -34,15 +34,28 @@ def auto_pair(channels: int, height: int, width: int) -> tuple[str, str]:
     return "resnet20", "resnet8"
 
 
-def resolve(params: Params, channels: int, height: int, width: int) -> Params:
+def resolve(params: Params, channels: int, height: int, width: int,
+            student_shape: tuple[int, int, int] | None = None) -> Params:
     """Replace `auto` in teacher.arch / distill.student_arch by the pair for this shape (in place;
-    returns `params`). An imported state-dict teacher keeps `auto` here: its file names the
-    architecture it was saved as (train_teacher reads it)."""
-    teacher, student = auto_pair(channels, height, width)
+    returns `params`); `student_shape`: the target domain's C×H×W when the student learns there.
+    An imported state-dict teacher keeps `auto` here: its file names the architecture it was saved
+    as (train_teacher reads it)."""
+    resolve_teacher(params, channels, height, width)
+    return resolve_student(params, *(student_shape or (channels, height, width)))
+
+
+def resolve_teacher(params: Params, channels: int, height: int, width: int) -> Params:
+    """Replace `auto` in teacher.arch by the teacher for images of this shape (in place), unless the
+    teacher is imported (a state-dict file names its own architecture)."""
     if params.teacher.arch == AUTO and params.teacher.source == "train":
-        params.teacher.arch = teacher
+        params.teacher.arch = auto_pair(channels, height, width)[0]
+    return params
+
+
+def resolve_student(params: Params, channels: int, height: int, width: int) -> Params:
+    """Replace `auto` in distill.student_arch by the student for images of this shape (in place)."""
     if params.distill.student_arch == AUTO:
-        params.distill.student_arch = student
+        params.distill.student_arch = auto_pair(channels, height, width)[1]
     return params
 
 
@@ -55,8 +68,8 @@ def check_fit(params: Params, channels: int, height: int, width: int, num_classe
 
     teacher_shape = (channels, height, width)
     student_shape = student_shape or teacher_shape
-    teacher = resolve(params.model_copy(deep=True), *teacher_shape).teacher
-    student = resolve(params.model_copy(deep=True), *student_shape).distill
+    resolved = resolve(params.model_copy(deep=True), *teacher_shape, student_shape=student_shape)
+    teacher, student = resolved.teacher, resolved.distill
     names: dict[str, tuple[str, tuple[int, int, int]]] = {}
     if teacher.source != "torchscript" and teacher.arch != AUTO:
         names["teacher.arch"] = (teacher.arch, teacher_shape)
@@ -71,10 +84,13 @@ def check_fit(params: Params, channels: int, height: int, width: int, num_classe
                               f"{num_classes or '?'} classes): {exc}") from None
 
 
-def check_before_run(params: Params) -> tuple[int, int, int] | None:
+def check_before_run(params: Params, resolve_auto: bool = False) -> tuple[int, int, int] | None:
     """The fit check at `gandistill run` / `validate`, on the shape the source (and the target domain,
     when the student learns there) will produce when it can be read cheaply; returns the source's
-    shape (None: prepare_data checks it on the loaded data)."""
+    shape (None: prepare_data checks it on the loaded data). `resolve_auto` (`gandistill run --local`,
+    which runs on this very data): `auto` is then decided here, once, and every stage's params name
+    the architectures (a submitted run leaves it to the stage that builds each model: the cluster's
+    data decides)."""
     from gandistill.data.probe import input_shape
 
     data = params.data
@@ -87,4 +103,6 @@ def check_before_run(params: Params) -> tuple[int, int, int] | None:
             return None
     if shape is not None:
         check_fit(params, *shape, num_classes=0, student_shape=student_shape)
+        if resolve_auto:
+            resolve(params, *shape, student_shape=student_shape)
     return shape

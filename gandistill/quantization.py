@@ -35,9 +35,9 @@ that never saw a real image should not need one to be quantised. `calibration_pl
   image) the Gaussian images it was trained on (`noise_images`: only the data's pixel mean/std);
   else real.
 
-Both evaluate (which times the INT8 model) and export (which ships it) call `quantize_student`
-with the same inputs and seed, so the timed file and the shipped file are byte-identical
-(export checks the digest).
+The INT8 student is quantised once per run (`build_student_int8`): evaluate builds it into its
+output and times it, export ships that file (checked by its digest) and quantises only when it
+runs without one (a stage called on its own).
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ from gandistill import methods
 from gandistill.data.dataset import as_float, load_meta, load_split, noise_images
 from gandistill.errors import ConfigError, DataError, ExportError
 from gandistill.evaluation import backends
+from gandistill.files import file_hash
 from gandistill.model_files import FREE_GENERATOR_DIR, MODEL_FILE, load_generator, load_model_file
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,18 @@ def quantize_student(student: nn.Module, example: torch.Tensor, out_path: str | 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = backends.to_onnx(student, example, Path(tmp) / "fp32.onnx", opset, legacy=True)
         return quantize_onnx(fp32, out_path, calibration_reader(plan, data_dir, samples, seed))
+
+
+def build_student_int8(student: nn.Module, method: str, student_dir: str | Path, generator_dir: str | Path | None,
+                       data_dir: str | Path, test_x: torch.Tensor, out_path: str | Path, choice: str, samples: int,
+                       seed: int, opset: int) -> dict[str, str]:
+    """The run's INT8 student, written to `out_path`: calibrated by `calibration_plan(choice, …)` and
+    quantised once — evaluate builds it (and times it); export ships that very file. Returns what
+    reports say of it: its digest, its calibration source and why, the layers kept in FP32."""
+    plan = calibration_plan(choice, method, student_dir, generator_dir)
+    quantize_student(student, example_input(test_x), out_path, plan, data_dir, samples, seed, opset)
+    return {"file": Path(out_path).name, "sha256_16": file_hash(out_path, "sha256")[:16], "calibration": plan.source,
+            "calibration_why": plan.why, "layers": float_layers_text(out_path)}
 
 
 def int8_accuracy(int8_path: str | Path, student: nn.Module, x_uint8: torch.Tensor, labels: torch.Tensor,

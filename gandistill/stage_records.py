@@ -145,7 +145,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
           lambda r: (f"semantic acc {_pct(r.get('final_semantic_acc'))}, cycle acc {_pct(r.get('final_cycle_acc'))}, "
                      f"coverage {_num(r.get('final_coverage'))}"),
           inputs=_DATA | _TEACHER, output="translator", trains=True, in_dag=lambda run: run[0].needs_translator),
-    Stage("distill", (*_TRAINING, "distill", "teacher.arch", "teacher.source"), _student,
+    Stage("distill", (*_TRAINING, "distill"), _student,
           inputs=_DATA | _TEACHER, optional_inputs=_GENERATOR | _TRANSLATOR, output="student",
           task_inputs={"method": "distill.method"}, trains=True, batch_key="distill.batch_size",
           on_parent={"test_acc": "student_test_acc", "val_acc": "student_val_acc"}),

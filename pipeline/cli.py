@@ -122,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gandistill.data import probe
 
     probe.check_readable(params)  # a data.path that cannot be read: exit 3 before any stage
-    archs.check_before_run(params)  # an architecture that cannot fit the data: exit 2 before any stage
+    # an architecture that cannot fit the data: exit 2 before any stage; 'auto' decided here, once
+    archs.check_before_run(params, resolve_auto=True)
     if args.nproc is not None:
         from gandistill import stage_records
         from gandistill.launch import check_batch_split

@@ -14,7 +14,7 @@ import numpy as np
 from gandistill.config import DataParams
 from gandistill.data import mnistm
 from gandistill.data.dvc_source import load_dvc
-from gandistill.data.fetch import MNIST_MD5, fetch_mnist, verify_mnist
+from gandistill.data.fetch import fetch_mnist
 from gandistill.data.idx import load_idx_folder
 from gandistill.data.raw import RawData
 from gandistill.data.imagefolder import load_imagefolder_dir
@@ -25,12 +25,7 @@ from gandistill.files import file_hash
 
 
 def load_mnist(params: DataParams) -> RawData:
-    folder = Path(params.path)
-    if not all((folder / n).is_file() for n in MNIST_MD5):
-        fetch_mnist(folder)
-    elif params.verify_checksums:
-        verify_mnist(folder)
-    return load_idx_folder(folder)
+    return load_idx_folder(fetch_mnist(params.path, verify=params.verify_checksums))
 
 
 def load_mnistm(params: DataParams) -> RawData:

@@ -106,21 +106,28 @@ def verify_exports(model: torch.nn.Module, batch: torch.Tensor, onnx_path: Path,
 
 def export_int8(params: Params, student: torch.nn.Module, method: str, data_dir: Path, student_dir: Path,
                 generator_dir: Path | None, test_x: torch.Tensor, test_y: torch.Tensor, out: Path,
-                evaluated_digest: str | None) -> dict[str, Any]:
-    """Quantise the student into `out`, then hold it to its accuracy (see the module doc)."""
+                evaluation_dir: Path, evaluated: dict[str, Any] | None) -> dict[str, Any]:
+    """Ship the run's INT8 student — the file evaluate built and timed (`evaluated`: evaluate's
+    result["int8"]), checked by its digest — or, with none (export run on its own), quantise it here;
+    then hold it to its accuracy (see the module doc)."""
     ep = params.export
-    plan = quantization.calibration_plan(ep.int8_calibration, method, student_dir, generator_dir)
-    quantization.quantize_student(student, quantization.example_input(test_x), out, plan, data_dir,
-                                  ep.int8_calibration_samples, params.seed, ep.onnx_opset)
+    source = evaluation_dir / (evaluated or {}).get("file", INT8_FILE)
+    if evaluated and source.is_file() and file_digest(source) == evaluated.get("sha256_16"):
+        shutil.copyfile(source, out)
+        built = dict(evaluated)
+    else:
+        if evaluated:
+            log.warning("[export] the INT8 model evaluate timed (%s) is missing or changed: quantising again, "
+                        "so its speed figures describe another build", source)
+        built = quantization.build_student_int8(student, method, student_dir, generator_dir, data_dir, test_x, out,
+                                                ep.int8_calibration, ep.int8_calibration_samples, params.seed,
+                                                ep.onnx_opset)
     numbers = quantization.int8_accuracy(out, student, test_x, test_y)
     quantization.check_int8(numbers, ep.int8_max_drop)
-    digest = file_digest(out)
-    if evaluated_digest and digest != evaluated_digest:
-        log.warning("[export] the INT8 model differs from the one evaluate timed (%s vs %s): its speed figures "
-                    "describe a different build", digest, evaluated_digest)
-    return numbers | {"calibration": plan.source, "calibration_why": plan.why,
+    same = bool(evaluated) and file_digest(out) == evaluated.get("sha256_16")
+    return numbers | {"calibration": built["calibration"], "calibration_why": built["calibration_why"],
                       "calibration_samples": ep.int8_calibration_samples, "max_drop": ep.int8_max_drop,
-                      "layers": quantization.float_layers_text(out), "same_as_evaluated": digest == evaluated_digest}
+                      "layers": built["layers"], "same_as_evaluated": same}
 
 
 def _int8_card(evaluation: dict[str, Any], int8: dict[str, Any] | None) -> list[str]:
@@ -293,7 +300,7 @@ def run(params: Params, data_dir: str | Path, student_dir: str | Path, evaluatio
             int8 = export_int8(params, student, info.get("method", params.distill.method), data_dir, student_dir,
                                Path(generator_dir) if generator_dir else None,
                                torch.from_numpy(test.x), torch.from_numpy(test.y), tmp / INT8_FILE,
-                               (evaluation.get("int8") or {}).get("sha256_16"))
+                               Path(evaluation_dir), evaluation.get("int8"))
         shipped = (MODEL_FILE, backends.PT2_FILE, "model.onnx", *((INT8_FILE,) if int8 else ()))
         files = {name: {"bytes": (tmp / name).stat().st_size, "sha256_16": file_digest(tmp / name)}
                  for name in shipped}

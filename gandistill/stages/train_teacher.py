@@ -179,8 +179,12 @@ def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Trac
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     meta = load_meta(data_dir)
     student_meta = load_meta(method_data_dir(data_dir, params.distill.method))  # a cross-domain student: the target's
+    # The fit check builds both networks, drawing their weights from the seeded RNG: it stays here,
+    # before the teacher is built, so a seed keeps giving the same teacher.
     archs.check_fit(params, *meta.input_shape, meta.num_classes, student_shape=student_meta.input_shape)
-    archs.resolve(params, *meta.input_shape)  # 'auto' → the pair for this shape, before the fingerprint
+    # 'auto' (when `gandistill run` could not decide it from the data: a submitted run, a stage called
+    # on its own) → the teacher for this shape, before the fingerprint.
+    archs.resolve_teacher(params, *meta.input_shape)
     val_x, val_y = to_tensors(load_split(data_dir, "val"), runtime.device)
     training.log_params()
 

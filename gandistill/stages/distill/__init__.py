@@ -62,7 +62,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     _check_inputs(method, generator_dir, translator_dir)
     source_dir, data_dir = Path(data_dir), method_data_dir(data_dir, dp.method)  # target methods: data/target
     meta = load_meta(data_dir)
-    archs.resolve(training.params, *meta.input_shape)  # 'auto' student → the one for this (its domain's) shape
+    archs.resolve_student(training.params, *meta.input_shape)  # 'auto' → the student for its domain's shape
     ctx, addons = _context(training, method, meta, data_dir, source_dir, teacher_dir, generator_dir, translator_dir)
     step_fn = STEPS[dp.method](ctx, addons)
     fake_quant = qat.LastSteps(unwrap(ctx.student), dp.steps, dp.qat_fraction, ctx.runtime.world) if dp.qat else None

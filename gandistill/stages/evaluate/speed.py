@@ -7,9 +7,9 @@ ships in). An imported TorchScript teacher has no .pt2 program (torch.export can
 Every runner is timed interleaved in this one process after warm-up
 (`gandistill.evaluation.cost.benchmark`): batch-1 latency p50/p95 and throughput at batch 1, 32
 and 256, ONNX Runtime with graph optimisations at their highest level (ORT_ENABLE_ALL) and the
-thread count stated. The INT8 model is built exactly as export builds it (same calibration
-plan and seed, `gandistill.quantization`), so its digest lets export prove it ships the model
-timed here; its test accuracy feeds the accuracy-vs-latency (Pareto) figure.
+thread count stated. The INT8 model is the run's one quantisation (`quantization.build_student_int8`),
+kept in evaluate's output: export ships that file (checked by its digest); its test accuracy feeds
+the accuracy-vs-latency (Pareto) figure.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from gandistill import quantization
 from gandistill.data.dataset import as_float
 from gandistill.evaluation import backends, cost, plots
 from gandistill.evaluation.report import Figure, Section, Table, fmt
-from gandistill.fingerprints import file_digest
 from gandistill.nets import count_parameters
 from gandistill.stages.evaluate.inputs import STUDENT, TEACHER, Block, Inputs
 
@@ -66,16 +65,15 @@ def _runners(models: dict[str, nn.Module], example: torch.Tensor, opset: int, wo
 
 
 def _int8(ev: Inputs, path: Path) -> tuple[dict[str, float], dict[str, str]]:
-    """Build the INT8 student as export will, and score it on the test split."""
+    """Build the run's INT8 student (export ships this file), and score it on the test split."""
     ep = ev.params.export
-    plan = quantization.calibration_plan(ep.int8_calibration, ev.method, ev.folders[STUDENT], ev.generator_dir)
-    quantization.quantize_student(ev.student, quantization.example_input(ev.test_x), path, plan, ev.data_dir,
-                                  ep.int8_calibration_samples, ev.params.seed, ep.onnx_opset)
+    built = quantization.build_student_int8(ev.student, ev.method, ev.folders[STUDENT], ev.generator_dir,
+                                            ev.data_dir, ev.test_x, path, ep.int8_calibration,
+                                            ep.int8_calibration_samples, ev.params.seed, ep.onnx_opset)
     numbers = quantization.int8_accuracy(path, ev.student, ev.test_x, ev.test_y, ev.params.evaluate.batch_size)
     metrics = {"student_int8_test_acc": numbers["int8_test_acc"], "int8_acc_drop": numbers["int8_acc_drop"],
                "int8_agreement": numbers["int8_agreement"], "int8_max_abs_diff": numbers["int8_max_abs_diff"]}
-    return metrics, {"sha256_16": file_digest(path), "calibration": plan.source, "calibration_why": plan.why,
-                     "layers": quantization.float_layers_text(path)}
+    return metrics, built
 
 
 def measure(ev: Inputs) -> tuple[Block, Speed]:
@@ -97,7 +95,7 @@ def measure(ev: Inputs) -> tuple[Block, Speed]:
         metrics["macs_ratio"] = metrics.get("macs_teacher", float("nan")) / metrics["macs_student"]
     result: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        int8_path = Path(tmp) / "student.int8.onnx" if ev.params.export.int8 else None
+        int8_path = ev.out_dir / quantization.INT8_FILE if ev.params.export.int8 else None
         if int8_path is not None:
             int8_metrics, result["int8"] = _int8(ev, int8_path)
             metrics |= int8_metrics
