@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from gandistill import stage_records
 from gandistill.errors import ConfigError, ParamNotGiven
 from gandistill.methods import METHOD_NAMES, METHODS
+from gandistill.profiles import BUILTIN_PROFILES
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -165,8 +166,8 @@ class TranslatorParams(Section):
     # ~0.25–0.35 s on one core. A few hundred steps leave G_BA blurry, hence several thousand.
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(32, ge=2, le=8192)
-    # CycleGAN's 2e-4 is for ~200 epochs; this budget is ~1,000 steps. MNIST → MNIST-M: teacher on G_BA(target)
-    # 64 / 58 / 62 % at 200 / 400 / 600 steps with 5e-4, 54 / 57 / 57 % with 2e-4 (issue 14's note).
+    # CycleGAN's 2e-4 is for ~200 epochs; these budgets are a few thousand steps (the transfer
+    # profile's 1,000), so the rate is higher.
     lr: float = Field(5e-4, gt=0.0, le=1.0)
     beta1: float = Field(0.5, ge=0.0, lt=1.0)
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
@@ -546,43 +547,6 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
             raise ConfigError(f"--set {assignment!r}: '{part}' is a value, not a section")
         node = child
     node[parts[-1]] = value
-
-
-# Named override sets, selected with `--profile NAME`; a params file may add its own under
-# `profiles:` (same shape). Built in, so they work with any params file.
-BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
-    # Seconds per stage: for tests and quick checks (accuracy is not the point here).
-    "smoke": {
-        "data.limit_train": 1000, "data.limit_test": 500,
-        "teacher.epochs": 2,
-        "gan.steps": 30, "gan.eval_every": 15, "gan.eval_samples": 200,
-        "distill.steps": 40, "distill.eval_every": 20,
-        "evaluate.latency_runs": 5, "evaluate.privacy_samples": 200, "evaluate.gan_samples": 200,
-        "runtime.checkpoint_every": 20, "runtime.progress": False,
-        # A plumbing check, not a quality one: a 40-step student's INT8 drop on 500 images is
-        # noise (one flipped image = 0.2 points), so the smoke run's gate only catches breakage.
-        "export.int8_max_drop": 0.05,
-    },
-    # Paper-sized budgets (bench: `--budget full`): DFAD trains 2,000 generator × 5 student steps at
-    # batch 512 (≈ 20,000 steps at our 256); the cGAN gets 3× the default's steps (FID 29 at 8k).
-    "full": {
-        "gan.steps": 20000, "gan.eval_every": 2000,
-        "distill.steps": 20000, "distill.eval_every": 500,
-    },
-    # Cross-domain transfer, the shipped example: a LeNet-5 teacher on MNIST, a student for the
-    # MNIST-M-style colour set (data.source=mnistm) that never sees one of its labels. Measured end
-    # to end by `python -m bench.transfer` (bench/results/transfer.md). Budgets: in exploratory runs
-    # (issue 14's note) the teacher on G_BA(target) stopped improving by ~500 translator steps and
-    # the student by ~750 steps. Colour augmentation: the student reads recoloured/negated copies
-    # of the images the teacher labelled (both shares of each batch).
-    "transfer": {
-        "data.target_source": "mnistm", "data.target_path": "data/mnist",
-        "translator.steps": 1000,
-        "distill.method": "cyclegan", "distill.student_arch": "lenet5", "distill.steps": 1000,
-        "distill.colour_augment": True,
-        "promote.model_name": "gandistill-transfer-student", "promote.min_accuracy": 0.9,
-    },
-}
 
 
 def load_params(

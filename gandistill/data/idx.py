@@ -52,17 +52,6 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def write_idx(path: str | Path, array: np.ndarray) -> None:
-    """Write an array as IDX (used by tests and by users converting data)."""
-    codes = {np.dtype(v).newbyteorder("="): k for k, v in _DTYPES.items()}
-    native = array.dtype.newbyteorder("=")
-    if native not in codes:
-        raise ValueError(f"dtype {array.dtype} has no IDX code")
-    header = bytes([0, 0, codes[native], array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    big = array.astype(_DTYPES[codes[native]])
-    Path(path).write_bytes(header + big.tobytes())
-
-
 # -- a folder of IDX files (the mnist, idx and dvc sources) -------------------------------
 
 def _images_nchw(x: np.ndarray, where: str) -> np.ndarray:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import write_idx
 
 from gandistill.config import Params, validate
 from gandistill.data.dvc_hash import dir_md5
@@ -21,14 +21,6 @@ from gandistill.errors import DataError
 from gandistill.stages import prepare_data
 
 DVC = str(Path(sys.executable).parent / "dvc")
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    with open(path, "wb") as handle:
-        handle.write(struct.pack(">BBBB", 0, 0, 0x08, array.ndim))
-        handle.write(struct.pack(">" + "I" * array.ndim, *array.shape))
-        handle.write(array.tobytes())
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
@@ -44,10 +36,10 @@ def pushed_repo(s3_env: dict[str, str], tmp_path: Path) -> tuple[Path, str]:
     digits = repo / "data" / "digits"
     digits.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    _write_idx(digits / "train-images-idx3-ubyte", rng.integers(0, 256, (400, 28, 28)))
-    _write_idx(digits / "train-labels-idx1-ubyte", np.arange(400) % 10)
-    _write_idx(digits / "t10k-images-idx3-ubyte", rng.integers(0, 256, (100, 28, 28)))
-    _write_idx(digits / "t10k-labels-idx1-ubyte", np.arange(100) % 10)
+    write_idx(digits / "train-images-idx3-ubyte", (rng.integers(0, 256, (400, 28, 28))).astype(np.uint8))
+    write_idx(digits / "train-labels-idx1-ubyte", (np.arange(400) % 10).astype(np.uint8))
+    write_idx(digits / "t10k-images-idx3-ubyte", (rng.integers(0, 256, (100, 28, 28))).astype(np.uint8))
+    write_idx(digits / "t10k-labels-idx1-ubyte", (np.arange(100) % 10).astype(np.uint8))
     _run(["git", "init", "-q"], repo)
     _run(["git", "config", "user.email", "it@example.invalid"], repo)
     _run(["git", "config", "user.name", "integration"], repo)
