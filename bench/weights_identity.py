@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # Result keys that measure time or name a temporary path: never part of the identity.
 VOLATILE = ("wall_s", "latency", "throughput", "_ms", "report_", "summary_md", "path", "figures", "speedup",
-            "elapsed", "_per_s", "seconds")
+            "elapsed", "_per_s", "seconds", "git_commit", "files")  # files: digests of the exported formats
 # The add-on terms on for every method: their code paths (hint regressor, RKD) are part of the identity.
 ADDONS = ("distill.hint_weight=0.5", "distill.rkd_distance_weight=0.5", "distill.rkd_angle_weight=0.5")
 
@@ -151,11 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--out", type=Path, help="record the hashes here")
     group.add_argument("--check", type=Path, help="compare against a recorded file; exit 1 on any difference")
+    parser.add_argument("--keep", type=Path, help="train in this (new) folder and keep it, to compare results by hand")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="gandistill-identity-") as tmp:
-        os.environ["GANDISTILL_CHECKPOINT_ROOT"] = str(Path(tmp) / "checkpoints")  # never resume an older run
-        hashes = run_all(Path(tmp))
+        work = args.keep or Path(tmp)
+        os.environ["GANDISTILL_CHECKPOINT_ROOT"] = str(work / "checkpoints")  # never resume an older run
+        hashes = run_all(work)
     if args.out:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                                 check=False).stdout.strip()
