@@ -176,11 +176,9 @@ def cmd_trainer_manifest(args: argparse.Namespace) -> int:
     from gandistill_pipeline import image
     from gandistill_pipeline.trainer import pytorchjob, trainjob
 
-    paths = {"data_dir": args.data, "out_dir": args.out}
-    if args.stage in ("train_gan", "distill"):
-        paths["teacher_dir"] = args.teacher
-    if args.stage == "distill":
-        paths["generator_dir"] = args.generator
+    record = stage_records.get(args.stage)  # the folders its stage function takes: its record's inputs
+    paths = {f"{name}_dir": getattr(args, name) for name in [*record.inputs, *record.optional_inputs]
+             if hasattr(args, name)} | {"out_dir": args.out}
     common = {"name": args.name, "nodes": args.nodes, "claim": args.claim, "mount_path": args.mount,
               "namespace": args.namespace}
     params = image.pin(_params(args))
