@@ -142,6 +142,23 @@ class _Forward(nn.Module):
         return self.inner.forward_features(*args, **kwargs) if features else self.inner(*args, **kwargs)
 
 
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` with its parameters out of autograd for the forward passes made inside: the
+    graph then carries gradients *through* it (to its inputs) but computes none for its own
+    weights — e.g. the discriminator in the generator's step, whose weight gradients would be
+    thrown away by its optimizer's zero_grad. Pass the plain module (`unwrap`), not a DDP
+    wrapper: DDP would wait for gradients that never come."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
 def unwrap(module: nn.Module) -> nn.Module:
     """The plain module inside a DDP wrapper (the module itself otherwise)."""
     if isinstance(module, nn.parallel.DistributedDataParallel):

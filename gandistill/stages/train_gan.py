@@ -31,7 +31,7 @@ from gandistill.fingerprints import model_digest
 from gandistill.loop import EMA, LoopResult
 from gandistill.model_files import discriminator_record, load_frozen_teacher, save_generator
 from gandistill.nets import build_gan, count_parameters
-from gandistill.runtime import Runtime, unwrap
+from gandistill.runtime import Runtime, frozen, unwrap
 from gandistill.stages.harness import Training
 from gandistill.tracking import Tracker
 
@@ -104,8 +104,10 @@ def _step(runtime: Runtime, gp: Any, generator: nn.Module, disc: nn.Module, opt_
         loss_d.backward()
         opt_d.step()
 
+        # D's weight gradients in this backward would be discarded (opt_d zeroes them): skip them.
+        with runtime.autocast(), frozen(unwrap(disc)) as plain_disc:
+            fake_logit, fake_feat = plain_disc(fake, y)
         with runtime.autocast():
-            fake_logit, fake_feat = disc(fake, y)
             adv = g_adv(fake_logit)
             # Batch means over the global batch (gathered), as on one process.
             fm = losses.feature_matching(runtime.gather(real_feat.detach()), runtime.gather(fake_feat))
