@@ -221,6 +221,11 @@ class DistillParams(OptimParams):
     # gan / gan_real: share of each generated batch chosen as the samples the student gets most
     # wrong (of batch·(1 + share) candidates); the rest is random. 0 = plain sampling.
     hard_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    # gan / gan_real: how many steps' candidates each generated sample serves on average (1 = a fresh
+    # generator + teacher pass per step); > 1 draws candidates from a pool of teacher-labelled samples
+    # refreshed a share per step (gandistill.bank): the generator and teacher are frozen, so only variety
+    # is traded for the generator + teacher cost.
+    sample_reuse: float = Field(1.0, ge=1.0, le=64.0)
     hint_weight: float = Field(0.0, ge=0.0)
     # Attention transfer (losses.attention_transfer) on the last spatial feature map; the authors
     # use 1000 with their batch-and-position mean. 0 = off. Measured: bench/results/attention.md.

@@ -125,10 +125,10 @@ TINY = ["runtime.progress=false", "runtime.checkpoint_every=5",
         "gan.steps=20", "gan.batch_size=32", "gan.eval_every=10", "gan.eval_samples=100", "gan.hidden=32",
         "gan.nz=16", "distill.steps=12", "distill.batch_size=32", "distill.eval_every=6",
         "distill.generator_width=8"]
-METHODS = {  # every distill method; the add-ons, mining, mixup, augmentation and QAT on somewhere
+METHODS = {  # every distill method; the add-ons, mining, mixup, the sample pool, augmentation and QAT on somewhere
     "scratch": [],
     "kd": ["distill.hint_weight=1", "distill.rkd_distance_weight=1", "distill.rkd_angle_weight=1"],
-    "gan": ["distill.hard_fraction=0.5", "distill.mixup=0.5"],
+    "gan": ["distill.hard_fraction=0.5", "distill.mixup=0.5", "distill.sample_reuse=2"],
     "gan_real": ["distill.rkd_distance_weight=0.5", "distill.qat=true", "distill.qat_fraction=0.5"],
     "data_free": ["distill.hint_weight=0.5", "distill.student_ema=0.9", "distill.generator_tv_weight=5"],
     "dafl": [],

@@ -12,6 +12,7 @@ import torch
 
 from gandistill import losses
 from gandistill.augment import random_affine
+from gandistill.bank import SampleBank
 from gandistill.runtime import Runtime, unwrap
 from gandistill.stages.distill.addons import AddOns
 from gandistill.stages.distill.context import (
@@ -26,18 +27,36 @@ from gandistill.stages.distill.context import (
 
 
 @torch.no_grad()
+def fresh_generated(ctx: Context, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This rank's shard of n fresh samples of the trained cGAN, augmented, with the teacher's logits."""
+    assert ctx.generator is not None
+    x, y = sample_shard(ctx.runtime, ctx.generator, n,
+                        "distill.batch_size × (1 + distill.hard_fraction) (candidates per step)")
+    if ctx.params.distill.augment:  # before mining: the student is scored on exactly what it will learn from
+        x = random_affine(x, world=ctx.runtime.world)
+    with ctx.runtime.autocast():
+        return x, y, ctx.teacher(x)
+
+
+def open_bank(ctx: Context, n: int) -> None:
+    """With distill.sample_reuse > 1 the step's n + hard-mining candidates come from a pool of
+    teacher-labelled samples that each serve that many steps on average (gandistill.bank); the
+    pool is loop-tracked state, so checkpoints carry it."""
+    dp = ctx.params.distill
+    if dp.sample_reuse > 1:
+        candidates = n + round(n * dp.hard_fraction)
+        ctx.extra_modules[BANK] = SampleBank(lambda k: fresh_generated(ctx, k), candidates, dp.sample_reuse,
+                                             ctx.runtime)
+
+
+@torch.no_grad()
 def generated_batch(ctx: Context, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """n samples of the trained cGAN, augmented, optionally mined for hard ones; returns
     (x, y, teacher logits on x — or None when mixup changed x after they were computed)."""
     dp = ctx.params.distill
     n_hard = round(n * dp.hard_fraction)
-    assert ctx.generator is not None
-    x, y = sample_shard(ctx.runtime, ctx.generator, n + n_hard,
-                        "distill.batch_size × (1 + distill.hard_fraction) (candidates per step)")
-    if dp.augment:  # before mining: the student is scored on exactly what it will learn from
-        x = random_affine(x, world=ctx.runtime.world)
-    with ctx.runtime.autocast():
-        t = ctx.teacher(x)
+    bank = ctx.extra_modules.get(BANK)
+    x, y, t = bank.candidates_shard() if isinstance(bank, SampleBank) else fresh_generated(ctx, n + n_hard)
     if n_hard:  # every rank scores its candidates; the choice is made over all of them
         keep = ctx.runtime.shard(_hardest(ctx, x, t, n, n_hard), "distill.batch_size")
         x, y, t = ctx.runtime.gather(x)[keep], ctx.runtime.gather(y)[keep], ctx.runtime.gather(t)[keep]
@@ -82,6 +101,8 @@ def mixup(x: torch.Tensor, probability: float, runtime: Runtime) -> torch.Tensor
 
 def _gan(ctx: Context, addons: AddOns) -> StepFn:
     # Soft labels only (labels=None → T²·KL): the conditioning label is not trusted as a hard target.
+    open_bank(ctx, ctx.params.distill.batch_size)
+
     def step(i: int) -> dict[str, Any]:
         x, _, t = generated_batch(ctx, ctx.params.distill.batch_size)
         return distill_step(ctx, addons, x, None, t)
@@ -96,6 +117,7 @@ def _noise(ctx: Context, addons: AddOns) -> StepFn:
 def _gan_real(ctx: Context, addons: AddOns) -> StepFn:
     dp = ctx.params.distill
     n_real = max(1, round(dp.batch_size * dp.real_fraction))
+    open_bank(ctx, dp.batch_size - n_real)
 
     def step(i: int) -> dict[str, Any]:
         xr, yr = ctx.real_batch(i, n_real)
@@ -112,5 +134,7 @@ def _gan_real(ctx: Context, addons: AddOns) -> StepFn:
 
     return step
 
+
+BANK = "sample_bank"  # the pool's name among the loop-tracked modules (its checkpoint key)
 
 STEPS: dict[str, StepFactory] = {"gan": _gan, "gan_real": _gan_real, "noise": _noise}
