@@ -112,8 +112,12 @@ def record(fn: Callable[[], Any]) -> tuple[list[Kernel], int]:
     return list(recorder.kernels.values()), int(counter.get_total_flops())
 
 
-VARIANTS = {"fp32": (None, False), "fp32 channels_last": (None, True),
-            "bf16": (torch.bfloat16, False), "bf16 channels_last": (torch.bfloat16, True)}
+# name → (number format, channels_last, oneDNN on). Without oneDNN a convolution runs as
+# im2col + MKL GEMM (or NNPACK), which can beat oneDNN on very few channels.
+VARIANTS = {"fp32": (None, False, True), "fp32 channels_last": (None, True, True), "fp32 im2col": (None, False, False),
+            "bf16": (torch.bfloat16, False, True), "bf16 channels_last": (torch.bfloat16, True, True)}
+FP32 = tuple(v for v, (dtype, _, _) in VARIANTS.items() if dtype is None)
+BF16 = tuple(v for v, (dtype, _, _) in VARIANTS.items() if dtype is torch.bfloat16)
 
 
 def _cpu_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -135,14 +139,16 @@ def _bound_call(op: Any, args: tuple[Any, ...]) -> Callable[[], Any]:
 def measure(kernels: list[Kernel], min_seconds: float = 0.02) -> None:
     """Fill each kernel's best_s for every variant that runs (at the caller's thread count)."""
     for kernel in kernels:
-        for variant, (dtype, channels_last) in VARIANTS.items():
-            if channels_last and not any(isinstance(a, TensorSpec) and len(a.shape) == 4 for a in kernel.args):
-                continue  # a matmul has no 4-D layout to change
+        is_conv = any(isinstance(a, TensorSpec) and len(a.shape) == 4 for a in kernel.args)
+        for variant, (dtype, channels_last, onednn) in VARIANTS.items():
+            if (channels_last or not onednn) and not is_conv:
+                continue  # a matmul has no 4-D layout to change and does not run on oneDNN
             try:
                 call = _bound_call(kernel.op, kernel.materialise(dtype, channels_last))
-                once = _cpu_seconds(call, 1)
-                repeats = max(5, min(200, int(min_seconds / max(once, 1e-6))))
-                kernel.best_s[variant] = _cpu_seconds(call, repeats)
+                with torch.backends.mkldnn.flags(enabled=onednn):
+                    once = _cpu_seconds(call, 1)
+                    repeats = max(5, min(200, int(min_seconds / max(once, 1e-6))))
+                    kernel.best_s[variant] = _cpu_seconds(call, repeats)
             except RuntimeError:  # a kernel without this variant (e.g. a dtype the op refuses)
                 continue
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -60,8 +61,8 @@ class Probe:
     """Watches one TrainingLoop.run: times each step / eval / checkpoint, records the compute
     kernels of one step, profiles a window of steps."""
 
-    def __init__(self, profile_steps: bool) -> None:
-        self.profile_steps = profile_steps
+    def __init__(self, profile_steps: bool, record_kernels: bool = True) -> None:
+        self.profile_steps, self.record_kernels = profile_steps, record_kernels
         self.calls = 0
         self.step_wall: list[float] = []
         self.step_cpu: list[float] = []
@@ -90,7 +91,7 @@ class Probe:
         def step(i: int) -> dict[str, Any]:
             k = self.calls
             self.calls += 1
-            if k == self.record_at:
+            if k == self.record_at and self.record_kernels:
                 out: list[dict[str, Any]] = []
                 self.kernels, self.flops = kernels.record(lambda: out.append(step_fn(i)))
                 return out[0]
@@ -216,7 +217,7 @@ def timings(probe: Probe, stage_wall: float) -> dict[str, Any]:
 
 
 def run_stage(name: str, params: Params, dirs: dict[str, Path], threads: int, profile_steps: bool,
-              nproc: int = 1) -> dict[str, Any]:
+              nproc: int = 1, floor: bool = True) -> dict[str, Any]:
     """One short run of a stage under a probe (`nproc` > 1: torchrun workers, `threads` each;
     rank 0's probe reports); returns its measurements."""
     torch.set_num_threads(threads)
@@ -226,7 +227,7 @@ def run_stage(name: str, params: Params, dirs: dict[str, Path], threads: int, pr
     os.environ["GANDISTILL_CHECKPOINT_ROOT"] = str(dirs["work"] / f"ckpt-{name}-{threads}-{time.monotonic_ns()}")
     if nproc > 1:
         return {"threads": threads, "processes": nproc} | _run_workers(stage, params, dirs, nproc)
-    probe = Probe(profile_steps)
+    probe = Probe(profile_steps, record_kernels=floor)
     started = time.perf_counter()
     with probing(probe):
         launch.run(stage, params, stage_paths(stage, dirs), NullTracker())
@@ -235,8 +236,8 @@ def run_stage(name: str, params: Params, dirs: dict[str, Path], threads: int, pr
         kernels.measure(probe.kernels)
         measured |= {
             "flops_per_step": probe.flops,
-            "floor_fp32_ms": 1000 * kernels.floor_seconds(probe.kernels, ("fp32", "fp32 channels_last")),
-            "floor_bf16_ms": 1000 * kernels.floor_seconds(probe.kernels, ("bf16", "bf16 channels_last")),
+            "floor_fp32_ms": 1000 * kernels.floor_seconds(probe.kernels, kernels.FP32),
+            "floor_bf16_ms": 1000 * kernels.floor_seconds(probe.kernels, kernels.BF16),
             "floor_ms": 1000 * kernels.floor_seconds(probe.kernels, tuple(kernels.VARIANTS)),
             "floor_as_recorded_ms": 1000 * kernels.floor_seconds(probe.kernels, ("fp32",)),
             "kernels": [{"kernel": k.describe(), "calls": k.calls, "flops": k.flops,
@@ -278,8 +279,8 @@ def worker(spec: str, out: str) -> int:
 def stage_budget(name: str, params: Params, n_train: int) -> dict[str, int]:
     """Steps, evaluations and checkpoints of the stage at `params` (what a real run does)."""
     if name == "teacher":
-        per_epoch = n_train // params.teacher.batch_size
-        steps = max(1, round(params.teacher.epochs * per_epoch))
+        per_epoch = max(1, n_train // params.teacher.batch_size)
+        steps = max(1, math.ceil(params.teacher.epochs * per_epoch))
         eval_every = max(1, per_epoch // 2)
     elif name == "gan":
         steps, eval_every = params.gan.steps, params.gan.eval_every
@@ -290,11 +291,11 @@ def stage_budget(name: str, params: Params, n_train: int) -> dict[str, int]:
             "checkpoints": 1 + steps // every + (steps % every > 0)}
 
 
-def short_params(params: Params, name: str, steps: int) -> Params:
+def short_params(params: Params, name: str, steps: int, n_train: int) -> Params:
     """The defaults with the stage cut to `steps` steps (its evaluations and checkpoints as usual)."""
     params = params.model_copy(deep=True)
     if name == "teacher":
-        params.teacher.epochs = steps * params.teacher.batch_size / 54000
+        params.teacher.epochs = steps / max(1, n_train // params.teacher.batch_size)
     elif name == "gan":
         params.gan.steps = steps
     else:
@@ -337,17 +338,18 @@ def main(argv: list[str] | None = None) -> None:
         n_train = int(prepared.get("counts", {}).get("train", 54000)) if isinstance(prepared, dict) else 54000
         for name in args.stages:
             if name != "teacher" and not (dirs["teacher"] / "model.pt").is_file():
-                run_stage("teacher", short_params(params, "teacher", 60), dirs, 1, False)
+                run_stage("teacher", short_params(params, "teacher", 60, n_train), dirs, 1, False, floor=False)
             if name == "distill" and not (dirs["generator"] / "model.pt").is_file():
-                run_stage("gan", short_params(params, "gan", 60), dirs, 1, False)
+                run_stage("gan", short_params(params, "gan", 60, n_train), dirs, 1, False, floor=False)
             runs = {}
             for threads in args.threads:
-                runs[str(threads)] = run_stage(name, short_params(params, name, args.steps), dirs, threads,
+                runs[str(threads)] = run_stage(name, short_params(params, name, args.steps, n_train), dirs, threads,
                                                profile_steps=threads == 1)
                 _progress(name, str(threads), runs[str(threads)])
             if args.nproc > 1:
                 key = f"{args.nproc}x1"
-                runs[key] = run_stage(name, short_params(params, name, args.steps), dirs, 1, False, args.nproc)
+                runs[key] = run_stage(name, short_params(params, name, args.steps, n_train), dirs, 1, False,
+                                      args.nproc)
                 _progress(name, key, runs[key])
             report["stages"][name] = {"budget": stage_budget(name, params, n_train), "runs": runs}
     report["load_average_before"], report["load_average_after"] = load_before, os.getloadavg()
@@ -391,7 +393,8 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{two.get('gflops_wall', nan):.0f} |")
     lines += ["", "## Per step and per stage", "",
               "Kernel floor: every matmul / convolution of one real step (forward and backward), replayed alone "
-              "at its fastest layout (as run, channels_last) and format; 1 core, CPU time. The 2-core lower bound of "
+              "at its fastest layout (as run, channels_last), algorithm (oneDNN, im2col + GEMM) and format; "
+              "1 core, CPU time. The 2-core lower bound of "
               "a stage is default steps × floor / 2 (perfect parallelism).", "",
               "| stage | FLOPs/step | floor FP32 ms | floor BF16 ms | kernel GFLOP/s at the floor | step ms, 1 thread "
               "(CPU) | step ms, 1 thread | step ms, 2 threads | step ms, 2 processes × 1 thread | 2 threads vs 1 "
@@ -447,8 +450,8 @@ def markdown(report: dict[str, Any]) -> str:
         one = stage["runs"].get("1", {})
         if "kernels" not in one:
             continue
-        lines += [f"### {name}", "", "| kernel | calls/step | MFLOP | fp32 | fp32 channels_last | bf16 | "
-                  "bf16 channels_last | best GFLOP/s |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"### {name}", "", "| kernel | calls/step | MFLOP | " + " | ".join(kernels.VARIANTS)
+                  + " | best GFLOP/s |", "|---|---|---|" + "---|" * (len(kernels.VARIANTS) + 1)]
         ranked = sorted(one["kernels"], key=lambda k: -k["calls"] * min(
             v for key, v in k.items() if key.endswith("_us")))
         for k in ranked[:12]:
