@@ -102,10 +102,14 @@ class EMA:
         src = unwrap(module)
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for ema_p, p in zip(self.shadow.parameters(), src.parameters(), strict=True):
-            ema_p.lerp_(p.detach(), 1 - decay)
-        for ema_b, b in zip(self.shadow.buffers(), src.buffers(), strict=True):
-            ema_b.copy_(b)
+        # One foreach op over all tensors (the per-tensor Python loop was a measurable share of a GAN step).
+        shadow, live = list(self.shadow.parameters()), [p.detach() for p in src.parameters()]
+        if len(shadow) != len(live):
+            raise ValueError("EMA: the module's parameters changed since the average was made")
+        torch._foreach_lerp_(shadow, live, 1 - decay)
+        shadow_buffers, live_buffers = list(self.shadow.buffers()), list(src.buffers())
+        if shadow_buffers:
+            torch._foreach_copy_(shadow_buffers, live_buffers)
 
     def state_dict(self) -> dict[str, Any]:
         """The averaged weights plus the update count (the warm-up continues from it on resume)."""

@@ -33,3 +33,24 @@ def test_frozen_leaves_parameters_that_were_already_frozen_frozen() -> None:
     with frozen(module):
         assert not module.weight.requires_grad
     assert module.weight.requires_grad and not module.bias.requires_grad
+
+
+def test_a_fused_optimizer_takes_the_step_the_default_one_takes() -> None:
+    from gandistill.runtime import fused
+
+    torch.manual_seed(0)
+    for cls, settings in ((torch.optim.AdamW, {"lr": 3e-3, "weight_decay": 1e-4}),
+                          (torch.optim.Adam, {"lr": 2e-4, "betas": (0.5, 0.999)}),
+                          (torch.optim.SGD, {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4})):
+        plain, fast = nn.Linear(6, 4), nn.Linear(6, 4)
+        fast.load_state_dict(plain.state_dict())
+        optimizers = cls(plain.parameters(), **settings), fused(cls, fast.parameters(), **settings)
+        assert optimizers[1].defaults["fused"]
+        for _ in range(5):
+            x = torch.randn(8, 6)
+            for model, opt in zip((plain, fast), optimizers, strict=True):
+                opt.zero_grad()
+                model(x).pow(2).mean().backward()
+                opt.step()
+        for a, b in zip(plain.parameters(), fast.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -31,7 +31,7 @@ from gandistill.fingerprints import model_digest
 from gandistill.loop import EMA, LoopResult
 from gandistill.model_files import discriminator_record, load_frozen_teacher, save_generator
 from gandistill.nets import build_gan, count_parameters
-from gandistill.runtime import Runtime, frozen, unwrap
+from gandistill.runtime import Runtime, frozen, fused, unwrap
 from gandistill.stages.harness import Training
 from gandistill.tracking import Tracker
 
@@ -53,8 +53,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     generator, disc = build_gan(gp.arch, gp.nz, meta.num_classes, meta.channels, size, gp.ngf, gp.ndf,
                                 gp.spectral_norm, hidden=gp.hidden)
     generator, disc = runtime.prepare(generator), runtime.prepare(disc)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=gp.lr_g, betas=(gp.beta1, gp.beta2))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=gp.lr_d, betas=(gp.beta1, gp.beta2))
+    opt_g = fused(torch.optim.Adam, generator.parameters(), lr=gp.lr_g, betas=(gp.beta1, gp.beta2))
+    opt_d = fused(torch.optim.Adam, disc.parameters(), lr=gp.lr_d, betas=(gp.beta1, gp.beta2))
     ema = EMA(generator, gp.ema_decay) if gp.ema_decay else None
     batches = StepBatches(len(train_y), gp.batch_size, training.params.seed, runtime.world, "gan.batch_size")
     step_fn = _step(runtime, gp, generator, disc, opt_g, opt_d, ema, teacher, train_x, train_y, batches)

@@ -28,7 +28,7 @@ from gandistill.evaluation.predict import accuracy, predict_logits
 from gandistill.loop import LoopResult, warmup_cosine
 from gandistill.model_files import save_classifier
 from gandistill.nets import build_classifier, count_parameters
-from gandistill.runtime import unwrap
+from gandistill.runtime import fused, unwrap
 from gandistill.stages.harness import Training
 from gandistill.tracking import Tracker
 from gandistill.transfer import method_data_dir
@@ -214,7 +214,7 @@ def _train(training: Training, meta: DatasetMeta, data_dir: Path, val_x: torch.T
     model = build_classifier(tp.arch, meta.channels, (meta.height, meta.width), meta.num_classes,
                              mean=meta.mean, std=meta.std)
     model = runtime.prepare(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
+    optimizer = fused(torch.optim.AdamW, model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
     batches = StepBatches(len(train_y), tp.batch_size, params.seed, runtime.world, "teacher.batch_size")
     total = max(1, math.ceil(tp.epochs * batches.per_epoch))
     scheduler = warmup_cosine(optimizer, total, warmup_steps=min(200, total // 10))

@@ -17,7 +17,7 @@ from gandistill.augment import random_affine
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, noise_images
 from gandistill.loop import EMA, warmup_cosine
-from gandistill.runtime import Runtime, unwrap
+from gandistill.runtime import Runtime, fused, unwrap
 
 if TYPE_CHECKING:
     from gandistill.stages.distill.addons import AddOns
@@ -130,8 +130,8 @@ def build_schedule(optimizer: torch.optim.Optimizer, kind: str, steps: int, warm
 
 def build_student_optimizer(dp: Any, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
     if dp.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=dp.lr, momentum=0.9, weight_decay=dp.weight_decay)
-    return torch.optim.AdamW(parameters, lr=dp.lr, weight_decay=dp.weight_decay)
+        return fused(torch.optim.SGD, parameters, lr=dp.lr, momentum=0.9, weight_decay=dp.weight_decay)
+    return fused(torch.optim.AdamW, parameters, lr=dp.lr, weight_decay=dp.weight_decay)
 
 
 def distill_step(ctx: Context, addons: AddOns, x: torch.Tensor, labels: torch.Tensor | None,

@@ -12,6 +12,7 @@ from torch import nn
 
 from gandistill import losses
 from gandistill.nets import build_gan
+from gandistill.runtime import fused
 from gandistill.stages.distill.addons import AddOns
 from gandistill.stages.distill.context import (
     Context,
@@ -33,7 +34,7 @@ def _new_free_generator(ctx: Context) -> tuple[nn.Module, torch.optim.Optimizer,
                              (meta.height, meta.width), width, width, hidden=width, output="normalised",
                              mean=meta.mean, std=meta.std)
     generator = ctx.runtime.prepare(generator)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=dp.generator_lr, betas=(dp.generator_beta1, 0.999))
+    opt_g = fused(torch.optim.Adam, generator.parameters(), lr=dp.generator_lr, betas=(dp.generator_beta1, 0.999))
     # Matched schedules: the generator's lr decays with the student's, or it out-runs a
     # student that can no longer follow and accuracy drifts down late in training.
     n_gen_steps = max(1, dp.steps // dp.student_steps_per_generator_step)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gandistill import losses
+from gandistill.runtime import fused
 from gandistill.stages.distill.addons import AddOns
 from gandistill.stages.distill.context import Context, StepFactory, StepFn, distill_step, forward_pair, optimise
 
@@ -37,7 +38,7 @@ def _adversarial(ctx: Context, addons: AddOns) -> StepFn:
     k = ctx.meta.num_classes
     disc = ctx.runtime.prepare(nn.Sequential(nn.Linear(2 * k, 128), nn.LeakyReLU(0.2), nn.Linear(128, 64),
                                              nn.LeakyReLU(0.2), nn.Linear(64, 1)))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=dp.lr, betas=(0.5, 0.999))
+    opt_d = fused(torch.optim.Adam, disc.parameters(), lr=dp.lr, betas=(0.5, 0.999))
     ctx.extra_modules["output_discriminator"] = disc
     ctx.extra_optimizers["output_discriminator"] = opt_d
 
