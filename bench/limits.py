@@ -176,9 +176,11 @@ def _category(name: str, optimiser: bool) -> str:
     return "other ATen ops (element-wise, pooling, losses)"
 
 
-def summarise_profile(prof: Any, wall_s: float, steps: int) -> dict[str, float]:
-    """Milliseconds per step by category; Python/framework = wall − every event's self time."""
+def summarise_profile(prof: Any, wall_s: float, steps: int) -> dict[str, Any]:
+    """Milliseconds per step by category (Python/framework = wall − every event's self time),
+    and the operators with the most self time."""
     per_category: dict[str, float] = {}
+    per_op: dict[str, float] = {}
     total = 0.0
     for event in prof.events():
         if event.device_type.name != "CPU":
@@ -189,11 +191,13 @@ def summarise_profile(prof: Any, wall_s: float, steps: int) -> dict[str, float]:
         self_us = event.self_cpu_time_total
         category = _category(event.name, optimiser)
         per_category[category] = per_category.get(category, 0.0) + self_us
+        per_op[event.name] = per_op.get(event.name, 0.0) + self_us
         total += self_us
-    out = {k: v / 1000 / steps for k, v in per_category.items()}
+    out: dict[str, Any] = {k: v / 1000 / steps for k, v in per_category.items()}
     out["Python and framework between ops"] = max(0.0, wall_s * 1000 / steps - total / 1000 / steps)
     out["wall (profiled)"] = wall_s * 1000 / steps
-    return out
+    top = sorted(per_op.items(), key=lambda kv: -kv[1])[:15]
+    return {"categories": out, "top_ops": {name: us / 1000 / steps for name, us in top}}
 
 
 def stage_paths(stage: str, dirs: dict[str, Path]) -> dict[str, str]:
@@ -244,7 +248,8 @@ def run_stage(name: str, params: Params, dirs: dict[str, Path], threads: int, pr
                          **{f"{v}_us": 1e6 * s for v, s in k.best_s.items()}} for k in probe.kernels],
         }
     if probe.profile:
-        measured["profile_ms"] = probe.profile
+        measured["profile_ms"] = probe.profile["categories"]
+        measured["top_ops_ms"] = probe.profile["top_ops"]
     return measured
 
 
@@ -363,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _progress(name: str, key: str, run: dict[str, Any]) -> None:
     brief = {k: round(v, 3) if isinstance(v, float) else v for k, v in run.items()
-             if k not in ("kernels", "profile_ms")}
+             if k not in ("kernels", "profile_ms", "top_ops_ms")}
     print(f"[limits] {name} @ {key}: {json.dumps(brief)}", file=sys.stderr, flush=True)
 
 
@@ -445,6 +450,11 @@ def markdown(report: dict[str, Any]) -> str:
         for category in categories:
             lines.append(f"| {category} | " + " | ".join(
                 f"{report['stages'][n]['runs']['1']['profile_ms'].get(category, 0.0):.2f}" for n in names) + " |")
+    for n in names:
+        top = report["stages"][n]["runs"]["1"].get("top_ops_ms", {})
+        if top:
+            lines += ["", f"Operators with the most self time in a {n} step (ms per step): "
+                      + ", ".join(f"{op} {ms:.2f}" for op, ms in top.items())]
     lines += ["", "## The slowest kernels against their floor (1 thread, µs per call)", ""]
     for name, stage in report["stages"].items():
         one = stage["runs"].get("1", {})
