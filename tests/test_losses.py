@@ -150,3 +150,26 @@ def test_attention_transfer_by_hand_and_its_invariances():
     s = torch.randn(4, 8, 5, 5, generator=g, requires_grad=True)
     losses.attention_transfer(s, t).backward()
     assert s.grad is not None and float(s.grad.abs().sum()) > 0
+
+
+def test_minimising_attention_transfer_moves_the_students_attention_onto_the_teachers():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 1, 10, 10, generator=g)
+    teacher_map = torch.zeros(8, 4, 10, 10)
+    teacher_map[:, :, :5, :5] = 1.0  # the teacher attends to the top-left quarter only
+    conv = torch.nn.Conv2d(1, 3, 3, padding=1)
+    where = torch.nn.Parameter(torch.ones(1, 1, 10, 10))  # a student that can learn where to look
+
+    def student(images: torch.Tensor) -> torch.Tensor:
+        return conv(images) * where
+
+    optimiser = torch.optim.Adam([*conv.parameters(), where], lr=0.05)
+    start = float(losses.attention_transfer(student(x), teacher_map))
+    for _ in range(100):
+        loss = losses.attention_transfer(student(x), teacher_map)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert float(loss) < 0.5 * start
+    energy = student(x).pow(2).mean(1)
+    assert float(energy[:, :5, :5].mean()) > 2 * float(energy[:, 5:, 5:].mean())
