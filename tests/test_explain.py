@@ -153,6 +153,9 @@ def test_the_explain_blocks_exist_with_finite_numbers(tiny_run):
                 "explain_agreement_class_9"):
         assert key in explain_metrics, key
     assert 0 < m["explain_disagreements"] == round((1 - m["agreement"]) * m["test_samples"])
+    # each block's cost is recorded (bench/explain_cost.py reads it); no time is asserted
+    assert {"accuracy", "explain", "speed", "gan_quality", "privacy", "curves"} <= set(result["block_seconds"])
+    assert all(0 < s < result["wall_s"] for s in result["block_seconds"].values())
     details = json.loads((root / "eval" / "explain.json").read_text())
     assert details["learned_from"] == {"kind": "generated", "description": "samples of the trained cGAN",
                                        "samples": 400, "discriminator": True}

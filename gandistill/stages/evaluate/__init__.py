@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -52,6 +53,7 @@ from gandistill.stages.evaluate.summary import summary_section, training_curves
 from gandistill.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 __all__ = ["Block", "Inputs", "run"]
 
@@ -76,15 +78,16 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
     ev = load_inputs(params, data_dir, teacher_dir, student_dir, generator_dir, out_dir, baseline_dirs,
                      translator_dir)
 
-    cross_domain = transfer_block(ev)
-    acc = accuracy.block(ev)
-    explained = explain.block(ev, acc)
-    cost = speed.block(ev, acc)
-    generated = gan_quality.sample(ev) if ev.generator_dir is not None else None
-    gan = gan_quality.block(ev, generated) if generated is not None else Block()
-    audit = privacy.block(ev, generated) if generated is not None else Block()
-    curves = training_curves(ev)
-    blocks = [cross_domain, acc, explained, cost, gan, audit, curves]
+    clock = _BlockClock()
+    cross_domain = clock.time("transfer", transfer_block, ev)
+    acc = clock.time("accuracy", accuracy.block, ev)
+    explained = clock.time("explain", explain.block, ev, acc)
+    cost = clock.time("speed", speed.block, ev, acc)
+    generated = clock.time("gan_sample", gan_quality.sample, ev) if ev.generator_dir is not None else None
+    gan = clock.time("gan_quality", gan_quality.block, ev, generated) if generated is not None else Block()
+    audit = clock.time("privacy", privacy.block, ev, generated) if generated is not None else Block()
+    curves = clock.time("curves", training_curves, ev)
+    blocks = [cross_domain, acc, explained, cost, gan, audit, curves, Block(result={"block_seconds": clock.seconds})]
 
     metrics = {key: value for b in blocks for key, value in b.metrics.items()}
     summary = summary_section(ev, acc, metrics)
@@ -96,10 +99,25 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, student_d
     files = [path.name for b in blocks for path in b.files.values()]
     for name in [*result["figures"].values(), *files, "report.html", "report.md", "summary.md", "result.json"]:
         tracker.log_artifact(ev.out_dir / name, "evaluation")
-    log.info("[evaluate] teacher %.4f, student %.4f (agreement %.4f, %.1f× fewer params) in %.1f s",
+    log.info("[evaluate] teacher %.4f, student %.4f (agreement %.4f, %.1f× fewer params) in %.1f s (%s)",
              metrics["teacher_test_acc"], metrics["student_test_acc"], metrics["agreement"],
-             metrics["compression_ratio"], result["wall_s"])
+             metrics["compression_ratio"], result["wall_s"],
+             ", ".join(f"{name} {secs:.1f} s" for name, secs in clock.seconds.items()))
     return result
+
+
+class _BlockClock:
+    """Wall seconds of each report block (result.json "block_seconds"): what each costs a run,
+    e.g. the explain block's budget (bench/explain_cost.py reads them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def time(self, name: str, build: Callable[..., T], *args: Any) -> T:
+        started = time.perf_counter()
+        built = build(*args)
+        self.seconds[name] = time.perf_counter() - started
+        return built
 
 
 def transfer_block(ev: Inputs) -> Block:
