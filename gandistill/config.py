@@ -127,10 +127,10 @@ class TeacherParams(OptimParams):
 
 
 class GanParams(Section):
-    # conv: transposed-conv G / strided-conv D (any size, colour; width ngf/ndf); mlp: fully
-    # connected pair as in the cGAN paper's MNIST experiment (width `hidden`) — 2.5–5.7× cheaper per
-    # step on CPU. auto: mlp for grey images up to 32×32, conv otherwise.
-    arch: Literal["auto", "conv", "mlp"] = "auto"
+    # conv: transposed-conv G / strided-conv D (width ngf/ndf); mlp: the cGAN paper's fully connected MNIST
+    # pair (width `hidden`), 2.5–5.7× cheaper per step on CPU; resnet: BigGAN-style G / projection D with
+    # spectral norm (nets/resgan.py). auto: mlp for grey images up to 32×32, conv otherwise.
+    arch: Literal["auto", "conv", "mlp", "resnet"] = "auto"
     hidden: int = Field(256, ge=16, le=4096)
     nz: int = Field(64, ge=2, le=1024)
     ngf: int = Field(32, ge=4, le=512)
@@ -143,11 +143,15 @@ class GanParams(Section):
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
     loss: Literal["bce", "hinge"] = "bce"
     spectral_norm: bool = True
+    # DiffAugment (Zhao et al. 2020) before D on real and generated images, in D and G steps.
+    augment: list[Literal["color", "translation", "cutout"]] = Field(default_factory=list)
     # λ of the seed objective: L_G = adv + λ·L_FM (feature matching on D's penultimate features).
     fm_weight: float = Field(1.0, ge=0.0)
     # Optional teacher guidance: CE(teacher(G(z,y)), y), and a mode-seeking diversity term.
     teacher_weight: float = Field(0.2, ge=0.0)
     diversity_weight: float = Field(0.5, ge=0.0)
+    feature_prior_weight: float = Field(0.0, ge=0.0)  # DeepInversion's prior (priors.py) on real images' statistics
+    feature_prior: Literal["class", "pooled"] = "class"  # class: class y spreads like its real images in the teacher
     # Sample from the EMA of G (None = the raw G): teacher-feature FID 61 vs 100 at 5,000 steps.
     ema_decay: float | None = Field(0.999, ge=0.0, lt=1.0)
     eval_every: int = Field(1000, ge=1)
@@ -258,6 +262,7 @@ class DistillParams(OptimParams):
     # data_free: weight of a total-variation prior on the generator's images (0 = off). Without
     # it one seed in four drifted to high-frequency textures and collapsed (52 %); with 5: 96 %.
     generator_tv_weight: float = Field(5.0, ge=0.0)
+    generator_feature_prior_weight: float = Field(0.0, ge=0.0)  # data_free: DeepInversion's BN prior (priors.py)
     dafl_activation_weight: float = Field(0.1, ge=0.0)
     # Quantisation-aware distillation: fake-quantise the student (as the INT8 export will) during
     # the last qat_fraction of the steps; selection then only considers steps inside that phase.

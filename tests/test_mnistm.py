@@ -88,8 +88,8 @@ def test_prepare_data_mnistm_keeps_mnist_splits_and_labels(tmp_path: Path, mnist
     json.loads((tmp_path / "data" / "meta.json").read_text())
 
 
-def test_mnistm_trains_lenet_and_conv_gan_stages(tmp_path: Path, mnist_dir: Path) -> None:
-    """The smoke chain on the colour set: a LeNet pair and the conv cGAN (auto picks conv for RGB)."""
+def test_mnistm_trains_lenet_and_resnet_gan_stages(tmp_path: Path, mnist_dir: Path) -> None:
+    """The smoke chain on the colour set: a LeNet pair and the ResNet cGAN (auto picks it for RGB)."""
     from gandistill.model_files import load_classifier, load_model_file
     from gandistill.stages import distill, train_gan, train_teacher
 
@@ -99,7 +99,7 @@ def test_mnistm_trains_lenet_and_conv_gan_stages(tmp_path: Path, mnist_dir: Path
     prepare_data.run(params, data)
     train_teacher.run(params, data, tmp_path / "teacher")
     train_gan.run(params, data, tmp_path / "teacher", tmp_path / "gen")
-    assert load_model_file(tmp_path / "gen")["arch"] == "conv"
+    assert load_model_file(tmp_path / "gen")["arch"] == "resnet"
     result = distill.run(params, data, tmp_path / "teacher", tmp_path / "gen", tmp_path / "student")
     assert load_classifier(tmp_path / "student").in_channels == 3
     assert 0.0 <= result["test_acc"] <= 1.0

@@ -20,6 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from gandistill.nets.layers import minibatch_stddev
+from gandistill.nets.resgan import ProjectionDiscriminator, ResNetGenerator
+
 
 class ConditionalBatchNorm2d(nn.Module):
     """BatchNorm without affine params, then a per-class scale and shift."""
@@ -107,17 +110,6 @@ class ConditionalGenerator(nn.Module):
             labels = torch.randint(0, self.num_classes, (n,), device=device, generator=generator)
         z = torch.randn(n, self.nz, device=device, generator=generator)
         return self(z, labels), labels
-
-
-def minibatch_stddev(h: torch.Tensor, group: int = 4) -> torch.Tensor:
-    """One feature map holding the mean std of features across groups of `group` samples."""
-    n, _, height, width = h.shape
-    g = group if n % group == 0 else 1
-    if g == 1:
-        g = n  # odd batch: one group over the whole batch
-    y = h.reshape(g, -1, *h.shape[1:])
-    y = (y - y.mean(dim=0)).pow(2).mean(dim=0).add(1e-8).sqrt().mean(dim=(1, 2, 3))
-    return y.view(-1, 1, 1, 1).repeat(g, 1, height, width)
 
 
 class ConditionalDiscriminator(nn.Module):
@@ -227,21 +219,36 @@ class DFADGenerator(nn.Module):
     sample = ConditionalGenerator.sample  # labels are drawn but ignored: the generator is unconditional
 
 
-def resolve_gan_arch(arch: str, channels: int, image_size: tuple[int, int]) -> str:
-    """"auto" → mlp for grey images up to 32×32 (cheap and good there), conv otherwise."""
+def resolve_gan_arch(arch: str, channels: int, image_size: tuple[int, int], output: str = "sigmoid") -> str:
+    """"auto" → mlp for grey images up to 32×32 (cheap and good there); resnet otherwise (colour,
+    texture, larger images: the ResNet pair sized for a CPU, nets/resgan.py) — conv for a generator
+    with another output than sigmoid pixels (the data-free generator), which the ResNet G lacks."""
     if arch != "auto":
         return arch
-    return "mlp" if channels == 1 and image_size[0] * image_size[1] <= 32 * 32 else "conv"
+    if channels == 1 and image_size[0] * image_size[1] <= 32 * 32:
+        return "mlp"
+    return "resnet" if output == "sigmoid" else "conv"
+
+
+def build_resnet_gan(nz: int, num_classes: int, channels: int, image_size: tuple[int, int], ngf: int, ndf: int,
+                     use_spectral_norm: bool = True) -> tuple[nn.Module, nn.Module]:
+    return (ResNetGenerator(nz, num_classes, channels, image_size, ngf),
+            ProjectionDiscriminator(num_classes, channels, image_size, ndf, use_spectral_norm))
 
 
 def build_gan(arch: str, nz: int, num_classes: int, channels: int, image_size: tuple[int, int], ngf: int, ndf: int,
               use_spectral_norm: bool = True, hidden: int = 256, output: str = "sigmoid",
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> tuple[nn.Module, nn.Module]:
-    """(generator, discriminator) by architecture name: "conv", "mlp" or "auto"; `output` as in
+    """(generator, discriminator) by architecture name: "conv", "mlp", "resnet" or "auto"; `output` as in
     `PixelOutput` (mean/std: the data's, for "normalised")."""
+    arch = resolve_gan_arch(arch, channels, image_size, output)
+    if arch == "resnet":
+        if output != "sigmoid":
+            raise ValueError("the resnet generator has a sigmoid output only")
+        return build_resnet_gan(nz, num_classes, channels, image_size, ngf, ndf, use_spectral_norm)
     if arch == "dfad":  # a data-free generator only: there is no discriminator for it
         return DFADGenerator(nz, num_classes, channels, image_size, ngf, output, mean, std), nn.Identity()
-    if resolve_gan_arch(arch, channels, image_size) == "mlp":
+    if arch == "mlp":
         return (MLPGenerator(nz, num_classes, channels, image_size, hidden, output, mean, std),
                 MLPDiscriminator(num_classes, channels, image_size, hidden, use_spectral_norm))
     return (ConditionalGenerator(nz, num_classes, channels, image_size, ngf, output, mean, std),

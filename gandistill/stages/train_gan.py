@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from gandistill import losses
+from gandistill.augment import diff_augment
 from gandistill.config import Params
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, to_tensors
 from gandistill.evaluation.gan_quality import generator_report
@@ -31,6 +32,7 @@ from gandistill.fingerprints import model_digest
 from gandistill.loop import EMA, LoopResult
 from gandistill.model_files import discriminator_record, load_frozen_teacher, save_generator
 from gandistill.nets import build_gan, count_parameters
+from gandistill.priors import FeatureStatisticsPrior
 from gandistill.runtime import Runtime, frozen, fused, unwrap
 from gandistill.stages.harness import Training
 from gandistill.tracking import Tracker
@@ -57,7 +59,13 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     opt_d = fused(torch.optim.Adam, disc.parameters(), lr=gp.lr_d, betas=(gp.beta1, gp.beta2))
     ema = EMA(generator, gp.ema_decay) if gp.ema_decay else None
     batches = StepBatches(len(train_y), gp.batch_size, training.params.seed, runtime.world, "gan.batch_size")
-    step_fn = _step(runtime, gp, generator, disc, opt_g, opt_d, ema, teacher, train_x, train_y, batches)
+    # The teacher's feature statistics on real training images, per class or pooled (gandistill/priors.py).
+    prior = None
+    if gp.feature_prior_weight > 0:
+        reference = slice(0, 10_000)
+        prior = FeatureStatisticsPrior(teacher, as_float(train_x[reference]),
+                                       train_y[reference] if gp.feature_prior == "class" else None, meta.num_classes)
+    step_fn = _step(runtime, gp, generator, disc, opt_g, opt_d, ema, teacher, prior, train_x, train_y, batches)
 
     def eval_fn(step: int) -> dict[str, float]:
         judged = ema.shadow if ema is not None else unwrap(generator)
@@ -84,12 +92,15 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
 
 
 def _step(runtime: Runtime, gp: Any, generator: nn.Module, disc: nn.Module, opt_g: torch.optim.Optimizer,
-          opt_d: torch.optim.Optimizer, ema: EMA | None, teacher: nn.Module, train_x: torch.Tensor,
-          train_y: torch.Tensor, batches: StepBatches) -> Callable[[int], dict[str, Any]]:
+          opt_d: torch.optim.Optimizer, ema: EMA | None, teacher: nn.Module, prior: FeatureStatisticsPrior | None,
+          train_x: torch.Tensor, train_y: torch.Tensor, batches: StepBatches) -> Callable[[int], dict[str, Any]]:
     """One D update, then one G update (the module docstring's L_D and L_G) on the step's real batch."""
     d_loss = losses.d_loss_hinge if gp.loss == "hinge" else losses.d_loss_bce
     g_adv = losses.g_loss_hinge if gp.loss == "hinge" else losses.g_loss_bce
     device = runtime.device
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, gp.augment) if gp.augment else x
 
     def step_fn(step: int) -> dict[str, Any]:
         idx = batches.indices(step)
@@ -97,8 +108,8 @@ def _step(runtime: Runtime, gp: Any, generator: nn.Module, disc: nn.Module, opt_
         z = runtime.shard(torch.randn(batches.batch_size, gp.nz, device=device))  # the global draw, this rank's part
         with runtime.autocast():
             fake = generator(z, y)
-            real_logit, real_feat = disc(real, y)
-            fake_logit, _ = disc(fake.detach(), y)
+            real_logit, real_feat = disc(augment(real), y)
+            fake_logit, _ = disc(augment(fake.detach()), y)
             loss_d = d_loss(real_logit, fake_logit)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -106,15 +117,20 @@ def _step(runtime: Runtime, gp: Any, generator: nn.Module, disc: nn.Module, opt_
 
         # D's weight gradients in this backward would be discarded (opt_d zeroes them): skip them.
         with runtime.autocast(), frozen(unwrap(disc)) as plain_disc:
-            fake_logit, fake_feat = plain_disc(fake, y)
+            fake_logit, fake_feat = plain_disc(augment(fake), y)
         with runtime.autocast():
             adv = g_adv(fake_logit)
             # Batch means over the global batch (gathered), as on one process.
             fm = losses.feature_matching(runtime.gather(real_feat.detach()), runtime.gather(fake_feat))
             loss_g = adv + gp.fm_weight * fm
             terms = {"loss_d": loss_d.detach(), "loss_g_adv": adv.detach(), "loss_fm": fm.detach()}
+            teacher_logits = None
+            if prior is not None:
+                teacher_logits, feature_prior = prior(fake, y)
+                loss_g = loss_g + gp.feature_prior_weight * feature_prior
+                terms["loss_feature_prior"] = feature_prior.detach()
             if gp.teacher_weight > 0:
-                guide = losses.teacher_guidance(teacher(fake), y)
+                guide = losses.teacher_guidance(teacher(fake) if teacher_logits is None else teacher_logits, y)
                 loss_g = loss_g + gp.teacher_weight * guide
                 terms["loss_teacher"] = guide.detach()
             if gp.diversity_weight > 0:

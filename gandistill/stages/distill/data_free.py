@@ -12,6 +12,7 @@ from torch import nn
 
 from gandistill import losses
 from gandistill.nets import build_gan
+from gandistill.priors import FeatureStatisticsPrior
 from gandistill.runtime import fused
 from gandistill.stages.distill.addons import AddOns
 from gandistill.stages.distill.context import (
@@ -108,9 +109,10 @@ def _data_free(ctx: Context, addons: AddOns) -> StepFn:
     student stays near 20–35% (bench/README.md) — and optional teacher CE on the conditioning
     label (`generator_guidance_weight`)."""
     dp = ctx.params.distill
+    prior = FeatureStatisticsPrior(ctx.teacher) if dp.generator_feature_prior_weight else None
 
     def generator_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        t = ctx.teacher(x)
+        t, feature_prior = prior(x) if prior is not None else (ctx.teacher(x), None)
         discrepancy = losses.logit_l1(ctx.student(x), t)
         balance = losses.information_entropy(ctx.runtime.gather(t))  # class balance of the global batch
         loss = -discrepancy + dp.balance_weight * balance
@@ -120,6 +122,9 @@ def _data_free(ctx: Context, addons: AddOns) -> StepFn:
         if dp.generator_tv_weight:
             terms["g_tv"] = losses.total_variation(x)
             loss = loss + dp.generator_tv_weight * terms["g_tv"]
+        if feature_prior is not None:
+            terms["g_feature_prior"] = feature_prior
+            loss = loss + dp.generator_feature_prior_weight * feature_prior
         return loss, terms
 
     return _with_free_generator(ctx, addons, generator_loss, losses.logit_l1)

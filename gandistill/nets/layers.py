@@ -1,0 +1,14 @@
+"""Layers the generator/discriminator families share."""
+
+import torch
+
+
+def minibatch_stddev(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """One feature map holding the mean std of features across groups of `group` samples."""
+    n, _, height, width = h.shape
+    g = group if n % group == 0 else 1
+    if g == 1:
+        g = n  # odd batch: one group over the whole batch
+    y = h.reshape(g, -1, *h.shape[1:])
+    y = (y - y.mean(dim=0)).pow(2).mean(dim=0).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+    return y.view(-1, 1, 1, 1).repeat(g, 1, height, width)
