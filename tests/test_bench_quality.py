@@ -36,3 +36,32 @@ def test_a_run_with_other_settings_or_code_replaces_the_rows_runs(results, chang
     quality.merge_result("t", _run(2, **changed))
     (row,) = results()["rows"].values()
     assert row["seeds"] == [2]
+
+
+def test_plot_never_averages_over_an_empty_time_range_and_draws_samples_too(tmp_path, monkeypatch):
+    from bench import plot
+
+    def curve(t0: float, t1: float) -> list[dict]:
+        return [{"wall_s": t0 + (t1 - t0) * k / 4, "samples": 256 * 250 * k, "test_acc": 0.5 + 0.1 * k}
+                for k in range(5)]
+
+    disjoint = [curve(500, 600), curve(1500, 1600)]  # seeds at different loads: no common wall time
+    assert plot.mean_band(disjoint) is None
+    grid, mean, low, high = plot.mean_band(disjoint, "samples")  # the shared clock still averages
+    assert grid[0] == 0 and grid[-1] == 256 * 1000 and mean[-1] == pytest.approx(90.0)
+    overlapping = plot.mean_band([curve(0, 100), curve(50, 150)])
+    assert overlapping is not None and overlapping[0][0] == 50 and overlapping[0][-1] == 100
+    runs = {f"r{s}": {"dataset": "d", "budget": "default", "method": "gan", "overrides": [], "seed": s,
+                      "teacher_acc": 0.99, "curve": c} for s, c in enumerate(disjoint)}
+    monkeypatch.setattr(plot, "RESULTS", tmp_path)
+    (tmp_path / "q.json").write_text(json.dumps({"runs": runs}))
+    assert plot.draw("q").stat().st_size > 0
+
+
+def test_a_row_reports_its_generators_recall_and_precision_beside_fid(results, tmp_path):
+    for seed, recall in ((0, 0.1), (1, 0.3)):
+        quality.merge_result("t", _run(seed) | {"gan_checks": {"fid": 100.0 + seed, "recall": recall,
+                                                               "precision": 0.5, "agreement": 0.9}})
+    (row,) = results()["rows"].values()
+    assert row["gan_checks"]["recall"] == pytest.approx(0.2) and row["gan_checks"]["fid"] == pytest.approx(100.5)
+    assert "| 100 / 0.2 / 0.5 / 0.9 |" in (tmp_path / "t.md").read_text()
