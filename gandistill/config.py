@@ -116,6 +116,9 @@ class TeacherParams(OptimParams):
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
     augment: bool = True
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    # A teacher below this validation accuracy cannot teach: train_teacher stops before the GAN and the
+    # student spend their budget. null: a quarter of the way from chance (1/K) to 100 %; 0: never stop.
+    min_accuracy: float | None = Field(None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _path_for_import(self) -> TeacherParams:

@@ -24,9 +24,16 @@ def file_digest(path: str | Path) -> str:
     return file_hash(path, "sha256")[:16]
 
 
+# Keys that judge a training run's result without shaping it: a new value must resume the run's
+# checkpoint, not start over (teacher.min_accuracy: train_teacher's teaching bar).
+JUDGES_ONLY = {"teacher": ("min_accuracy",)}
+
+
 def params_sections(params: Params, *names: str) -> dict[str, Any]:
-    """The named params sections and the seed, as plain data (a fingerprint's params part)."""
-    return {name: getattr(params, name).model_dump() for name in names} | {"seed": params.seed}
+    """The named params sections (less the keys in JUDGES_ONLY) and the seed, as plain data (a
+    fingerprint's params part)."""
+    return {name: getattr(params, name).model_dump(exclude=set(JUDGES_ONLY.get(name, ()))) for name in names} | {
+        "seed": params.seed}
 
 
 def model_digest(folder: str | Path) -> str:

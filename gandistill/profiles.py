@@ -18,6 +18,9 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         # A plumbing check, not a quality one: a 40-step student's INT8 drop on 500 images is
         # noise (one flipped image = 0.2 points), so the smoke run's gate only catches breakage.
         "export.int8_max_drop": 0.05,
+        # Its 14-step teacher scores 40-46 % on MNIST (seeds 0-2), near the teaching bar (32.5 %), and less
+        # on a user's harder data: a plumbing check must not stop there. Off, as the INT8 gate is loosened.
+        "teacher.min_accuracy": 0,
     },
     # Paper-sized budgets (bench: `--budget full`): DFAD trains 2,000 generator × 5 student steps at
     # batch 512 (≈ 20,000 steps at our 256); the cGAN gets 3× the default's steps (FID 29 at 8k).

@@ -4,6 +4,10 @@ Cross-entropy with mild affine augmentation, AdamW and warm-up + cosine schedule
 checkpoint with the best validation accuracy is kept (selection never looks at test).
 An imported teacher (TorchScript or state dict) is checked against the data's input shape
 and class count, evaluated, and passed on unchanged.
+
+A teacher that cannot teach — below `teaching_threshold` on validation — stops the run here,
+before the GAN and the student spend their budget; the outputs are built in a staging folder,
+so a teacher that fails leaves none.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from gandistill import archs, methods
 from gandistill.augment import random_affine
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
-from gandistill.errors import ConfigError, DataError
+from gandistill.distributed import World
+from gandistill.errors import ConfigError, DataError, TrainingError
 from gandistill.evaluation.predict import accuracy, predict_logits
+from gandistill.files import staged_dir
 from gandistill.loop import LoopResult, warmup_cosine
 from gandistill.model_files import save_classifier
 from gandistill.nets import build_classifier, count_parameters
@@ -172,7 +178,54 @@ def _import_teacher(params: Params, data_dir: Path, out_dir: Path) -> torch.nn.M
     return model
 
 
+# How far from chance (1/K) towards a perfect score a teacher must be to teach, by default. A
+# quarter: the bar catches a broken teacher (a tiny budget, shuffled labels, the wrong input
+# normalisation or class order: near chance) without stopping a merely weak one on a hard dataset
+# (100 classes: 25.75 %). It does not read promote.min_accuracy: train_teacher's kfp cache key
+# would then change with the promotion bar and a new bar would re-run the whole DAG on a cluster.
+DEFAULT_TEACHING_FRACTION = 0.25
+
+
+def teaching_threshold(min_accuracy: float | None, num_classes: int) -> float:
+    """The validation accuracy a teacher needs to teach: `teacher.min_accuracy`, or by default a
+    quarter of the way from chance (1/K) to 100 % (MNIST: 32.5 %)."""
+    if min_accuracy is not None:
+        return min_accuracy
+    chance = 1.0 / num_classes
+    return chance + DEFAULT_TEACHING_FRACTION * (1.0 - chance)
+
+
+def check_can_teach(params: Params, val_acc: float, meta: DatasetMeta) -> None:
+    """Stop a run whose teacher cannot teach, naming its accuracy, the bar and the knobs."""
+    tp = params.teacher
+    bar = teaching_threshold(tp.min_accuracy, meta.num_classes)
+    if val_acc >= bar:
+        return
+    why = ("teacher.min_accuracy" if tp.min_accuracy is not None else
+           f"teacher.min_accuracy: null = a quarter of the way from chance ({1 / meta.num_classes:.1%}) to 100 %")
+    if tp.source == "train":
+        raise TrainingError(f"the teacher reaches {val_acc:.1%} on the validation split, below the "
+                            f"{bar:.1%} it needs to teach ({why}): the GAN and the student would spend their budget "
+                            "on a student that can learn no more than its teacher knows. Train it longer "
+                            f"(teacher.epochs={tp.epochs:g}), check the labels, or set teacher.min_accuracy=0 to go on "
+                            "anyway")
+    raise DataError(f"teacher.path={tp.path}: the imported teacher scores {val_acc:.1%} on the validation split, "
+                    f"below the {bar:.1%} it needs to teach ({why}); near chance it usually takes its input "
+                    f"normalised differently (it must take raw [0, 1] pixels) or orders its classes differently "
+                    f"(expected {', '.join(meta.class_names[:10])}). Set teacher.min_accuracy=0 to go on anyway")
+
+
 def run(params: Params, data_dir: str | Path, out_dir: str | Path, tracker: Tracker | None = None) -> dict[str, Any]:
+    """Train or import the teacher into `out_dir`: built in a staging folder and published whole
+    (rank 0 writes; other data-parallel ranks write nothing)."""
+    if not World.from_env().is_main:
+        return _train_or_import(params, data_dir, out_dir, tracker)
+    with staged_dir(out_dir) as staging:
+        return _train_or_import(params, data_dir, staging, tracker)
+
+
+def _train_or_import(params: Params, data_dir: str | Path, out_dir: str | Path,
+                     tracker: Tracker | None) -> dict[str, Any]:
     training = Training.start("train_teacher", "teacher", params, tracker)
     params, runtime = training.params, training.runtime
     tp = params.teacher
@@ -259,10 +312,7 @@ def _finish(training: Training, model: nn.Module, meta: DatasetMeta, data_dir: P
     val_acc = accuracy(predict_logits(model, val_x), val_y)
     test_acc = accuracy(predict_logits(model, test_x), test_y)
     n_params = count_parameters(model)
-    if tp.source != "train" and val_acc < 1.5 / meta.num_classes:
-        log.warning("[train_teacher] imported teacher scores %.3f on val, near chance (1/%d): check it takes raw "
-                    "[0, 1] pixels and that its class order matches %s", val_acc, meta.num_classes,
-                    meta.class_names[:10])
+    check_can_teach(training.params, val_acc, meta)
     arch = f"torchscript:{Path(tp.path or '').name}" if tp.source == "torchscript" else tp.arch
     result |= {"arch": arch, "val_acc": val_acc, "test_acc": test_acc, "params": n_params}
     training.finish(out_dir, result, {"final_val_acc": val_acc, "test_acc": test_acc, "params": float(n_params)})
