@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -44,6 +43,7 @@ from typing import Any, Protocol
 from gandistill import storage
 from gandistill.errors import ServiceError
 from gandistill.files import atomic_write
+from gandistill.processes import process_alive, process_start, this_machine
 
 log = logging.getLogger("gandistill")
 
@@ -54,43 +54,6 @@ RUN_NAME_ENV = "GANDISTILL_RUN_NAME"  # set by `gandistill run --local`; KFP_RUN
 
 def ttl_s() -> float:
     return max(1.0, float(os.environ.get(TTL_ENV, "60")))
-
-
-def _read_first_line(path: str) -> str:
-    try:
-        with open(path, encoding="ascii") as handle:
-            return handle.readline().strip()
-    except OSError:
-        return ""
-
-
-def this_machine() -> str:
-    """Where a pid means something: hostname, boot and pid namespace."""
-    pid_namespace = ""
-    with contextlib.suppress(OSError):
-        pid_namespace = os.readlink("/proc/self/ns/pid")
-    return f"{socket.gethostname()}|{_read_first_line('/proc/sys/kernel/random/boot_id')}|{pid_namespace}"
-
-
-def process_start(pid: int) -> str:
-    """The start time of process `pid` (clock ticks since boot, /proc/PID/stat field 22) — a pid
-    reused by a later process has another — or "" where /proc is not there."""
-    stat = _read_first_line(f"/proc/{pid}/stat")
-    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
-    return fields[19] if len(fields) > 19 else ""
-
-
-def process_alive(pid: int, started: str) -> bool:
-    if Path("/proc/self/stat").is_file():
-        fields = _read_first_line(f"/proc/{pid}/stat").rpartition(")")[2].split()
-        return len(fields) > 19 and fields[0] != "Z" and (not started or fields[19] == started)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RecordStore(Protocol):

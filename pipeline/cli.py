@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from gandistill.config import DEFAULT_PARAMS_FILE, Params, load_params, params_y
 from gandistill.errors import GandistillError
 
 log = logging.getLogger("gandistill")
+INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 
 def _version() -> str:
@@ -139,6 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if source in MNIST_BACKED:
             fetch_mnist(path)
     run_name = args.run_name or default_run_name()
+    # SIGTERM ends the run as Ctrl-C does: its MLflow run closed as KILLED, kfp's workspace removed.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         summary = run_local(params, runs_root=args.runs_dir, run_name=run_name, verbose=args.verbose,
                             nproc=args.nproc)
@@ -149,6 +153,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     print_summary(summary)
     return 0 if summary["status"] == "FINISHED" else 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM: stop the kfp task processes too (Ctrl-C reaches them by itself), then unwind as
+    Ctrl-C does; a second signal while unwinding is ignored."""
+    from gandistill.processes import terminate_children
+
+    signal.signal(signum, signal.SIG_IGN)
+    terminate_children(signum)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -482,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     except GandistillError as exc:
         print(f"gandistill: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("gandistill: interrupted; run the same command again to resume from the last checkpoints",
+              file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any, TextIO
 
 from gandistill_pipeline import runs
 
-from gandistill import console, errors, stage_records, storage, tracking
+from gandistill import console, errors, lease, processes, stage_records, storage, tracking
 from gandistill.checkpoint_store import CHECKPOINT_ROOT_ENV
 from gandistill.config import Params
 from gandistill.errors import ConfigError, GandistillError, ServiceError
@@ -102,6 +103,58 @@ def check_runs_dir(root: str | Path) -> Path:
         raise ConfigError(f"--runs-dir {root}: {problem}; give a folder this user can write (kfp outputs, "
                           "checkpoints and run records go there)")
     return root
+
+
+# A local run's MLflow parent records the process that runs it, so a later run on this machine can
+# tell the parent of an attempt that died (kill -9, a power cut: nothing closed it) from a live one's.
+TAG_PID, TAG_PROCESS_START, TAG_MACHINE = "gandistill.pid", "gandistill.process_start", "gandistill.machine"
+
+
+def _this_process() -> dict[str, str]:
+    return {TAG_PID: str(os.getpid()), TAG_PROCESS_START: processes.process_start(os.getpid()),
+            TAG_MACHINE: processes.this_machine()}
+
+
+def close_dead_attempts(client: Any) -> list[str]:
+    """Close as KILLED the MLflow parent runs (and their stage runs) that local runs on this machine
+    left RUNNING when they died; returns the parents' ids."""
+    experiment = client.get_experiment_by_name(tracking.experiment_name())
+    if experiment is None:
+        return []
+    left = client.search_runs([experiment.experiment_id], filter_string=(
+        f"attributes.status = 'RUNNING' and tags.`{TAG_MACHINE}` = '{processes.this_machine()}'"))
+    dead = [run for run in left if not processes.process_alive(int(run.data.tags.get(TAG_PID, "0")),
+                                                           run.data.tags.get(TAG_PROCESS_START, ""))]
+    for run in dead:
+        close_with_stages(client, run.info.run_id, "KILLED")
+        log.warning("MLflow run %s of the local run %s closed as KILLED: the process that ran it is gone",
+                    run.info.run_id, run.data.tags.get("gandistill.run_name", "?"))
+    return [run.info.run_id for run in dead]
+
+
+def close_with_stages(client: Any, parent_run_id: str, status: str) -> None:
+    """Close a parent run and the stage runs under it that are still RUNNING."""
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    stages = client.search_runs([experiment_id], filter_string=(
+        f"attributes.status = 'RUNNING' and tags.mlflow.parentRunId = '{parent_run_id}'"))
+    for run in stages:
+        client.set_terminated(run.info.run_id, status=status)
+    client.set_terminated(parent_run_id, status=status)
+
+
+# kfp.local's temp workspace for one run, named for the process (pid, start time) that owns it: kfp
+# removes it on every exit it sees; a run that was killed leaves it, and the next run removes it.
+WORKSPACE_PREFIX = "kfp-workspace-gandistill-"
+_WORKSPACE_RE = re.compile(re.escape(WORKSPACE_PREFIX) + r"(\d+)-(\d*)-")
+
+
+def kfp_workspace() -> Path:
+    """A fresh workspace for this run, after removing those of runs that died on this machine."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}*"):
+        owner = _WORKSPACE_RE.match(folder.name)
+        if owner and not processes.process_alive(int(owner.group(1)), owner.group(2)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-{processes.process_start(os.getpid())}-"))
 
 
 def stage_times(parent_run_id: str) -> dict[str, float]:
@@ -250,11 +303,13 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
     pipeline_root = runs_root / "kfp"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
+    os.environ[lease.RUN_NAME_ENV] = run_name  # the tasks name this run in the checkpoint leases they hold
     tracking.bound_http_retries()  # before the tasks start: they inherit the bounded retries
     try:
         parent_run_id = tracking.start_parent_run(run_name, tags={
             "gandistill.method": params.distill.method, "git_commit": git_commit(),
-            "gandistill.run_name": run_name})
+            "gandistill.run_name": run_name, **_this_process()})
+        close_dead_attempts(tracking.client())
         tracking.Tracker(parent_run_id, tracking.client()).log_params(params.flat())
     except GandistillError:
         raise
@@ -264,7 +319,8 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
                            "check MLFLOW_TRACKING_URI or unset it to use the embedded sqlite default") from None
 
     before = set(pipeline_root.iterdir())
-    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+               workspace_root=str(kfp_workspace()))
     started = time.perf_counter()
     status = "FAILED"
     try:
@@ -273,11 +329,18 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
         status = "FINISHED"
     except RuntimeError as exc:  # kfp.local names the failed task; the stage's own event says why
         raise stage_failure(runs_root / run_name / runs.EVENTS, exc) from None
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into this)
+        status = "KILLED"
+        raise
     finally:
         try:
-            tracking.finish_run(parent_run_id, status)
-        except GandistillError as exc:  # keep the task's error (raised on) as the one reported
-            log.warning("%s", exc)
+            if status == "KILLED":  # the stages' runs were cut short with it
+                close_with_stages(tracking.client(), parent_run_id, status)
+            else:
+                tracking.finish_run(parent_run_id, status)
+        except Exception as exc:  # keep the task's error (raised on) as the one reported
+            log.warning("%s", exc if isinstance(exc, GandistillError) else
+                        tracking.tracking_error(exc, "closing the pipeline's parent run"))
         new_dirs = sorted(set(pipeline_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
         run_dir = new_dirs[-1] if new_dirs else pipeline_root
         summary = build_summary(params, run_dir, parent_run_id, time.perf_counter() - started, status)

@@ -20,7 +20,7 @@ import pytest
 import torch
 from helpers import TOY_STEPS, finish_toy_run, same_weights, start_toy_run, toy_weights, wait_for_file
 
-from gandistill import lease
+from gandistill import lease, processes
 from gandistill.checkpoint_store import CheckpointStore
 from gandistill.errors import ServiceError
 
@@ -69,7 +69,7 @@ def test_with_a_wait_limit_the_second_run_trains_apart(tmp_path: Path) -> None:
 def _dead_owner(folder: Path, **fields: object) -> None:
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     record = {"token": "dead", "run": "run-killed", "pid": int(proc.stdout), "process_start": "1",
-              "machine": lease.this_machine(), "since": 0, "heartbeat": time.time(), "beat": 1} | fields
+              "machine": processes.this_machine(), "since": 0, "heartbeat": time.time(), "beat": 1} | fields
     folder.mkdir(parents=True, exist_ok=True)
     (folder / lease.OWNER_FILE).write_text(json.dumps(record))
 

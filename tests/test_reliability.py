@@ -13,8 +13,12 @@ import http.server
 import json
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -330,3 +334,79 @@ def test_an_error_crosses_the_task_boundary_as_its_documented_class() -> None:
     assert errors.category(tracking.TrackingError("x")) == "ServiceError"  # a subclass reports as its row
     assert errors.by_name(errors.category(tracking.TrackingError("x"))).exit_code == 5
     assert errors.category(ValueError("a bug")) == "" and errors.by_name("").exit_code == 1
+
+
+# -- attempts that die: their MLflow runs and kfp workspaces ------------------------------------
+
+def _start_smoke_run(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
+    """`gandistill run --local --profile smoke` in its own process group; returns it once its
+    prepare_data task has started (the MLflow parent exists, kfp's workspace too)."""
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    proc = subprocess.Popen([sys.executable, "-m", "gandistill", "run", "--local", "--profile", "smoke",
+                             "--params", str(ROOT / "params.yaml"), "--runs-dir", str(tmp_path / "runs"),
+                             "--run-name", name], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    events = tmp_path / "runs" / name / "events.jsonl"
+    deadline = time.monotonic() + 300
+    while not (events.is_file() and '"stage_start"' in events.read_text() and "RUNNING" in _stages_of(name)):
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "no stage started"
+        time.sleep(0.1)
+    return proc, events
+
+
+def _stages_of(name: str) -> set[str]:
+    """The statuses of the stage runs under run `name`'s MLflow parent (empty before they exist)."""
+    client = tracking.client()
+    experiment = client.get_experiment_by_name(tracking.experiment_name())
+    parents = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`gandistill.run_name` = '{name}'")
+    return _stage_statuses(parents[0].info.run_id) if parents else set()
+
+
+def _parent(name: str) -> object:
+    client = tracking.client()
+    return client.search_runs([client.get_experiment_by_name(tracking.experiment_name()).experiment_id],
+                              filter_string=f"tags.`gandistill.run_name` = '{name}'")[0]
+
+
+def _stage_statuses(parent_id: str) -> set[str]:
+    client = tracking.client()
+    runs = client.search_runs([client.get_run(parent_id).info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    return {r.info.status for r in runs}
+
+
+@pytest.mark.slow
+def test_a_terminated_run_closes_its_mlflow_runs_as_killed_and_removes_its_workspace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (as `kill`, a scheduler or `timeout` sends it) ends a run as Ctrl-C does: its task
+    processes stop, exit 130, its MLflow parent and stage runs end KILLED (not RUNNING forever),
+    kfp's temp workspace is gone. A kill -9 leaves both behind: the next run closes the dead
+    attempt's MLflow runs as KILLED and removes its workspace."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    proc, _ = _start_smoke_run(tmp_path, "terminated")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err.rstrip().splitlines()[-1], err[-2000:]
+    parent = _parent("terminated")
+    assert parent.info.status == "KILLED" and "KILLED" in _stage_statuses(parent.info.run_id)
+    assert "RUNNING" not in _stage_statuses(parent.info.run_id)
+    assert not list((tmp_path / "tmp").glob("kfp-workspace-*"))
+    assert json.loads((tmp_path / "runs" / "terminated" / "summary.json").read_text())["status"] == "KILLED"
+
+    proc, _ = _start_smoke_run(tmp_path, "killed")
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its task processes, nothing can clean up
+    proc.wait()
+    parent = _parent("killed")
+    assert parent.info.status == "RUNNING" and "RUNNING" in _stage_statuses(parent.info.run_id)
+    assert [p.name for p in (tmp_path / "tmp").glob("kfp-workspace-gandistill-*")]
+
+    later, _ = _start_smoke_run(tmp_path, "later")
+    os.killpg(later.pid, signal.SIGTERM)
+    later.communicate(timeout=120)
+    parent = tracking.client().get_run(parent.info.run_id)
+    assert parent.info.status == "KILLED" and "KILLED" in _stage_statuses(parent.info.run_id)
+    assert "RUNNING" not in _stage_statuses(parent.info.run_id)
+    assert not list((tmp_path / "tmp").glob("kfp-workspace-*"))
