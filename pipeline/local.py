@@ -300,8 +300,6 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
         # Before anything runs or is written: a store we cannot use fails here, not after prepare_data.
         storage.check_bucket(os.environ[CHECKPOINT_ROOT_ENV])
     check_runs_dir(runs_root)
-    pipeline_root = runs_root / "kfp"
-    pipeline_root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking.tracking_uri())
     os.environ[lease.RUN_NAME_ENV] = run_name  # the tasks name this run in the checkpoint leases they hold
     tracking.bound_http_retries()  # before the tasks start: they inherit the bounded retries
@@ -318,6 +316,8 @@ def run_local(params: Params, runs_root: str | Path = "runs", run_name: str | No
                            f"({tracking.redact(f'{type(exc).__name__}: {exc}')}); "
                            "check MLFLOW_TRACKING_URI or unset it to use the embedded sqlite default") from None
 
+    pipeline_root = runs_root / "kfp"  # made once MLflow took the run: a run that cannot start writes nothing
+    pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
     local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                workspace_root=str(kfp_workspace()))
