@@ -230,8 +230,9 @@ def stage_failure(events: Path, exc: Exception) -> GandistillError:
     if failed:
         first = failed[0]
         return errors.by_name(first.get("error_class", ""))(f"{first.get('stage')} failed: {first.get('error')}")
-    return GandistillError(f"pipeline failed: {_ANSI.sub('', str(exc))} (the task reported no error: killed by a "
-                           "signal or out of memory?)")
+    return GandistillError(f"pipeline failed: {_ANSI.sub('', str(exc))} The task reported no error of its own: it was "
+                           "killed (a signal, out of memory) or failed before its stage started; its output is in the "
+                           "run's kfp.log")
 
 
 def default_run_name() -> str:
