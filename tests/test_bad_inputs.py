@@ -23,9 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, make_pattern_images
-
-from gandistill.data.idx import write_idx
+from helpers import ROOT, make_pattern_images, write_idx
 
 MNIST = ROOT / "data" / "mnist"
 
