@@ -98,7 +98,8 @@ def test_a_task_parses_its_params_once_and_hands_the_view_on(tiny_dataset: Path,
     """From the component's JSON to the stage function's harness: one validation per task."""
     from gandistill_components.train_teacher import train_teacher
 
-    params = load_params(ROOT / "params.yaml", ["runtime.threads=1", "teacher.epochs=0.05", "runtime.progress=false"])
+    params = load_params(ROOT / "params.yaml", ["runtime.threads=1", "teacher.epochs=0.05", "runtime.progress=false",
+                                                "teacher.min_accuracy=0"])  # a 1-step teacher: the teaching bar is off
     parses = _counting_parses(monkeypatch)
     teacher = artifact(dsl.Model, tmp_path / "teacher")
     train_teacher(stage_params.stage_json(params, "train_teacher"), "", artifact(dsl.Dataset, tiny_dataset),
@@ -114,7 +115,8 @@ def test_a_torchrun_worker_parses_the_spec_once(tiny_dataset: Path, tmp_path: Pa
     from gandistill import launch
 
     params = stage_params.view(load_params(ROOT / "params.yaml", ["runtime.threads=1", "teacher.epochs=0.05",
-                                                                  "runtime.progress=false"]), "train_teacher")
+                                                                  "runtime.progress=false", "teacher.min_accuracy=0"]),
+                               "train_teacher")
     spec = launch.write_spec(tmp_path, "train_teacher", params,
                              {"data_dir": str(tiny_dataset), "out_dir": str(tmp_path / "teacher")}, "")
     parses = _counting_parses(monkeypatch)
