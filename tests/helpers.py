@@ -15,10 +15,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +79,17 @@ def train_transfer_world(params: Params, folder: Path) -> dict[str, Path]:
     train_teacher.run(params, paths["data"], paths["teacher"])
     train_translator.run(params, paths["data"], paths["teacher"], paths["translator"])
     return paths
+
+
+@contextlib.contextmanager
+def dead_port() -> Iterator[int]:
+    """A local port held bound but never listened on, for an unreachable server: connecting is
+    refused, and while it is held no other process on this shared machine can start a server there
+    (a port merely found free and released can be taken by another suite's server before the
+    process under test connects)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

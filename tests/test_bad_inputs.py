@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, make_pattern_images, write_idx
+from helpers import ROOT, dead_port, make_pattern_images, write_idx
 
 MNIST = ROOT / "data" / "mnist"
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _patterns(folder: Path, name: str = "data.npz", size: int = 16, **arrays: np.ndarray) -> str:
@@ -117,8 +110,12 @@ BEFORE_THE_PIPELINE = {
 
 def _cli(case: Case, tmp: Path, mlflow_db: Path | None = None) -> subprocess.CompletedProcess:
     """Run the case in `tmp` (its working directory), with the smoke profile and the repository's
-    MNIST unless the case says otherwise."""
-    port = str(_closed_port())
+    MNIST unless the case says otherwise. `{port}` in its env is a port nobody listens on."""
+    with dead_port() as port:
+        return _run_case(case, tmp, str(port), mlflow_db)
+
+
+def _run_case(case: Case, tmp: Path, port: str, mlflow_db: Path | None) -> subprocess.CompletedProcess:
     args = [a.replace("{tmp}", str(tmp)) for a in case.args]
     if args[0] == "run":
         args += ["--profile", "smoke"] + ([] if "--runs-dir" in args else ["--runs-dir", str(tmp / "runs")])

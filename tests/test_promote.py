@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import dead_port as held_dead_port
 from helpers import fast_params, make_world
 
 from gandistill.config import Params
@@ -242,13 +243,9 @@ def test_no_model_and_no_alias_read_as_no_champion(registry):
 
 @pytest.fixture
 def dead_port():
-    """A port this test holds bound but never listens on: connecting is refused, and no other
-    process on this shared machine can start a server there while the test runs."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
+    """A port this test holds bound but never listens on (helpers.dead_port)."""
+    with held_dead_port() as port:
+        yield port
 
 
 def test_registry_outage_is_a_service_error_not_no_champion(registry, monkeypatch, dead_port):

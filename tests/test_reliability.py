@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import smoke_params
+from helpers import dead_port, smoke_params
 from kfp import dsl
 
 from gandistill import tracking
@@ -34,12 +34,6 @@ from gandistill.stages import entry
 ROOT = Path(__file__).resolve().parents[1]
 SENTINELS = {"AWS_SECRET_ACCESS_KEY": "sentinel-aws-secret-7f3a", "MLFLOW_TRACKING_PASSWORD": "sentinel-mlflow-pw-91c2",
              "MLFLOW_TRACKING_TOKEN": "sentinel-mlflow-token-5be8"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -112,9 +106,9 @@ def test_unreachable_mlflow_fails_run_start_fast_with_one_clear_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_http_retries: None) -> None:
     from gandistill_pipeline.local import run_local
 
-    uri = f"http://127.0.0.1:{_free_port()}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    with pytest.raises(ServiceError) as info:
+    with dead_port() as port, pytest.raises(ServiceError) as info:
+        uri = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         run_local(Params(), runs_root=tmp_path / "runs", run_name="unreachable")
     message = str(info.value)
     assert uri in message and "MLFLOW_TRACKING_URI" in message and "unreachable" in message
@@ -133,14 +127,14 @@ def test_unreachable_checkpoint_store_fails_the_run_before_anything_runs(
 
     from gandistill import storage
 
-    url = f"http://127.0.0.1:{_free_port()}"
-    for key, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
-                       "GANDISTILL_S3_MAX_ATTEMPTS": "1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("GANDISTILL_CHECKPOINT_ROOT")  # the params' root, as a user's run has it
-    storage._client.cache_clear()
     params = load_params(None, ["pipeline.checkpoint_root=s3://gandistill/checkpoints"])
-    with pytest.raises(ServiceError) as info:
+    monkeypatch.delenv("GANDISTILL_CHECKPOINT_ROOT")  # the params' root, as a user's run has it
+    with dead_port() as port, pytest.raises(ServiceError) as info:
+        url = f"http://127.0.0.1:{port}"
+        for key, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+                           "GANDISTILL_S3_MAX_ATTEMPTS": "1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            monkeypatch.setenv(key, value)
+        storage._client.cache_clear()
         run_local(params, runs_root=tmp_path / "runs", run_name="no-store")
     storage._client.cache_clear()
     assert url in str(info.value) and "unreachable" in str(info.value) and info.value.exit_code == 5

@@ -231,6 +231,8 @@ def test_transfer_profile_runs_end_to_end_through_the_cli(tmp_path: Path, mnist_
             # a 6-step student on 200 test images: one flipped image is 0.5 points of INT8 drop, so
             # the gate here only catches breakage (as in the smoke profile)
             "export.int8_max_drop=0.05",
+            # its 4-step teacher scores 18-35 % on val (seeds 0-2), at MNIST's teaching bar (32.5 %): off
+            "teacher.min_accuracy=0",
             f"data.path={mnist_dir}", f"data.target_path={mnist_dir}"]
     args = [sys.executable, "-m", "gandistill", "run", "--local", "--profile", "transfer", "--runs-dir",
             str(tmp_path / "runs"), "--run-name", "transfer"]
