@@ -3,8 +3,8 @@ gandistill` in a subprocess), must end with the documented exit code (README, "E
 last line that names the fault and the fix, and nothing half-written.
 
 Cases caught before the pipeline starts run in the default suite (a CLI start each: seconds);
-cases raised inside a pipeline task run kfp.local for real — the first in the default suite,
-the rest behind the `slow` marker, with two concurrent same-params runs of the whole pipeline.
+cases raised inside a pipeline task run kfp.local for real, behind the `slow` marker, with two
+concurrent same-params runs of the whole pipeline.
 """
 
 from __future__ import annotations
@@ -197,8 +197,6 @@ INSIDE_THE_PIPELINE = {
         ["train_teacher failed", "the teacher has 10 classes but the data has 4"], _state_dict_for_10_classes),
         "train-teacher", ["prepare-data"]),
 }
-SLOW = {"label out of range", "pixels stored as floats", "TorchScript teacher that is not one",
-        "state-dict teacher with other classes"}
 
 
 @pytest.fixture(scope="module")
@@ -207,8 +205,10 @@ def shared_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mlflow") / "mlflow.db"
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
-                                  for n in INSIDE_THE_PIPELINE])
+# kfp.local runs of 20-45 s each. The default suite checks the task boundary itself (tests/test_console.py,
+# tests/test_reliability.py) and the teacher gate (tests/test_teacher_gate.py).
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(INSIDE_THE_PIPELINE))
 def test_a_bad_input_raised_inside_a_task_exits_with_its_class_code_and_writes_nothing_downstream(
         name: str, tmp_path: Path, shared_mlflow: Path) -> None:
     """The stage's error class crosses the task boundary in its failure event: the run exits with
