@@ -377,7 +377,8 @@ def test_a_terminated_run_closes_its_mlflow_runs_as_killed_and_removes_its_works
     """SIGTERM (as `kill`, a scheduler or `timeout` sends it) ends a run as Ctrl-C does: its task
     processes stop, exit 130, its MLflow parent and stage runs end KILLED (not RUNNING forever),
     kfp's temp workspace is gone. A kill -9 leaves both behind: the next run closes the dead
-    attempt's MLflow runs as KILLED and removes its workspace."""
+    attempt's MLflow runs as KILLED and removes its workspace; that run is then stopped by Ctrl-C
+    (SIGINT to its process group) and ends the same way."""
     (tmp_path / "tmp").mkdir()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     proc, _ = _start_smoke_run(tmp_path, "terminated")
@@ -398,8 +399,10 @@ def test_a_terminated_run_closes_its_mlflow_runs_as_killed_and_removes_its_works
     assert [p.name for p in (tmp_path / "tmp").glob("kfp-workspace-gandistill-*")]
 
     later, _ = _start_smoke_run(tmp_path, "later")
-    os.killpg(later.pid, signal.SIGTERM)
-    later.communicate(timeout=120)
+    os.killpg(later.pid, signal.SIGINT)  # Ctrl-C: a terminal signals the whole foreground group
+    _, err = later.communicate(timeout=120)
+    assert later.returncode == 130 and "interrupted" in err.rstrip().splitlines()[-1], err[-2000:]
+    assert _parent("later").info.status == "KILLED"
     parent = tracking.client().get_run(parent.info.run_id)
     assert parent.info.status == "KILLED" and "KILLED" in _stage_statuses(parent.info.run_id)
     assert "RUNNING" not in _stage_statuses(parent.info.run_id)
