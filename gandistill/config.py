@@ -130,9 +130,8 @@ class TeacherParams(OptimParams):
 
 
 class GanParams(Section):
-    # conv: transposed-conv G / strided-conv D (width ngf/ndf); mlp: the cGAN paper's fully connected MNIST
-    # pair (width `hidden`), 2.5–5.7× cheaper per step on CPU; resnet: BigGAN-style G / projection D with
-    # spectral norm (nets/resgan.py). auto: mlp for grey images up to 32×32, conv otherwise.
+    # conv: transposed-conv G / strided-conv D; mlp: the cGAN paper's fully connected pair (width `hidden`, 2.5–5.7×
+    # cheaper on CPU); resnet: BigGAN-style G / projection D (nets/resgan.py). auto: mlp for grey ≤ 32×32, else resnet.
     arch: Literal["auto", "conv", "mlp", "resnet"] = "auto"
     hidden: int = Field(256, ge=16, le=4096)
     nz: int = Field(64, ge=2, le=1024)
@@ -146,8 +145,7 @@ class GanParams(Section):
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
     loss: Literal["bce", "hinge"] = "bce"
     spectral_norm: bool = True
-    # DiffAugment (Zhao et al. 2020) before D on real and generated images, in D and G steps.
-    augment: list[Literal["color", "translation", "cutout"]] = Field(default_factory=list)
+    augment: list[Literal["color", "translation", "cutout"]] = Field(default_factory=list)  # DiffAugment before D
     # λ of the seed objective: L_G = adv + λ·L_FM (feature matching on D's penultimate features).
     fm_weight: float = Field(1.0, ge=0.0)
     # Optional teacher guidance: CE(teacher(G(z,y)), y), and a mode-seeking diversity term.
@@ -233,6 +231,8 @@ class DistillParams(OptimParams):
     # refreshed a share per step (gandistill.bank): the generator and teacher are frozen, so only variety
     # is traded for the generator + teacher cost.
     sample_reuse: float = Field(1.0, ge=1.0, le=64.0)
+    adaptive_every: int = Field(0, ge=0)  # gan: every N steps G' (adaptive.py) steps toward disagreement; 0 = off
+    adaptive_lr: float = Field(1e-4, gt=0.0, le=1.0)  # G' is a copy of the cGAN's G, held by its frozen D
     hint_weight: float = Field(0.0, ge=0.0)
     # Attention transfer (losses.attention_transfer) on the last spatial feature map; the authors
     # use 1000 with their batch-and-position mean. 0 = off. Measured: bench/results/attention.md.

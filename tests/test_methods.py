@@ -12,6 +12,7 @@ from helpers import smoke_params
 from gandistill import archs, methods
 from gandistill.data.dataset import load_meta, load_split, to_tensors
 from gandistill.evaluation.predict import accuracy, predict_logits
+from gandistill.fingerprints import model_digest
 from gandistill.losses import kd_kl_per_sample
 from gandistill.methods import METHODS
 from gandistill.model_files import load_classifier, load_frozen_teacher, load_generator
@@ -233,3 +234,22 @@ def test_free_generator_and_student_ema_resume_exactly_after_a_crash(world, meth
     again = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(whole[k], again[k]) for k in whole)
 
+
+
+def test_gan_distillation_with_adaptive_generation_trains_g_prime_and_a_different_student(world, tmp_path):
+    """distill.adaptive_every reaches the stage: G' steps (its terms are logged), half of each batch
+    comes from it, the student differs from plain gan distillation's, and the cGAN on disk is untouched."""
+    before = model_digest(world / "gan")
+    students, trackers = {}, {}
+    for every in (0, 2):
+        params = smoke_params("distill.method=gan", "distill.steps=6", "distill.eval_every=3",
+                              f"distill.adaptive_every={every}", "distill.adaptive_lr=0.01")
+        trackers[every] = RecordingTracker()
+        result = distill.run(params, world / "data", world / "teacher", world / "gan", tmp_path / f"s{every}",
+                             trackers[every])
+        assert result["steps"] == 6 and result["real_images_seen_by_student"] == 0
+        students[every] = load_classifier(tmp_path / f"s{every}").state_dict()
+    assert "adaptive_gap" in trackers[2].metrics and "adaptive_gap" not in trackers[0].metrics
+    assert all(math.isfinite(v) for v in trackers[2].metrics["adaptive_gap"])
+    assert any(not torch.equal(students[0][k], students[2][k]) for k in students[0])
+    assert model_digest(world / "gan") == before

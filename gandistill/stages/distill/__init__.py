@@ -33,7 +33,13 @@ from gandistill.errors import ConfigError
 from gandistill.evaluation.predict import accuracy, predict_logits
 from gandistill.fingerprints import model_digest
 from gandistill.loop import EMA, LoopResult
-from gandistill.model_files import load_frozen_teacher, load_generator, save_classifier, save_free_generator
+from gandistill.model_files import (
+    load_discriminator,
+    load_frozen_teacher,
+    load_generator,
+    save_classifier,
+    save_free_generator,
+)
 from gandistill.nets import build_classifier, count_parameters
 from gandistill.runtime import unwrap
 from gandistill.stages.distill import cross_domain, data_free, generated, supervised
@@ -125,6 +131,8 @@ def _context(training: Training, method: methods.Method, meta: DatasetMeta, data
                if real is not None else None)
     ctx = Context(params, runtime, meta, teacher, student, optimizer, scheduler, real, batches, generator,
                   student_ema=EMA(student, dp.student_ema) if dp.student_ema else None, **transfer_parts)
+    if generator is not None and dp.adaptive_every:
+        ctx.generator_discriminator = load_discriminator(generator_dir)  # type: ignore[arg-type]
     return ctx, addons
 
 

@@ -20,6 +20,7 @@ from gandistill.loop import EMA, warmup_cosine
 from gandistill.runtime import Runtime, fused, unwrap
 
 if TYPE_CHECKING:
+    from gandistill.adaptive import AdaptiveGenerator
     from gandistill.stages.distill.addons import AddOns
 
 StepFn = Callable[[int], dict[str, Any]]
@@ -51,6 +52,8 @@ class Context:
     extra_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     extra_schedulers: dict[str, Any] = field(default_factory=dict)
     student_ema: EMA | None = None
+    generator_discriminator: nn.Module | None = None  # the trained cGAN's D (adaptive generation)
+    adaptive: AdaptiveGenerator | None = None  # gan with distill.adaptive_every > 0
 
     @property
     def device(self) -> torch.device:

@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 from gandistill import losses
+from gandistill.adaptive import AdaptiveGenerator
 from gandistill.augment import random_affine
 from gandistill.bank import SampleBank
+from gandistill.errors import ConfigError
 from gandistill.runtime import Runtime, unwrap
 from gandistill.stages.distill.addons import AddOns
 from gandistill.stages.distill.context import (
@@ -27,10 +29,13 @@ from gandistill.stages.distill.context import (
 
 
 @torch.no_grad()
-def fresh_generated(ctx: Context, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """This rank's shard of n fresh samples of the trained cGAN, augmented, with the teacher's logits."""
-    assert ctx.generator is not None
-    x, y = sample_shard(ctx.runtime, ctx.generator, n,
+def fresh_generated(ctx: Context, n: int, generator: torch.nn.Module | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This rank's shard of n fresh samples of the trained cGAN (or of `generator`), augmented,
+    with the teacher's logits."""
+    generator = generator if generator is not None else ctx.generator
+    assert generator is not None
+    x, y = sample_shard(ctx.runtime, generator, n,
                         "distill.batch_size × (1 + distill.hard_fraction) (candidates per step)")
     if ctx.params.distill.augment:  # before mining: the student is scored on exactly what it will learn from
         x = random_affine(x, world=ctx.runtime.world)
@@ -38,25 +43,37 @@ def fresh_generated(ctx: Context, n: int) -> tuple[torch.Tensor, torch.Tensor, t
         return x, y, ctx.teacher(x)
 
 
+def candidate_split(ctx: Context, n: int) -> tuple[int, int]:
+    """(from the trained cGAN, from the student-adaptive copy G') of a step's n + hard-mining candidates."""
+    candidates = n + round(n * ctx.params.distill.hard_fraction)
+    adaptive = candidates // 2 if ctx.adaptive is not None else 0
+    return candidates - adaptive, adaptive
+
+
 def open_bank(ctx: Context, n: int) -> None:
-    """With distill.sample_reuse > 1 the step's n + hard-mining candidates come from a pool of
+    """With distill.sample_reuse > 1 the step's cGAN candidates come from a pool of
     teacher-labelled samples that each serve that many steps on average (gandistill.bank); the
-    pool is loop-tracked state, so checkpoints carry it."""
+    pool is loop-tracked state, so checkpoints carry it. G' (adaptive generation) is always fresh."""
     dp = ctx.params.distill
     if dp.sample_reuse > 1:
-        candidates = n + round(n * dp.hard_fraction)
+        candidates, _ = candidate_split(ctx, n)
         ctx.extra_modules[BANK] = SampleBank(lambda k: fresh_generated(ctx, k), candidates, dp.sample_reuse,
                                              ctx.runtime)
 
 
 @torch.no_grad()
 def generated_batch(ctx: Context, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """n samples of the trained cGAN, augmented, optionally mined for hard ones; returns
-    (x, y, teacher logits on x — or None when mixup changed x after they were computed)."""
+    """n samples of the trained cGAN (half of the candidates from the student-adaptive copy G' with
+    adaptive generation), augmented, optionally mined for hard ones; returns (x, y, teacher logits
+    on x — or None when mixup changed x after they were computed)."""
     dp = ctx.params.distill
     n_hard = round(n * dp.hard_fraction)
+    from_cgan, from_adaptive = candidate_split(ctx, n)
     bank = ctx.extra_modules.get(BANK)
-    x, y, t = bank.candidates_shard() if isinstance(bank, SampleBank) else fresh_generated(ctx, n + n_hard)
+    x, y, t = bank.candidates_shard() if isinstance(bank, SampleBank) else fresh_generated(ctx, from_cgan)
+    if ctx.adaptive is not None:
+        xa, ya, ta = fresh_generated(ctx, from_adaptive, ctx.adaptive.generator)
+        x, y, t = torch.cat([x, xa]), torch.cat([y, ya]), torch.cat([t, ta])
     if n_hard:  # every rank scores its candidates; the choice is made over all of them
         keep = ctx.runtime.shard(_hardest(ctx, x, t, n, n_hard), "distill.batch_size")
         x, y, t = ctx.runtime.gather(x)[keep], ctx.runtime.gather(y)[keep], ctx.runtime.gather(t)[keep]
@@ -101,13 +118,36 @@ def mixup(x: torch.Tensor, probability: float, runtime: Runtime) -> torch.Tensor
 
 def _gan(ctx: Context, addons: AddOns) -> StepFn:
     # Soft labels only (labels=None → T²·KL): the conditioning label is not trusted as a hard target.
-    open_bank(ctx, ctx.params.distill.batch_size)
+    dp = ctx.params.distill
+    if dp.adaptive_every:
+        ctx.adaptive = _adaptive_generator(ctx)
+    open_bank(ctx, dp.batch_size)
 
     def step(i: int) -> dict[str, Any]:
-        x, _, t = generated_batch(ctx, ctx.params.distill.batch_size)
-        return distill_step(ctx, addons, x, None, t)
+        terms: dict[str, Any] = {}
+        if ctx.adaptive is not None and i % dp.adaptive_every == 0:
+            terms = ctx.adaptive.step(ctx.student, dp.batch_size, ctx.device)
+        x, _, t = generated_batch(ctx, dp.batch_size)
+        return terms | distill_step(ctx, addons, x, None, t)
 
     return step
+
+
+def _adaptive_generator(ctx: Context) -> AdaptiveGenerator:
+    """G' for distill.adaptive_every (gandistill/adaptive.py): a copy of the cGAN's generator held by
+    its frozen discriminator; module + optimiser are loop state, so a resumed run continues it."""
+    dp = ctx.params.distill
+    if ctx.runtime.world_size > 1:
+        raise ConfigError("distill.adaptive_every runs on one process only; set it to 0 with --nproc/accelerators")
+    if ctx.generator_discriminator is None:
+        raise ConfigError("distill.adaptive_every needs the cGAN's discriminator, which this generator was saved "
+                          "without (retrain train_gan), or set distill.adaptive_every=0")
+    assert ctx.generator is not None
+    adaptive = AdaptiveGenerator(unwrap(ctx.generator), ctx.generator_discriminator.to(ctx.device), ctx.teacher,
+                                 dp.adaptive_lr, dp.temperature, disc_weight=1.0)
+    ctx.extra_modules["adaptive_generator"] = adaptive.generator
+    ctx.extra_optimizers["adaptive_generator"] = adaptive.optimizer
+    return adaptive
 
 
 def _noise(ctx: Context, addons: AddOns) -> StepFn:
