@@ -146,11 +146,9 @@ class GanParams(Section):
     loss: Literal["bce", "hinge"] = "bce"
     spectral_norm: bool = True
     augment: list[Literal["color", "translation", "cutout"]] = Field(default_factory=list)  # DiffAugment before D
-    # λ of the seed objective: L_G = adv + λ·L_FM (feature matching on D's penultimate features).
-    fm_weight: float = Field(1.0, ge=0.0)
-    # Optional teacher guidance: CE(teacher(G(z,y)), y), and a mode-seeking diversity term.
-    teacher_weight: float = Field(0.2, ge=0.0)
-    diversity_weight: float = Field(0.5, ge=0.0)
+    fm_weight: float = Field(1.0, ge=0.0)  # λ: L_G = adv + λ·L_FM (feature matching on D's penultimate features)
+    teacher_weight: float = Field(0.2, ge=0.0)  # optional teacher guidance: CE(teacher(G(z,y)), y)
+    diversity_weight: float = Field(0.5, ge=0.0)  # a mode-seeking diversity term
     feature_prior_weight: float = Field(0.0, ge=0.0)  # DeepInversion's prior (priors.py) on real images' statistics
     feature_prior: Literal["class", "pooled"] = "class"  # class: class y spreads like its real images in the teacher
     # Sample from the EMA of G (None = the raw G): teacher-feature FID 61 vs 100 at 5,000 steps.
