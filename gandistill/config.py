@@ -345,6 +345,14 @@ class StageResources(Section):
     tolerations: list[dict[str, str]] | None = None
 
 
+class CheckpointVolume(Section):
+    """A PersistentVolumeClaim mounted into every training pod to hold checkpoints (the
+    alternative to an s3:// checkpoint_root). ReadWriteMany when a retried pod may land on
+    another node or training tasks run side by side (baselines); ReadWriteOnce only if not."""
+    claim: str = Field(..., min_length=1, description="the PersistentVolumeClaim's name (in the run's namespace)")
+    mount_path: str = Field("/mnt/gandistill-checkpoints", description="where the training pods mount it")
+
+
 class PipelineParams(Section):
     image: str = Field("gandistill-python", description="the component image: a repository (compile and submit "
                        "add this code's content tag), its content tag, or an image@sha256:digest")
@@ -357,7 +365,10 @@ class PipelineParams(Section):
         default_factory=dict, description="k8s secret name -> {secret key: env var}")
     checkpoint_root: str = Field(
         "", description="where training tasks keep checkpoints so a retried pod resumes: an s3:// prefix "
-        "(credentials via pipeline.secrets) or a path on a mounted volume; empty = the pod's own disk")
+        "(credentials via pipeline.secrets) or a path on pipeline.checkpoint_volume (its mount path when "
+        "empty); empty without a volume = the pod's own disk")
+    checkpoint_volume: CheckpointVolume | None = Field(
+        None, description="{claim, mount_path}: a PVC the training tasks mount for their checkpoints")
     retries: int = Field(2, ge=0, le=10, description="KFP retries of a failed training task (backoff 30 s, "
                          "doubling); `run --local` does not retry (re-run the command: it resumes)")
 
@@ -367,7 +378,23 @@ class PipelineParams(Section):
         if "://" in root and not root.startswith("s3://"):
             raise ValueError(f"pipeline.checkpoint_root={root!r}: use an s3://bucket/prefix URI (S3, MinIO, "
                              "SeaweedFS, ...) or a path on a mounted volume")
+        volume = self.checkpoint_volume
+        if volume is not None:
+            mount = volume.mount_path.rstrip("/")
+            if not mount.startswith("/"):
+                raise ValueError(f"pipeline.checkpoint_volume.mount_path={volume.mount_path!r}: use an absolute path")
+            if root and root.rstrip("/") != mount and not root.startswith(mount + "/"):
+                raise ValueError(f"pipeline.checkpoint_root={root!r} is not on pipeline.checkpoint_volume (mounted "
+                                 f"at {mount}): leave checkpoint_root empty (= the mount path) or put it under "
+                                 f"{mount}/, or drop checkpoint_volume to use the object store")
         return self
+
+    def cluster_checkpoint_root(self) -> str:
+        """Where a training pod on the cluster keeps its checkpoints: checkpoint_root, or the
+        volume's mount path when only a volume is given; '' = the pod's own disk."""
+        if self.checkpoint_root or self.checkpoint_volume is None:
+            return self.checkpoint_root
+        return self.checkpoint_volume.mount_path
 
 
 class Params(Section):

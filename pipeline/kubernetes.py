@@ -68,10 +68,17 @@ def configure(task: Any, stage: str, params: Params) -> None:
 
 def make_resumable(task: Any, params: Params, retries: int) -> None:
     """A training task that outlives its pod: checkpoints where a retried pod finds them
-    (`pipeline.checkpoint_root`, put into the task's environment — not an input: the params
-    the stage reads stay what they were) and KFP retries with exponential backoff (30 s, 60 s, ... at most 1 h).
-    Without a checkpoint root a retry restarts the stage from step 0 on the new pod."""
-    if params.pipeline.checkpoint_root:
-        task.set_env_variable(CHECKPOINT_ROOT_ENV, params.pipeline.checkpoint_root)
+    (`pipeline.checkpoint_root` — an s3:// prefix or a path on `pipeline.checkpoint_volume`,
+    the PVC mounted here — put into the task's environment, not an input: the params the stage
+    reads stay what they were) and KFP retries with exponential backoff (30 s, 60 s, ... at
+    most 1 h). Without a checkpoint root a retry restarts the stage from step 0 on the new pod."""
+    volume = params.pipeline.checkpoint_volume
+    if volume is not None:
+        from kfp import kubernetes as k8s
+
+        k8s.mount_pvc(task, pvc_name=volume.claim, mount_path=volume.mount_path)
+    root = params.pipeline.cluster_checkpoint_root()
+    if root:
+        task.set_env_variable(CHECKPOINT_ROOT_ENV, root)
     if retries:
         task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="3600s")

@@ -240,6 +240,41 @@ def test_training_tasks_retry_and_resume_from_the_checkpoint_root(tmp_path: Path
         assert "s3://ml" not in json.dumps(task.get("inputs", {})), name  # never a task input
 
 
+def test_training_tasks_mount_the_checkpoint_volume(tmp_path: Path) -> None:
+    """pipeline.checkpoint_volume: the PVC is mounted into exactly the training tasks (kfp-kubernetes
+    mount_pvc, in the spec's platform section) and their checkpoint root is on it; no other task
+    mounts it, and it is never a task input."""
+    params = load_params(ROOT / "params.yaml", ["pipeline.checkpoint_volume={claim: gd-ckpt, mount_path: /ckpt}",
+                                                "evaluate.baselines=[kd]"])
+    compile_pipeline(params, str(tmp_path / "p.yaml"))
+    spec, platform = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    tasks = {name: task for name, task in _all_tasks(spec).items() if "componentRef" in task
+             and _executor(spec, name) in spec["deploymentSpec"]["executors"]}
+    assert set(tasks) >= TRAINING_TASKS
+    for name in tasks:
+        mounts = executors.get(_executor(spec, name), {}).get("pvcMount", [])
+        env = spec["deploymentSpec"]["executors"][_executor(spec, name)]["container"].get("env", [])
+        if name in TRAINING_TASKS:
+            assert [(m["constant"], m["mountPath"]) for m in mounts] == [("gd-ckpt", "/ckpt")], name
+            assert {"name": "GANDISTILL_CHECKPOINT_ROOT", "value": "/ckpt"} in env, name
+        else:
+            assert mounts == [], name
+        assert "gd-ckpt" not in json.dumps(tasks[name].get("inputs", {})), name
+
+
+def test_a_checkpoint_root_off_the_volume_is_refused() -> None:
+    from gandistill.errors import ConfigError
+
+    volume = "pipeline.checkpoint_volume={claim: c, mount_path: /ckpt}"
+    with pytest.raises(ConfigError, match="not on pipeline.checkpoint_volume"):
+        load_params(ROOT / "params.yaml", [volume, "pipeline.checkpoint_root=s3://b/ckpt"])
+    with pytest.raises(ConfigError, match="not on pipeline.checkpoint_volume"):
+        load_params(ROOT / "params.yaml", [volume, "pipeline.checkpoint_root=/ckptx"])
+    assert load_params(ROOT / "params.yaml", [volume, "pipeline.checkpoint_root=/ckpt/runs"]).pipeline \
+        .cluster_checkpoint_root() == "/ckpt/runs"
+
+
 def test_local_runs_do_not_retry_and_an_unset_root_adds_no_env(tmp_path: Path) -> None:
     """`run --local` builds the DAG with retries=0 (a local failure is a bug or bad input;
     re-running the command resumes), and without pipeline.checkpoint_root the pods keep the
