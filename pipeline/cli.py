@@ -24,7 +24,7 @@ INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 
 def _version() -> str:
-    """The installed version — from git (setuptools-scm): `0.1.devN+g<commit>` — and, where the
+    """The installed version — from git (setuptools-scm): `0.1.1.devN+g<commit>` — and, where the
     build had no git history (the component image), the commit the image was built from."""
     import os
     from importlib.metadata import PackageNotFoundError, version

@@ -45,8 +45,16 @@ def test_shipped_photographs_are_found_and_match_their_md5() -> None:
     assert all(p.ndim == 3 and p.shape[2] == 3 and min(p.shape[:2]) >= 400 for p in photos)
 
 
+def test_the_photographs_decode_to_the_recorded_pixels() -> None:
+    """The data version's pixel digest (what the colour and transfer benchmarks ran on): moving
+    two photographs from scikit-learn's wheel into gandistill's kept every pixel."""
+    _, _, version = mnistm.build(np.zeros((1, 28, 28), np.uint8), None)
+    assert version["photo_pixels_md5"] == "9528ed9d4044d2dd4852b25202bb48b8"
+    assert [p.parent.name for p in mnistm.photo_files()[:2]] == ["data", "data"]  # gandistill/data/, not sklearn
+
+
 def test_a_changed_photograph_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mnistm, "PHOTOS", (("sklearn", "datasets/images/china.jpg", "0" * 32),))
+    monkeypatch.setattr(mnistm, "PHOTOS", (("gandistill.data", "china.jpg", "0" * 32),))
     with pytest.raises(DataError, match=r"china.jpg: md5 .* differs .*make setup"):
         mnistm.photo_files()
     monkeypatch.setattr(mnistm, "PHOTOS", (("no_such_package_xyz", "a.jpg", "0" * 32),))

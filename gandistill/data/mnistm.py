@@ -7,14 +7,14 @@ each MNIST digit is blended with a patch of a colour photograph taken at a rando
     out[i, j, k] = |patch[i, j, k] − digit[i, j]|        (k = R, G, B)
 
 so strokes invert the background's colours. Ganin et al. crop BSDS500 photographs, which no
-package registry ships; here the patches come from the three colour photographs that ship inside
-packages this project already installs (checked md5 below, so a package update that changed a
-photo is refused instead of silently changing the dataset):
+package registry ships; here the patches come from three colour photographs that ship inside
+installed packages (checked md5 below, so a package update that changed a photo is refused
+instead of silently changing the dataset):
 
 | photo | package (wheel path) | licence |
 |---|---|---|
-| china.jpg, 427×640 | scikit-learn `sklearn/datasets/images/` | CC BY 2.0 (see its README.txt) |
-| flower.jpg, 427×640 | scikit-learn `sklearn/datasets/images/` | CC BY 2.0 (see its README.txt) |
+| china.jpg, 427×640 | gandistill `gandistill/data/` (copied from scikit-learn 1.9.1) | CC BY 2.0 (see data/photos.md) |
+| flower.jpg, 427×640 | gandistill `gandistill/data/` (copied from scikit-learn 1.9.1) | CC BY 2.0 (see data/photos.md) |
 | grace_hopper.jpg, 600×512 | matplotlib `matplotlib/mpl-data/sample_data/` | public domain (US Navy photograph) |
 
 Fewer photographs than BSDS500's 200 means less background variety than the published MNIST-M;
@@ -45,14 +45,14 @@ RECIPE = "ganin2016-absdiff-v1"  # bump when the construction changes: it is par
 
 # (package, path inside the package, md5): the photographs patches are cut from, in this order.
 PHOTOS: tuple[tuple[str, str, str], ...] = (
-    ("sklearn", "datasets/images/china.jpg", "1c6116212e35016fa7c3b67c81ec1335"),
-    ("sklearn", "datasets/images/flower.jpg", "5896f0d20066ea484089d086cd8e5a8d"),
+    ("gandistill.data", "china.jpg", "1c6116212e35016fa7c3b67c81ec1335"),
+    ("gandistill.data", "flower.jpg", "5896f0d20066ea484089d086cd8e5a8d"),
     ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "314296a0a5dd3c394e57f4efac733c20"),
 )
 
 
 def _package_dir(package: str) -> Path:
-    """The installed package's folder, found without importing it (sklearn imports slowly)."""
+    """The installed package's folder, found without importing it (matplotlib imports slowly)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"the MNIST-M-style set needs the package '{package}' (it ships the background photographs); "
