@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from gandistill import stage_params
-from gandistill.config import Params, apply_override, load_params, validate
+from gandistill.config import Params, load_params, validate
 from gandistill.errors import ConfigError
+from gandistill.params_text import apply_override
 
 
 def test_defaults_and_repo_params_are_valid(repo_root):
