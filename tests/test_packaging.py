@@ -54,3 +54,16 @@ def test_a_built_wheel_installs_in_a_fresh_venv_and_runs_the_smoke_pipeline_and_
     assert (empty / "mlflow.db").is_file()  # MLflow's sqlite store in the folder the user ran from
     out = _run(["gandistill", "promote", "--version", "1", "--alias", "challenger"], cwd=empty, env=env)
     assert "challenger" in out
+
+
+def test_every_package_of_the_tree_is_in_the_wheel() -> None:
+    """pyproject lists the packages by hand (components/ and pipeline/ install under other names):
+    a new sub-package left out of the list is missing from every wheel and image — the editable
+    install of development hides it (gandistill.stages.distill was, and the image's distill task
+    failed with ModuleNotFoundError)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "gandistill").rglob("__init__.py")}
+    assert found - listed == set()
+    assert {"gandistill_components", "gandistill_pipeline"} <= listed
