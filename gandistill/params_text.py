@@ -41,7 +41,20 @@ def load_yaml(text: str, source: str) -> Any:
                               + "\nKeep one of each: merge repeated sections into one.")
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{source} is not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line with its line and column (its own text names the source
+    "<unicode string>" and prints the offending lines, which the message names already)."""
+    mark = getattr(exc, "problem_mark", None)
+    if not isinstance(exc, yaml.MarkedYAMLError) or mark is None:
+        return str(exc)
+    problem = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    context, at = exc.context, exc.context_mark
+    if context and at is not None:
+        problem += f" ({context} at line {at.line + 1}, column {at.column + 1})"
+    return problem
 
 
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
