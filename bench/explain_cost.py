@@ -1,20 +1,24 @@
-"""What the report's Explain block costs: evaluate re-run on a finished run's models, each block timed.
+"""What the report's Explain block costs: evaluate re-run on trained models, each block timed.
 
-    gandistill run --local --run-name explain-short --set teacher.epochs=3 --set gan.steps=3000 --set distill.steps=3000
-    python -m bench.explain_cost runs/explain-short --repeats 3 --threads 2    # under the exclusive CPU lock
+    python -m bench.explain_cost --record runs/NAME --repeats 3 --threads 2       # a local run's models
+    python -m bench.explain_cost --data D --teacher T --generator G --student S \
+        --repeats 3 --threads 2 --keep /tmp/report                                  # any stage folders
 
-Reads the run's record (runs/<name>/summary.json: where each stage's artifacts are, params.yaml:
-what it ran with) and calls `gandistill.stages.evaluate.run` on the same data, teacher, generator
-and student `--repeats` times, into temporary folders (the run's own report is left alone).
-evaluate times each of its blocks (result.json "block_seconds"); this keeps the median of each
-block and of the whole stage. Results: bench/results/<results>.json and .md, with the command,
-the commit and the load (`uptime`) before and after — times on a busy machine are not comparable.
+Calls `gandistill.stages.evaluate.run` on the same data, teacher, generator and student
+`--repeats` times, into temporary folders (a run's own report is left alone; `--keep DIR` keeps the
+last repeat's report and figures). A local run's record (runs/<name>/summary.json) says where each
+stage's artifacts are and its params.yaml what it ran with; otherwise the params are the defaults
+plus `--set`. evaluate times each of its blocks (result.json "block_seconds"); this keeps the median
+of each block and of the whole stage. Run it under the exclusive CPU lock. Results:
+bench/results/<results>.json and .md, with the command, the commit and the load average before
+and after — times on a busy machine are not comparable.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -25,7 +29,7 @@ from typing import Any
 import torch
 
 from bench.quality import RESULTS, git_commit, machine
-from gandistill.config import load_params
+from gandistill.config import Params, load_params
 from gandistill.stages import evaluate
 
 
@@ -33,24 +37,28 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def run_inputs(record: Path) -> tuple[dict[str, str], Path]:
+def record_inputs(record: Path) -> tuple[dict[str, str], Path]:
     """The stage artifact folders of a finished local run and its params file."""
     summary = json.loads((record / "summary.json").read_text())
-    return summary["artifacts"], record / "params.yaml"
+    artifacts = summary["artifacts"]
+    folders = {"data": artifacts["prepare_data"], "teacher": artifacts["train_teacher"],
+               "generator": artifacts.get("train_gan"), "student": artifacts["distill"]}
+    return folders, record / "params.yaml"
 
 
-def time_evaluate(record: Path, repeats: int, threads: int | None) -> list[dict[str, Any]]:
-    artifacts, params_file = run_inputs(record)
-    overrides = [f"runtime.threads={threads}"] if threads else []
-    params = load_params(params_file, overrides)
+def time_evaluate(folders: dict[str, str | None], params: Params, repeats: int,
+                  keep: Path | None) -> list[dict[str, Any]]:
     timings = []
-    for _ in range(repeats):
+    for repeat in range(repeats):
         with tempfile.TemporaryDirectory(prefix="explain-cost-") as out:
-            result = evaluate.run(params, artifacts["prepare_data"], artifacts["train_teacher"],
-                                  artifacts["distill"], artifacts.get("train_gan"), out)
+            result = evaluate.run(params, folders["data"], folders["teacher"], folders["student"],
+                                  folders["generator"], out)
+            if keep is not None and repeat == repeats - 1:
+                shutil.rmtree(keep, ignore_errors=True)
+                shutil.copytree(out, keep)
         timings.append({"wall_s": result["wall_s"], "block_seconds": result["block_seconds"],
-                        "explain_metrics": {k: v for k, v in result["metrics"].items()
-                                            if k in ("explain_disagreements", "test_samples")}})
+                        "test_samples": result["metrics"]["test_samples"],
+                        "explain_disagreements": result["metrics"].get("explain_disagreements")})
     return timings
 
 
@@ -60,13 +68,13 @@ def summarise(timings: list[dict[str, Any]]) -> dict[str, float]:
     return medians | {"evaluate": statistics.median(t["wall_s"] for t in timings)}
 
 
-def write(name: str, record: Path, timings: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+def write(name: str, timings: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     medians = summarise(timings)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"medians_s": medians, "runs": timings, "meta": meta},
                                                      indent=1))
     lines = [f"# The report's block costs: {name}", "",
-             f"evaluate re-run {len(timings)}× on the models of `{record}` (made by `{meta['run_command']}`), "
+             f"evaluate re-run {len(timings)}× on {meta['models']} (made by `{meta['models_command']}`), "
              f"each block's wall seconds, median over the repeats. {meta['threads']} torch threads; "
              f"load average before {meta['load_before']}, after {meta['load_after']}. "
              f"Machine: {meta['machine']}. {meta['date']}, commit {meta['git_commit']}.", "",
@@ -80,23 +88,38 @@ def write(name: str, record: Path, timings: list[dict[str, Any]], meta: dict[str
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("record", help="a local run's record folder, runs/<run-name>")
+    parser.add_argument("--record", help="a local run's record folder, runs/<run-name>")
+    for stage in ("data", "teacher", "generator", "student"):
+        parser.add_argument(f"--{stage}", help=f"the {stage} folder (without --record)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="params override")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--run-command", default="", help="the command that made the run (for the results file)")
+    parser.add_argument("--keep", type=Path, help="keep the last repeat's evaluation folder here")
+    parser.add_argument("--models-command", default="", help="the command that trained the models (for the table)")
     parser.add_argument("--results", default="explain-cost", help="results file name under bench/results/")
     args = parser.parse_args(argv)
-    record = Path(args.record)
+    if args.record:
+        folders, params_file = record_inputs(Path(args.record))
+        models = f"the models of the run `{args.record}`"
+    else:
+        folders, params_file = {s: getattr(args, s) for s in ("data", "teacher", "generator", "student")}, None
+        if not all(folders[s] for s in ("data", "teacher", "student")):
+            parser.error("give --record or --data, --teacher and --student (and --generator where there is one)")
+        models = f"the student `{Path(folders['student']).name}` and its teacher / generator"
+    threads = [f"runtime.threads={args.threads}"] if args.threads else []
+    params = load_params(params_file, [*args.overrides, *threads])
     load_before = load_average()
-    timings = time_evaluate(record, args.repeats, args.threads)
-    summary = json.loads((record / "summary.json").read_text())
+    timings = time_evaluate(folders, params, args.repeats, args.keep)
+    command = ["python -m bench.explain_cost", *(f"--{k} {v}" for k, v in [("record", args.record), *folders.items()]
+                                                 if v and (k == "record" or not args.record)),
+               *(f"--set {o}" for o in args.overrides), f"--repeats {args.repeats}",
+               *(f"--threads {args.threads}" for _ in [0] if args.threads)]
     meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "git_commit": git_commit(), "threads": torch.get_num_threads(), "load_before": load_before,
-            "load_after": load_average(), "run_git_commit": summary.get("git_commit"),
-            "run_command": args.run_command or "see the run's params.yaml",
-            "command": " ".join(["python -m bench.explain_cost", str(record), f"--repeats {args.repeats}",
-                                 *(f"--threads {args.threads}" for _ in [0] if args.threads)])}
-    write(args.results, record, timings, meta)
+            "load_after": load_average(), "models": models, "folders": folders,
+            "models_command": args.models_command or "see the folders' result.json",
+            "command": " ".join(command)}
+    write(args.results, timings, meta)
     print((RESULTS / f"{args.results}.md").read_text())
 
 
