@@ -7,7 +7,7 @@ classifiers — 1 or 3 input channels — oneDNN's input-gradient kernel was mea
 PyTorch's own im2col + GEMM path (bench/results/limits.md, the GAN's teacher-guidance step).
 This table times each direction of each first-layer shape (forward, input gradient, weight
 gradient) both ways, 1 thread, the calling thread's CPU time (median), so the rule in
-`gandistill.nets.fast_conv` is a measured one. Writes bench/results/conv-algorithms.md/.json.
+`gandistill.nets.conv` is a measured one. Writes bench/results/conv-algorithms.md/.json.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gandistill.errors import ConfigError
+from gandistill.nets.conv import Conv2d
+from gandistill.nets.pool import max_pool2x2
 
 
 class ArchitectureError(ConfigError, ValueError):
@@ -60,7 +62,7 @@ class LeNet5(ImageClassifier):
                  width: float = 1.0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         super().__init__(in_channels, num_classes, mean, std)
         c1, c2, f1, f2 = (max(1, round(v * width)) for v in (6, 16, 120, 84))
-        self.conv1 = nn.Conv2d(in_channels, c1, 5, padding=2)
+        self.conv1 = Conv2d(in_channels, c1, 5, padding=2)  # reads images: see nets.conv
         self.conv2 = nn.Conv2d(c1, c2, 5)
         h, w = image_size
         h2, w2 = (h // 2 - 4) // 2, (w // 2 - 4) // 2
@@ -73,8 +75,8 @@ class LeNet5(ImageClassifier):
         self.fc3 = nn.Linear(f2, num_classes)
 
     def body(self, x: torch.Tensor) -> list[torch.Tensor]:
-        a1 = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        a2 = F.max_pool2d(F.relu(self.conv2(a1)), 2)
+        a1 = max_pool2x2(F.relu(self.conv1(x)))
+        a2 = max_pool2x2(F.relu(self.conv2(a1)))
         h1 = F.relu(self.fc1(a2.flatten(1)))
         h2 = F.relu(self.fc2(h1))
         return [a2, h2]
@@ -112,7 +114,7 @@ class CifarResNet(ImageClassifier):
         if (depth - 2) % 6 != 0:
             raise ArchitectureError(f"ResNet depth must be 6n+2 (8, 14, 20, 32, …), got {depth}")
         n = (depth - 2) // 6
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+        self.stem = nn.Sequential(Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
                                   nn.ReLU())
         stages: list[nn.Module] = []
         cin = width

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from gandistill.nets.conv import Conv2d
 from gandistill.nets.layers import minibatch_stddev
 from gandistill.nets.resgan import ProjectionDiscriminator, ResNetGenerator
 
@@ -117,7 +118,7 @@ class ConditionalDiscriminator(nn.Module):
                  use_spectral_norm: bool = True):
         super().__init__()
         sn = spectral_norm if use_spectral_norm else (lambda m: m)
-        self.conv1 = sn(nn.Conv2d(in_channels, ndf, 4, 2, 1))
+        self.conv1 = sn(Conv2d(in_channels, ndf, 4, 2, 1))  # reads images: see nets.conv
         self.conv2 = sn(nn.Conv2d(ndf, ndf * 2, 4, 2, 1))
         # +1 input channel: the minibatch-stddev feature (Karras et al., 2018, ProGAN §3) lets D
         # see sample diversity, so a generator that ignores z (intra-class collapse) is caught.
