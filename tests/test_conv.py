@@ -84,3 +84,30 @@ def test_a_classifier_with_the_fast_paths_still_scripts_and_gives_the_same_logit
     x = torch.rand(4, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), model(x))
+
+
+def test_a_lenet5_gives_nn_modules_outputs_and_gradients_in_float32(monkeypatch) -> None:
+    """The whole classifier, as training uses it (float32, an input that wants its gradient as in the
+    cGAN's teacher guidance): logits and every gradient match the plain-op network to float rounding."""
+    import torch.nn.functional as F
+
+    import gandistill.nets.classifiers as classifiers
+    import gandistill.nets.conv as conv
+    from gandistill.nets import build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier("lenet5", 1, (28, 28), 10)
+    x = torch.rand(16, 1, 28, 28, requires_grad=True)
+
+    def grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        logits = model(x)
+        return logits, torch.autograd.grad(logits.logsumexp(1).sum(), [x, *model.parameters()])
+
+    fast_logits, fast = grads()
+    assert "ImageInputConv" in type(model.conv1(x).grad_fn).__name__
+    monkeypatch.setattr(conv, "FEW_CHANNELS", 0)
+    monkeypatch.setattr(classifiers, "max_pool2x2", lambda t: F.max_pool2d(t, 2))
+    plain_logits, plain = grads()
+    torch.testing.assert_close(fast_logits, plain_logits)
+    for a, b in zip(fast, plain, strict=True):
+        torch.testing.assert_close(a, b)
