@@ -1,7 +1,7 @@
 """How each training stage's time grows with the training set and the image side (issue #23).
 
     python -m bench.cost_growth [--sides 28 32 64] [--fractions 0.25 0.5 1] [--steps 100]
-                                [--set key=value …]
+                                [--full-grid] [--set key=value …]
 
 For every (image side, share of MNIST's training split) it prepares the data (`data.resize`,
 `data.limit_train`), runs each training stage briefly under `bench.limits`' probe (the stage's
@@ -9,7 +9,9 @@ own code, `auto` architectures as a user gets them: LeNet-5 pair and MLP cGAN up
 ResNet-20 → ResNet-8 and the conv cGAN beyond) and projects the stage at the default budget:
 steps × measured step + evaluations × measured evaluation + checkpoints + set-up. The teacher's
 steps grow with the training set (epochs × set / batch); the cGAN's and the student's do not,
-but their evaluations and set-up do. Writes bench/results/cost-growth.md and .json.
+but their evaluations and set-up do. The cells are the training-set shares at the first side and
+the other sides at the full set (a cross: each axis varied alone, 5 cells); `--full-grid` runs
+every pair. Writes bench/results/cost-growth.md and .json.
 
 A projection, not a full run per cell: one cell of the table is checked against a real `make
 run` in bench/results/limits.md. Run it alone (`flock /work/cpu.lock`); the load is recorded.
@@ -43,11 +45,21 @@ def cell_params(side: int, fraction: float, overrides: list[str]) -> Any:
     return load_params(ROOT / "params.yaml", [*extra, *overrides])
 
 
+def grid(sides: list[int], fractions: list[float], full: bool) -> list[tuple[int, float]]:
+    """(side, training-set share) cells: every pair, or the shares at the first side and the other sides
+    at the largest share (each axis varied alone)."""
+    if full:
+        return [(side, fraction) for side in sides for fraction in fractions]
+    return [(sides[0], fraction) for fraction in fractions] + [(side, max(fractions)) for side in sides[1:]]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sides", type=int, nargs="+", default=[28, 32, 64])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--steps", type=int, default=100, help="steps per short stage run (≥ 40)")
+    parser.add_argument("--full-grid", action="store_true",
+                        help="every (side, share) pair instead of each axis varied alone")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the run's default)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
@@ -56,24 +68,23 @@ def main(argv: list[str] | None = None) -> None:
     threads = args.threads or torch.get_num_threads()
     load_before = os.getloadavg()
     cells: list[dict[str, Any]] = []
-    for side in args.sides:
-        for fraction in args.fractions:
-            params = cell_params(side, fraction, args.overrides)
-            with tempfile.TemporaryDirectory(prefix="gandistill-growth-") as tmp:
-                work = Path(tmp)
-                dirs = {k: work / k for k in ("data", "teacher", "generator", "student")} | {"work": work}
-                n_train = prepare_data.run(params, dirs["data"])["counts"]["train"]
-                cell: dict[str, Any] = {"side": side, "fraction": fraction, "n_train": n_train, "stages": {}}
-                for name in STAGES:
-                    run = run_stage(name, short_params(params, name, args.steps, n_train), dirs, threads, False,
-                                    floor=False)
-                    budget = stage_budget(name, params, n_train)
-                    cell["stages"][name] = {"budget": budget, "run": run,
-                                            "projected_s": projected_stage_s(run, budget)}
-                    print(f"[cost_growth] side {side}, {n_train} train images, {name}: "
-                          f"{run['step_wall_ms']:.1f} ms/step, projected {cell['stages'][name]['projected_s']:.0f} s",
-                          file=sys.stderr, flush=True)
-                cells.append(cell)
+    for side, fraction in grid(args.sides, args.fractions, args.full_grid):
+        params = cell_params(side, fraction, args.overrides)
+        with tempfile.TemporaryDirectory(prefix="gandistill-growth-") as tmp:
+            work = Path(tmp)
+            dirs = {k: work / k for k in ("data", "teacher", "generator", "student")} | {"work": work}
+            n_train = prepare_data.run(params, dirs["data"])["counts"]["train"]
+            cell: dict[str, Any] = {"side": side, "fraction": fraction, "n_train": n_train, "stages": {}}
+            for name in STAGES:
+                run = run_stage(name, short_params(params, name, args.steps, n_train), dirs, threads, False,
+                                floor=False)
+                budget = stage_budget(name, params, n_train)
+                cell["stages"][name] = {"budget": budget, "run": run,
+                                        "projected_s": projected_stage_s(run, budget)}
+                print(f"[cost_growth] side {side}, {n_train} train images, {name}: "
+                      f"{run['step_wall_ms']:.1f} ms/step, projected {cell['stages'][name]['projected_s']:.0f} s",
+                      file=sys.stderr, flush=True)
+            cells.append(cell)
     report = {"command": "python -m bench.cost_growth " + " ".join(sys.argv[1:] if argv is None else argv),
               "machine": machine(), "git_commit": git_commit(), "threads": threads,
               "updated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
