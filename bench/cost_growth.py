@@ -6,7 +6,7 @@
 For every (image side, share of MNIST's training split) it prepares the data (`data.resize`,
 `data.limit_train`), runs each training stage briefly under `bench.limits`' probe (the stage's
 own code, `auto` architectures as a user gets them: LeNet-5 pair and MLP cGAN up to 32 px grey,
-ResNet-20 → ResNet-8 and the conv cGAN beyond) and projects the stage at the default budget:
+ResNet-20 → ResNet-8 and the ResNet cGAN beyond) and projects the stage at the default budget:
 steps × measured step + evaluations × measured evaluation + checkpoints + set-up. The teacher's
 steps grow with the training set (epochs × set / batch); the cGAN's and the student's do not,
 but their evaluations and set-up do. The cells are the training-set shares at the first side and
@@ -113,7 +113,7 @@ def markdown(report: dict[str, Any]) -> str:
              "+ evaluations + checkpoints + set-up), seconds, with the step at its median CPU time (the work itself; "
              "evaluations and set-up at wall time); in brackets the step's CPU / wall milliseconds. Architectures "
              "are `auto`'s: LeNet-5 → LeNet-5-half and the MLP cGAN up to 32 px (grey), ResNet-20 → ResNet-8 "
-             "and the conv cGAN at 64 px.", "",
+             "and the ResNet cGAN at 64 px.", "",
              "| side | train images | teacher s (CPU / wall ms per step) | GAN s (…) | distill s (…) | total s |",
              "|---|---|---|---|---|---|"]
     for cell in report["cells"]:
