@@ -26,7 +26,7 @@ import pytest
 from helpers import dead_port, smoke_params
 from kfp import dsl
 
-from gandistill import tracking
+from gandistill import processes, tracking
 from gandistill.config import Params, load_params
 from gandistill.errors import ConfigError, ServiceError
 from gandistill.stages import entry
@@ -381,10 +381,17 @@ def test_a_terminated_run_closes_its_mlflow_runs_as_killed_and_removes_its_works
     (SIGINT to its process group) and ends the same way."""
     (tmp_path / "tmp").mkdir()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    proc, _ = _start_smoke_run(tmp_path, "terminated")
-    proc.send_signal(signal.SIGTERM)
+    proc, events = _start_smoke_run(tmp_path, "terminated")
+    tasks = [(pid, processes.process_start(pid)) for pid in processes.children(proc.pid)]
+    assert tasks  # kfp.local's task processes (the running stage)
+    proc.send_signal(signal.SIGTERM)  # to the CLI alone: it must stop its task processes itself
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err.rstrip().splitlines()[-1], err[-2000:]
+    deadline = time.monotonic() + 60
+    while any(processes.process_alive(*task) for task in tasks) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid, started in tasks if processes.process_alive(pid, started)]
+    assert '"stage_end"' not in events.read_text()  # stopped, not left to finish its stage
     parent = _parent("terminated")
     assert parent.info.status == "KILLED" and "KILLED" in _stage_statuses(parent.info.run_id)
     assert "RUNNING" not in _stage_statuses(parent.info.run_id)
