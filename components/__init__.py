@@ -3,7 +3,9 @@
 Each module defines a plain function with typed kfp Input/Output artifacts whose body calls
 `gandistill.stages.entry.run_task(<stage>, locals())`: the stage's record (gandistill.stage_records)
 says what the arguments mean. `build(image)` turns every record's component (and check_params)
-into components that run in `image` (one setting: `pipeline.image` in params.yaml). Component
+into components that run in `image` (one setting: `pipeline.image` in params.yaml). A training
+stage's component also declares `metrics: Output[Metrics]` and `curves: Output[HTML]`
+(stage_records.TRAINING_OUTPUTS): run_task fills them for the KFP UI. Component
 bodies travel alone, so the gandistill package must be installed where they run (the image, or
 the local venv for kfp.local).
 """

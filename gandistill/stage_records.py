@@ -37,6 +37,11 @@ _ARCHS = ("teacher.arch", "teacher.source", "distill.student_arch")
 # retries, progress) and the data section (their checkpoint fingerprint).
 _TRAINING = ("seed", "runtime", "data")
 
+# What a training stage's task shows in the KFP UI besides its model, filled by stages/entry.py from
+# its result (gandistill.evaluation.training_page): its final metrics (system.Metrics: the run
+# comparison's Scalar Metrics tab) and its loop's curves (system.HTML: the HTML tab).
+TRAINING_OUTPUTS = {"metrics": "system.Metrics", "curves": "system.HTML"}
+
 Headline = Callable[[dict[str, Any]], str]
 
 
@@ -77,6 +82,11 @@ class Stage:
     @property
     def resources_name(self) -> str:
         return self.resources or self.name
+
+    @property
+    def ui_outputs(self) -> tuple[str, ...]:
+        """The component's outputs that show how it trained (TRAINING_OUTPUTS; none for other stages)."""
+        return tuple(TRAINING_OUTPUTS) if self.trains else ()
 
     @property
     def knobs(self) -> tuple[str, ...]:

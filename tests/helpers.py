@@ -110,6 +110,16 @@ def artifact(cls: type, path: Path) -> object:
     return a
 
 
+def training_outputs(folder: Path) -> dict[str, object]:
+    """A training component's `metrics` and `curves` outputs (gandistill.stage_records.TRAINING_OUTPUTS),
+    as files in `folder` (kfp creates an output's folder; here it is made)."""
+    from kfp import dsl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"metrics": artifact(dsl.Metrics, folder / "metrics"), "curves": artifact(dsl.HTML, folder / "curves")}
+
+
 # -- the evaluation world ----------------------------------------------------------------------
 
 CLASSES = ["left", "middle", "right"]

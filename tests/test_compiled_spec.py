@@ -293,3 +293,31 @@ def test_checkpoint_root_must_be_storage_gandistill_writes() -> None:
 
     with pytest.raises(ConfigError, match="pipeline.checkpoint_root.*s3://"):
         load_params(ROOT / "params.yaml", ["pipeline.checkpoint_root=gs://bucket/ckpt"])
+
+
+@pytest.mark.parametrize("overrides,profile", [(["evaluate.baselines=[kd]"], None), ([], "transfer")])
+def test_training_tasks_show_their_final_metrics_and_curves_in_the_kfp_ui(
+        overrides: list[str], profile: str | None, tmp_path: Path) -> None:
+    """Every training task — the translator's and each fanned-out baseline student's too — outputs
+    `metrics` (system.Metrics: the KFP run comparison's Scalar Metrics tab) and `curves` (system.HTML:
+    its HTML tab); no other task outputs `curves`, and only evaluate other metrics."""
+    from gandistill import stage_records
+
+    compile_pipeline(load_params(ROOT / "params.yaml", overrides, profile), str(tmp_path / "p.yaml"))
+    spec, *_ = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
+    seen = set()
+    for name, task in _all_tasks(spec).items():
+        component = spec["components"][task["componentRef"]["name"]]
+        if "executorLabel" not in component:  # a sub-DAG (gate branches, the baselines loop)
+            continue
+        outputs = {key: value["artifactType"]["schemaTitle"]
+                   for key, value in component.get("outputDefinitions", {}).get("artifacts", {}).items()}
+        stage = name.replace("-", "_").rstrip("0123456789").rstrip("_")
+        if stage in stage_records.trained():
+            assert {k: outputs.get(k) for k in stage_records.TRAINING_OUTPUTS} == stage_records.TRAINING_OUTPUTS, name
+            seen.add(name)
+        else:
+            assert "curves" not in outputs and ("metrics" not in outputs or stage == "evaluate"), name
+    expected = {"train-teacher", "distill", "distill-2"} | (
+        {"train-translator"} if profile == "transfer" else {"train-gan"})
+    assert seen == expected

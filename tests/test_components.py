@@ -12,7 +12,7 @@ from gandistill_components.distill import distill
 from gandistill_components.prepare_data import prepare_data
 from gandistill_components.train_gan import train_gan
 from gandistill_components.train_teacher import train_teacher
-from helpers import artifact, smoke_params
+from helpers import artifact, smoke_params, training_outputs
 from kfp import dsl
 
 from gandistill.config import Params
@@ -29,11 +29,13 @@ def chain(tmp_path_factory, mnist_dir):
     data = artifact(dsl.Dataset, root / "data")
     prepare_data(params_json, "", data, seed=params.seed)
     teacher = artifact(dsl.Model, root / "teacher")
-    train_teacher(params_json, "", data, teacher, seed=params.seed)
+    teacher_ui = training_outputs(root / "teacher-ui")
+    train_teacher(params_json, "", data, teacher, **teacher_ui, seed=params.seed)
     generator = artifact(dsl.Model, root / "generator")
-    train_gan(params_json, "", data, teacher, generator, seed=params.seed, gan_steps=params.gan.steps)
+    train_gan(params_json, "", data, teacher, generator, **training_outputs(root / "gan-ui"), seed=params.seed,
+              gan_steps=params.gan.steps)
     return {"params": params, "params_json": params_json, "data": data, "teacher": teacher, "generator": generator,
-            "root": root}
+            "root": root, "teacher_ui": teacher_ui}
 
 
 def test_prepare_data_publishes_splits_and_version(chain):
@@ -49,6 +51,11 @@ def test_train_teacher_publishes_model_and_accuracy(chain):
     assert (Path(teacher.path) / "model.pt").is_file()
     assert teacher.metadata["params"] == 61_706
     assert 0.5 < teacher.metadata["test_acc"] <= 1.0  # 3 epochs on 600 images: far above chance
+    # what the KFP UI shows of the task: its final metrics (those on its MLflow run) and its curves page
+    shown = chain["teacher_ui"]["metrics"].metadata
+    assert shown["test_acc"] == pytest.approx(teacher.metadata["test_acc"]) and shown["wall_s"] > 0
+    assert set(shown) == {"final_val_acc", "test_acc", "params", "wall_s"}
+    assert "data:image/png;base64," in Path(chain["teacher_ui"]["curves"].path).read_text()
 
 
 def test_train_gan_publishes_generator_with_quality_metrics(chain):
@@ -74,7 +81,8 @@ def test_train_gan_publishes_generator_with_quality_metrics(chain):
 def test_distill_runs_the_requested_method(chain, method):
     student = artifact(dsl.Model, chain["root"] / f"student_{method}")
     params = chain["params"]
-    distill(chain["params_json"], "", method, chain["data"], chain["teacher"], student, seed=params.seed,
+    distill(chain["params_json"], "", method, chain["data"], chain["teacher"], student,
+            **training_outputs(chain["root"] / f"student_{method}-ui"), seed=params.seed,
             distill_steps=params.distill.steps, generator=chain["generator"] if method == "gan" else None)
     assert student.metadata["method"] == method
     assert student.metadata["params"] == 15_738

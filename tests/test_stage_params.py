@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import artifact
+from helpers import artifact, training_outputs
 from kfp import dsl
 
 from gandistill import archs, launch, stage_params, stage_records
@@ -148,5 +148,6 @@ def test_a_component_called_with_whole_params_still_runs(tiny_dataset: Path, tmp
 
     params = load_params(ROOT / "params.yaml", ["runtime.threads=1", "teacher.epochs=0.05", "teacher.min_accuracy=0"])
     teacher = artifact(dsl.Model, tmp_path / "teacher")
-    train_teacher(params.to_json(), "", artifact(dsl.Dataset, tiny_dataset), teacher, seed=2)
+    train_teacher(params.to_json(), "", artifact(dsl.Dataset, tiny_dataset), teacher,
+                  **training_outputs(tmp_path / "ui"), seed=2)
     assert (tmp_path / "teacher" / "model.pt").is_file()

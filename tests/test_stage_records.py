@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gandistill_components
 import pytest
-from helpers import artifact
+from helpers import artifact, training_outputs
 from kfp import dsl
 
 from gandistill import stage_params, stage_records
@@ -38,8 +38,12 @@ def test_each_component_declares_what_its_record_says(name: str) -> None:
     parameters = _component_parameters(name)
     expected = {"params_json", "parent_run_id", *record.knobs, *record.task_inputs, *record.pipeline_inputs,
                 *record.inputs, *record.optional_inputs, *(["launch"] if record.data_parallel else []),
-                *([record.output] if record.output else [])}
+                *([record.output] if record.output else []), *record.ui_outputs}
     assert expected <= set(parameters), expected - set(parameters)
+    for arg in record.ui_outputs:  # what the KFP UI shows of a training stage: its final metrics and curves
+        annotation = parameters[arg].annotation
+        assert "OutputAnnotation" in str(annotation)
+        assert typing.get_args(annotation)[0].schema_title == stage_records.TRAINING_OUTPUTS[arg]
     for knob in record.knobs:  # always given by the DAG: no default standing for "not given"
         assert parameters[knob].default is inspect.Parameter.empty and parameters[knob].annotation in (int, "int")
     for arg in record.inputs:
@@ -103,7 +107,7 @@ def test_a_task_parses_its_params_once_and_hands_the_view_on(tiny_dataset: Path,
     parses = _counting_parses(monkeypatch)
     teacher = artifact(dsl.Model, tmp_path / "teacher")
     train_teacher(stage_params.stage_json(params, "train_teacher"), "", artifact(dsl.Dataset, tiny_dataset),
-                  teacher, seed=3)
+                  teacher, **training_outputs(tmp_path / "ui"), seed=3)
     assert parses == ["train_teacher"]
     assert teacher.metadata["steps"] >= 1 and (tmp_path / "teacher" / "model.pt").is_file()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from gandistill_components.prepare_data import prepare_data
 from gandistill_components.train_teacher import train_teacher
-from helpers import artifact, smoke_params
+from helpers import artifact, smoke_params, training_outputs
 from kfp import dsl
 
 from gandistill import tracking
@@ -30,7 +30,7 @@ def test_stage_runs_record_the_dataset_with_its_dvc_md5_and_training_records_sys
     parent = tracking.start_parent_run("inputs")
     data, teacher = artifact(dsl.Dataset, tmp_path / "data"), artifact(dsl.Model, tmp_path / "teacher")
     prepare_data(params, parent, data, seed=seed)
-    train_teacher(params, parent, data, teacher, seed=seed)
+    train_teacher(params, parent, data, teacher, **training_outputs(tmp_path / "teacher-ui"), seed=seed)
 
     client = tracking.client()
     experiment = client.get_run(parent).info.experiment_id

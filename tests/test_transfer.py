@@ -21,6 +21,7 @@ from gandistill.augment import random_colour
 from gandistill.config import Params, load_params
 from gandistill.distributed import World
 from gandistill.errors import ConfigError, TrainingError
+from gandistill.evaluation.training_page import final_metrics, write_curves
 from gandistill.model_files import load_classifier
 from gandistill.nets.translator import CycleTranslator, PatchDiscriminator, ShapeAdapter, TranslatorGenerator
 from gandistill.stages import distill, evaluate, export, prepare_data, train_teacher, train_translator
@@ -146,6 +147,10 @@ def test_translator_cyclegan_student_baselines_evaluate_and_export_on_the_smoke_
     tr = train_translator.run(params, data, tmp_path / "teacher", tmp_path / "translator")
     assert tr["steps"] == 4 and tr["shape_a"] == [1, 16, 16] and tr["shape_b"] == [3, 16, 16]
     assert {"coverage", "diversity", "semantic_acc", "cycle_acc"} <= set(tr["history"][-1])
+    # what its kfp task shows (gandistill.evaluation.training_page): the final numbers and their curves
+    assert {"final_coverage", "final_semantic_acc", "final_cycle_acc", "wall_s"} <= set(final_metrics(tr))
+    page = write_curves("train_translator", tr, tmp_path / "curves").read_text()
+    assert "2 evaluations over 4 steps" in page and "data:image/png" in page
     tracker = RecordingTracker()
     student = distill.run(params, data, tmp_path / "teacher", None, tmp_path / "student", tracker,
                           translator_dir=tmp_path / "translator")

@@ -136,6 +136,36 @@ def training_curves(histories: dict[str, list[dict[str, float]]], path: str | Pa
     return _save(fig, path)
 
 
+CLOCK_COLUMNS = ("step", "wall_s", "samples")  # a loop history's axes, not its curves
+
+
+def history_panels(history: list[dict[str, Any]], path: str | Path, title: str,
+                   selected_step: float | None = None) -> Path | None:
+    """One small panel per numeric series of one loop's history against the step (series of
+    different scales — FID and agreement — each on its own axis), the selected step marked."""
+    keys = list(dict.fromkeys(k for h in history for k, v in h.items()
+                              if k not in CLOCK_COLUMNS and isinstance(v, int | float) and not isinstance(v, bool)))
+    if not keys:
+        return None
+    cols = min(4, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = _subplots(rows, cols, figsize=(3.3 * cols, 2.5 * rows + 0.4), squeeze=False)
+    steps = [h.get("step", i) for i, h in enumerate(history)]
+    for i, ax in enumerate(axes.flat):
+        if i >= len(keys):
+            ax.axis("off")
+            continue
+        ax.plot(steps, [h.get(keys[i], np.nan) for h in history], marker=".")
+        if selected_step is not None:
+            ax.axvline(selected_step, color="grey", ls="--", lw=1)
+        ax.set_title(keys[i], fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.ticklabel_format(axis="y", useOffset=False)  # 0.99919 as itself, not 1e-6 + offset
+        ax.grid(alpha=0.3)
+    fig.suptitle(title + ("" if selected_step is None else " (dashed: the selected step)"), fontsize=10)
+    return _save(fig, path)
+
+
 def privacy_pairs(generated: np.ndarray, nearest_train: np.ndarray, distances: np.ndarray, threshold: float,
                   path: str | Path) -> Path:
     """The generated samples closest to a training image, each above its nearest neighbour."""

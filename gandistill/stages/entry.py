@@ -78,7 +78,19 @@ def run_task(stage: str, args: dict[str, Any]) -> dict[str, Any]:
                        run_name="_".join([record.name, *(str(args[name]) for name in record.task_inputs)]))
     if record.output is not None:
         args[record.output].metadata.update(scalar_metrics(result) | {name: args[name] for name in record.task_inputs})
+    if record.ui_outputs:
+        show_training(record.name, result, args["metrics"], args["curves"])
     return result
+
+
+def show_training(stage: str, result: dict[str, Any], metrics: Any, curves: Any) -> None:
+    """A training task's kfp `metrics` (its final numbers) and `curves` (its loop's curves as one
+    HTML page): what the KFP run and the run comparison show of how it trained."""
+    from gandistill.evaluation import training_page  # matplotlib: imported by training tasks only
+
+    for key, value in training_page.final_metrics(result).items():
+        metrics.log_metric(key, value)
+    training_page.write_curves(stage, result, curves.path)
 
 
 def stage_function(record: Stage) -> Callable[..., dict[str, Any]]:

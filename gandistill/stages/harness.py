@@ -91,8 +91,10 @@ class Training:
 
     def finish(self, out_dir: str | Path, result: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
         """`result` with the stage's wall time, written as `out_dir`/result.json; `metrics` (its
-        final numbers) logged on the stage's MLflow run."""
+        final numbers) logged on the stage's MLflow run and kept in the result as `final_metrics`
+        (its kfp task shows the same numbers: gandistill.evaluation.training_page)."""
         result["wall_s"] = time.perf_counter() - self.started
+        result["final_metrics"] = dict(metrics)
         write_result(out_dir, result)
         self.tracker.log_metrics(metrics)
         return result

@@ -56,6 +56,16 @@ def test_pipeline_tracks_to_mlflow_server_and_s3(mlflow_server: Any, s3_env: dic
     assert names >= STAGES and any(n.startswith("distill") for n in names), names
     assert all(r.info.status == "FINISHED" for r in children)
     assert any(r.data.metrics for r in children)
+    # What the KFP UI shows of each training task (kfp.local wrote its executor output as a cluster's
+    # launcher would): its final metrics — the numbers on its MLflow run — and its curves page.
+    run_dir = Path(summary["run_dir"])
+    for task, run_name in (("train-teacher", "train_teacher"), ("train-gan", "train_gan"), ("distill", "distill_gan")):
+        output = json.loads((run_dir / task / "executor_output.json").read_text())
+        shown = output["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+        logged = next(r for r in children if r.info.run_name == run_name).data.metrics
+        assert shown.pop("wall_s") > 0 and shown, task
+        assert shown == pytest.approx({key: logged[key] for key in shown}), task
+        assert "data:image/png;base64," in (run_dir / task / "curves").read_text(), task
 
     versions = client.search_model_versions(f"name = '{model}'")
     assert len(versions) == 1
