@@ -110,7 +110,7 @@ def measure_pair(teacher_arch: str, student_arch: str, shape: tuple[int, int, in
     with tempfile.TemporaryDirectory() as tmp:
         paths: dict[str, Path] = {}
         for role, net in nets.items():
-            fp32 = backends.to_onnx(net, example, Path(tmp) / f"{role}.onnx", legacy=True)  # as export's INT8
+            fp32 = backends.to_onnx(net, example, Path(tmp) / f"{role}.onnx")  # the dynamo graph, as export's INT8
             paths[f"{role} FP32"] = fp32
             paths[f"{role} INT8"] = quantization.quantize_onnx(fp32, Path(tmp) / f"{role}.int8.onnx",
                                                                _random_reader(shape))
@@ -152,7 +152,7 @@ def measure_layers(rounds: int) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         for label, cin, cout, k, side in LAYERS:
             net = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, k, padding=k // 2), torch.nn.ReLU()).eval()
-            fp32 = backends.to_onnx(net, torch.rand(2, cin, side, side), Path(tmp) / "layer.onnx", legacy=True)
+            fp32 = backends.to_onnx(net, torch.rand(2, cin, side, side), Path(tmp) / "layer.onnx")
             int8 = quantization.quantize_onnx(fp32, Path(tmp) / "layer.int8.onnx", _random_reader((cin, side, side)),
                                               min_reduction=0)
             runners = {kind: backends.onnx_runner(backends.onnx_session(p)) for kind, p in (("fp32", fp32),

@@ -1,15 +1,18 @@
 """The INT8 student: static post-training quantisation of the FP32 ONNX model with ONNX Runtime.
 
-Format: QDQ (QuantizeLinear/DequantizeLinear pairs that ONNX Runtime fuses into integer kernels,
-and any other runtime can read), int8 weights per output channel (symmetric), uint8 activations
-per tensor (asymmetric), ranges from MinMax calibration. The model is pre-processed first
+The FP32 graph is the dynamo exporter's, as export's model.onnx. Format: QDQ
+(QuantizeLinear/DequantizeLinear pairs that ONNX Runtime fuses into integer kernels, and any other
+runtime can read), int8 weights per output channel (symmetric), uint8 activations per tensor
+(asymmetric), ranges from MinMax calibration. The model is pre-processed first
 (`quant_pre_process`: shape inference and graph clean-up — without it, Identity nodes the
-exporter leaves between shared constants stop ORT from fusing convolutions, measured: 5 of 9
-ResNet-8 convs stayed float).
+TorchScript-based exporter left between shared constants stopped ORT from fusing convolutions,
+measured: 5 of 9 ResNet-8 convs stayed float).
 
-Not every layer pays in INT8: `float_prefix` keeps the leading weight layers in FP32 up to the
-first one whose reduction size (inputs summed per output: in_channels/groups × kh × kw for a
-convolution, in_features for a linear layer) reaches `MIN_INT8_REDUCTION`. Why, measured (one
+Not every layer pays in INT8: `float_prefix` keeps the leading weight layers in FP32 — those
+upstream of the first ones whose reduction size (inputs summed per output: in_channels/groups ×
+kh × kw for a convolution, in_features for a linear layer) reaches `MIN_INT8_REDUCTION`. Layers
+are named by their PyTorch module (`layer_name`: the dynamo graph names weights after the
+parameters). Why, measured (one
 Conv+ReLU alone, ONNX Runtime 1.32 CPU, 1 thread, AVX-512 VNNI, batch 256, INT8 time including
 its quantise/dequantise): reduction 25 (1→3 channels, 5×5, the first conv of LeNet-5-half) runs
 3× SLOWER in INT8 (28.9 vs 9.4 µs/image), 27 (3→16, 3×3) 1.8× slower, 75 0.8×, 100 0.97×; from
@@ -183,31 +186,56 @@ def reduction_size(node: Any, initializers: dict[str, Any]) -> int | None:
 
 
 def float_prefix(model: Any, min_reduction: int = MIN_INT8_REDUCTION) -> list[str]:
-    """Names of the leading weight layers (graph order) before the first whose reduction size is
-    at least `min_reduction` and whose input is not a max-pool's output: they stay FP32 (module
-    doc: why, measured). Empty when the first layer already pays, or when none does (then every
+    """Node names of the weight layers that stay FP32: those with no layer that pays in INT8 at or
+    upstream of them. A layer pays when its reduction size reaches `min_reduction` and its input is
+    not a max-pool's output (module doc: why, measured; a weight that is not a graph constant counts
+    as paying: the border sits there). On a chain (LeNet) these are the leading layers up to the
+    first that pays; on a residual net a block's 1×1 shortcut beside float layers stays float with
+    them. Read from the data flow, not the node order, so both ONNX exporters give the same layers
+    (the TorchScript-based one writes a block's shortcut before its first conv, the dynamo one
+    after its second). Empty when the first layer already pays, or when none does (then every
     layer is quantised)."""
     initializers = {t.name: t for t in model.graph.initializer}
     producer = {out: n.op_type for n in model.graph.node for out in n.output}
-    prefix: list[str] = []
-    for node in model.graph.node:
-        if node.op_type not in WEIGHT_OPS:
-            continue
-        size = reduction_size(node, initializers)
-        if size is None or (size >= min_reduction and producer.get(node.input[0]) != "MaxPool"):
-            return prefix
-        prefix.append(node.name)
-    return []
+    downstream: set[str] = set()  # tensors computed from the output of a layer that pays
+    kept: list[str] = []
+    any_pays = False
+    for node in model.graph.node:  # ONNX keeps nodes in topological order
+        after_border = any(name in downstream for name in node.input)
+        if node.op_type in WEIGHT_OPS:
+            size = reduction_size(node, initializers)
+            pays = size is None or (size >= min_reduction and producer.get(node.input[0]) != "MaxPool")
+            any_pays |= pays
+            if pays or after_border:
+                after_border = True
+            else:
+                kept.append(node.name)
+        if after_border:
+            downstream.update(node.output)
+    return kept if any_pays else []
+
+
+def layer_name(node: Any, producers: dict[str, Any]) -> str:
+    """The PyTorch module a weight layer computes: its weight tensor's name without ".weight" (the
+    dynamo exporter names each initializer after its parameter, BatchNorm folded into the conv's
+    weight), read through the DequantizeLinear of a quantised layer; the node's name otherwise."""
+    weight = node.input[1] if len(node.input) > 1 else ""
+    dequantize = producers.get(weight)
+    if dequantize is not None and dequantize.op_type == "DequantizeLinear":
+        weight = dequantize.input[0].removesuffix("_quantized")
+    return weight.removesuffix(".weight") if weight.endswith(".weight") else node.name
 
 
 def layer_precision(path: str | Path) -> dict[str, str]:
-    """Each Conv / Gemm / MatMul of a saved model → "int8" when its weight comes through a
-    DequantizeLinear (QDQ), else "float": what the INT8 file really computes in integers."""
+    """Each Conv / Gemm / MatMul of a saved model, by its module (`layer_name`) → "int8" when its
+    weight comes through a DequantizeLinear (QDQ), else "float": what the INT8 file really computes
+    in integers."""
     import onnx
 
     graph = onnx.load(str(path)).graph
+    producers = {out: n for n in graph.node for out in n.output}
     dequantized = {out for n in graph.node if n.op_type == "DequantizeLinear" for out in n.output}
-    return {n.name: ("int8" if len(n.input) > 1 and n.input[1] in dequantized else "float")
+    return {layer_name(n, producers): ("int8" if len(n.input) > 1 and n.input[1] in dequantized else "float")
             for n in graph.node if n.op_type in WEIGHT_OPS}
 
 
@@ -254,11 +282,11 @@ def example_input(x_uint8: torch.Tensor) -> torch.Tensor:
 
 def quantize_student(student: nn.Module, example: torch.Tensor, out_path: str | Path, plan: CalibrationPlan,
                      data_dir: str | Path, samples: int, seed: int, opset: int) -> Path:
-    """FP32 ONNX export of `student` (the TorchScript-based exporter, whose node names the
-    float-prefix rule and the model card use: see backends.to_onnx), then `quantize_onnx` with
-    `plan`'s calibration images. Deterministic: same student, plan and seed → the same bytes."""
+    """FP32 ONNX export of `student` by the dynamo exporter (as export's model.onnx), then
+    `quantize_onnx` with `plan`'s calibration images. Deterministic: same student, plan and seed →
+    the same bytes."""
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = backends.to_onnx(student, example, Path(tmp) / "fp32.onnx", opset, legacy=True)
+        fp32 = backends.to_onnx(student, example, Path(tmp) / "fp32.onnx", opset)
         return quantize_onnx(fp32, out_path, calibration_reader(plan, data_dir, samples, seed))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -47,3 +48,19 @@ def test_an_imported_torchscript_model_still_exports_to_onnx(tmp_path):
     assert not any("legacy TorchScript-based ONNX export" in str(w.message) for w in seen)
     with torch.no_grad():
         assert backends.parity(scripted(x).numpy(), run(x))["max_abs_diff"] < 1e-4
+
+
+def test_the_onnx_file_keeps_the_graph_not_the_exporting_machine_s_stack_traces(tmp_path):
+    """The dynamo exporter annotates every node with its Python stack trace (absolute paths of this
+    checkout): the shipped model.onnx, and the INT8 file quantised from it, carry none of it."""
+    import onnx
+
+    from gandistill.nets import classifiers
+
+    model = build_classifier("resnet8_w8", 1, (28, 28), 10).eval()
+    path = backends.to_onnx(model, torch.rand(2, 1, 28, 28), tmp_path / "m.onnx")
+    graph = onnx.load(str(path)).graph
+    assert {n.op_type for n in graph.node} >= {"Conv", "Gemm"}
+    assert [n.name for n in graph.node if n.metadata_props] == []
+    source_dir = str(Path(classifiers.__file__).parent).encode()
+    assert source_dir not in path.read_bytes()

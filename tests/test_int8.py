@@ -153,25 +153,31 @@ def test_int8_model_runs_in_a_fresh_session_with_the_reported_accuracy(world, ex
 def _quantised(arch, shape, tmp_path):
     torch.manual_seed(0)
     net = build_classifier(arch, shape[0], shape[1:], 10).eval()
-    fp32 = backends.to_onnx(net, torch.rand(2, *shape), tmp_path / f"{arch}.onnx", legacy=True)  # as quantization
+    fp32 = backends.to_onnx(net, torch.rand(2, *shape), tmp_path / f"{arch}.onnx")  # the dynamo graph, as quantization
     images = np.random.default_rng(0).random((64, *shape), dtype=np.float32)
     return quantization.quantize_onnx(fp32, tmp_path / f"{arch}.int8.onnx", quantization._Reader(iter([images])))
 
 
+RESNET8_W8_FLOAT = ["stem.0", "stages.0.0.conv1", "stages.0.0.conv2", "stages.1.0.conv1", "stages.1.0.shortcut.0"]
+
+
 @pytest.mark.parametrize("arch, shape, kept_float", [
-    ("lenet5_half", (1, 28, 28), ["/conv1/Conv", "/conv2/Conv"]),  # reductions 1·5·5 = 25, 3·5·5 = 75; fc1 200
-    ("lenet5", (1, 28, 28), ["/conv1/Conv", "/conv2/Conv"]),  # conv2 (150) reads a max-pool: int8 from fc1 on
-    ("resnet8", (3, 32, 32), ["/stem/stem.0/Conv"]),  # 3·3·3 = 27; every later conv ≥ 16·3·3 = 144
+    ("lenet5_half", (1, 28, 28), ["conv1", "conv2"]),  # reductions 1·5·5 = 25, 3·5·5 = 75; fc1 200
+    ("lenet5", (1, 28, 28), ["conv1", "conv2"]),  # conv2 (150) reads a max-pool: int8 from fc1 on
+    ("resnet8", (3, 32, 32), ["stem.0"]),  # 3·3·3 = 27; every later conv ≥ 16·3·3 = 144
+    # 9, 72, 72; stage 1: conv1 72 and its 1×1 shortcut 8 beside it stay float, conv2 (144) pays
+    ("resnet8_w8", (1, 28, 28), RESNET8_W8_FLOAT),
 ])
 def test_leading_layers_below_the_reduction_threshold_stay_float(arch, shape, kept_float, tmp_path):
     path = _quantised(arch, shape, tmp_path)
-    precision = quantization.layer_precision(path)
-    assert [name for name, kind in precision.items() if kind == "float"] == kept_float
+    precision = quantization.layer_precision(path)  # by module: the dynamo graph names weights after them
+    assert sorted(name for name, kind in precision.items() if kind == "float") == sorted(kept_float)
     assert sum(kind == "int8" for kind in precision.values()) == len(precision) - len(kept_float) > 0
     graph = onnx.load(str(path)).graph
     weights = {i.name: i for i in graph.initializer}
+    producers = {out: n for n in graph.node for out in n.output}
     for node in graph.node:  # a float layer reads its FP32 weight directly; an int8 one through DequantizeLinear
-        if node.name in kept_float:
+        if node.op_type in quantization.WEIGHT_OPS and quantization.layer_name(node, producers) in kept_float:
             assert weights[node.input[1]].data_type == onnx.TensorProto.FLOAT
     dequantized = [n for n in graph.node if n.op_type == "DequantizeLinear"]
     assert any(weights[n.input[0]].data_type == onnx.TensorProto.INT8 for n in dequantized if n.input[0] in weights)
@@ -182,16 +188,51 @@ def test_leading_layers_below_the_reduction_threshold_stay_float(arch, shape, ke
     assert session.run(None, {session.get_inputs()[0].name: np.zeros((3, *shape), np.float32)})[0].shape == (3, 10)
 
 
+def _float_weights(net, shape, tmp_path, legacy):
+    """The weights of the layers `float_prefix` keeps FP32 in one exporter's pre-processed graph."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    raw = backends.to_onnx(net, torch.rand(2, *shape), tmp_path / f"{legacy}.onnx", legacy=legacy)
+    quant_pre_process(str(raw), str(tmp_path / f"{legacy}.pre.onnx"), skip_symbolic_shape=False)
+    model = onnx.load(str(tmp_path / f"{legacy}.pre.onnx"))
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    kept = set(quantization.float_prefix(model))
+    return [weights[n.input[1]] for n in model.graph.node if n.name in kept]
+
+
+@pytest.mark.parametrize("arch, shape", [("lenet5_half", (1, 28, 28)), ("resnet8_w8", (1, 28, 28)),
+                                         ("resnet20_w16", (3, 32, 32))])
+def test_both_exporters_graphs_keep_the_same_layers_float(arch, shape, tmp_path):
+    """The rule reads the data flow, not the node order: the TorchScript-based exporter writes a
+    residual block's shortcut before its first conv, the dynamo one after its second — an order-based
+    prefix kept resnet8_w8's stage-1 shortcut (reduction 8) float on one graph and int8 on the other.
+    Layers are matched by their (BatchNorm-folded) weights, the one thing both graphs share."""
+    torch.manual_seed(0)
+    net = build_classifier(arch, shape[0], shape[1:], 10).eval()
+    legacy = _float_weights(net, shape, tmp_path, legacy=True)
+    dynamo = _float_weights(net, shape, tmp_path, legacy=False)
+    assert len(legacy) == len(dynamo) > 0
+    for weight in dynamo:
+        assert any(w.shape == weight.shape and np.allclose(w, weight, atol=1e-6) for w in legacy)
+
+
 def test_threshold_moves_the_boundary(tmp_path):
     torch.manual_seed(0)
     fp32 = backends.to_onnx(build_classifier("lenet5_half", 1, (28, 28), 10).eval(), torch.rand(2, 1, 28, 28),
-                            tmp_path / "s.onnx", legacy=True)  # as quantization exports it
+                            tmp_path / "s.onnx")  # as quantization exports it
     model = onnx.load(str(fp32))
-    assert quantization.float_prefix(model, min_reduction=1) == []  # the first layer already pays
-    assert quantization.float_prefix(model, min_reduction=20) == []  # 25: conv1 pays already
+    producers = {out: n for n in model.graph.node for out in n.output}
+    nodes = {n.name: n for n in model.graph.node}
+
+    def kept(min_reduction):
+        return [quantization.layer_name(nodes[name], producers)
+                for name in quantization.float_prefix(model, min_reduction=min_reduction)]
+
+    assert kept(1) == []  # the first layer already pays
+    assert kept(20) == []  # 25: conv1 pays already
     # conv2 (75) would pay at 50, but it reads a max-pool's output: the border moves on to fc1
-    assert quantization.float_prefix(model, min_reduction=50) == ["/conv1/Conv", "/conv2/Conv"]
-    assert quantization.float_prefix(model, min_reduction=10_000) == []  # none pays: quantise all
+    assert kept(50) == ["conv1", "conv2"]
+    assert kept(10_000) == []  # none pays: quantise all
 
 
 def test_speed_verdict_calls_a_tie_a_tie():
