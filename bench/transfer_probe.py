@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     so_test = acc(predict(src_only, test_b), test_b_y)
     so_val_logits = predict(src_only, val_b)
     t0 = cpu()
-    labels_a = torch.cat([predict(teacher, as_float(xa_all[i:i + 5000])).argmax(1) for i in range(0, len(xa_all), 5000)])
+    labels_a = torch.cat([predict(teacher, as_float(xa_all[i:i + 5000])).argmax(1)
+                          for i in range(0, len(xa_all), 5000)])
     label_cpu = cpu() - t0
     print(f"source-only teacher on target test {so_test:.4f}; teacher labels on source train in {label_cpu:.1f} CPU-s")
 
@@ -275,7 +276,8 @@ def train_student(args: argparse.Namespace, translator: PixelDATranslator, teach
                 m = keep[ib]
                 if m.any():
                     logits = student(random_affine(x_b[m]))
-                    loss = loss + n_tgt / args.student_batch * m.float().mean() * F.cross_entropy(logits, pl_label[ib][m])
+                    share = n_tgt / args.student_batch * m.float().mean()
+                    loss = loss + share * F.cross_entropy(logits, pl_label[ib][m])
             else:
                 with torch.no_grad():
                     p = F.softmax(ema(x_b), 1)

@@ -16,7 +16,8 @@ From a quarter of the translator's steps on, the guard compares them at every ch
 (console, MLflow, the translator's result.json → the report), and then, by `translator.guard`:
 "fallback" — the distill stage trains the student as plain KD on raw target images (target_kd's
 recipe, the baseline the guard compared with) and says so in its result; "stop" — the stage fails
-(TrainingError, exit 4) naming the numbers and the knobs; "off" — the numbers are logged only.
+(TrainingError, exit 4) naming the numbers and the knobs; "warn" — the warnings only, training goes
+on (not "off": YAML reads that as false).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def guard_symptom(class_kept: float, teacher_on_target: float, margin: float = 0
 
 class ClassGuard:
     """Counts failed checks in a row from a quarter of the steps on; `check` raises GuardTripped when it
-    trips (translator.guard "fallback" / "stop"; with "off" it only records)."""
+    trips (translator.guard "fallback" / "stop"; with "warn" it only warns)."""
 
     def __init__(self, tp: Any):
         self.mode, self.patience, self.margin = tp.guard, tp.guard_patience, tp.guard_margin
@@ -86,21 +87,25 @@ class ClassGuard:
         if not symptom:
             return
         log.warning("[train_translator] step %d: class guard: %s (%d/%d)", step, symptom, self.failed, self.patience)
-        if self.failed < self.patience or self.mode == "off" or self.tripped:
+        if self.failed < self.patience or self.tripped:
             return
         self.tripped = {"message": symptom, **self.last}
+        if self.mode == "warn":
+            return
         if self.mode == "stop":
             raise TrainingError(f"train_translator stopped at step {step}: {symptom}. Set translator.guard=fallback "
                                 "to train the student as plain KD on raw target images instead, or try another "
                                 "translator (distill.method), a longer translator.steps or a larger "
-                                "translator.task_weight")
+                                "translator.semantic_weight (cyclegan) or task_weight (pixelda)")
         log.warning("[train_translator] class guard tripped at step %d: training stops here; the student will learn "
                     "as plain KD on raw target images (%s; translator.guard=fallback)", step, FALLBACK_METHOD)
         raise GuardTripped(symptom)
 
     def verdict(self) -> dict[str, Any]:
         """For the translator's result.json: what the guard saw and decided (distill reads `fallback`)."""
+        if self.tripped is not None and self.mode == "warn":
+            return {"verdict": "warned", "fallback": None, **self.tripped}
         if self.tripped is not None:
             return {"verdict": "tripped", "fallback": FALLBACK_METHOD if self.mode == "fallback" else None,
                     **self.tripped}
-        return {"verdict": "passed" if self.mode != "off" else "off", "fallback": None, **self.last}
+        return {"verdict": "passed", "fallback": None, **self.last}

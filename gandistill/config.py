@@ -187,7 +187,8 @@ class TranslatorParams(Section):
     # Where the teacher judges the translated source: "translated" = teacher(ad(G_AB(x_a))) (CyCADA eq. 4),
     # "cycle" = teacher(G_BA(G_AB(x_a))): the teacher reads only its own domain, where it is reliable
     # (judging B-style images pulled G_AB back towards A-looking images; train_translator's docstring).
-    semantic_on: Literal["translated", "cycle"] = "cycle"
+    # "both": the sum — "cycle" alone lets G_AB permute the classes and G_BA undo it (train_translator).
+    semantic_on: Literal["translated", "cycle", "both"] = "cycle"
     # Teacher confidence on translated target images (DAFL's L_oh + L_ie on teacher(G_BA(x_b))): G_BA's
     # outputs should be read confidently and, over a batch, spread over the classes (0 = off).
     # MNIST → MNIST-M at 500 steps, with semantic_on=cycle: teacher on G_BA(target) 57 % vs 47 % without both.
@@ -215,7 +216,7 @@ class TranslatorParams(Section):
     # teacher reads raw target images (both without target labels), for guard_patience checks in a row,
     # training stops with a warning and the student learns as plain KD on raw target images (fallback) or
     # the run fails (stop).
-    guard: Literal["fallback", "stop", "off"] = "fallback"
+    guard: Literal["fallback", "stop", "warn"] = "fallback"
     guard_patience: int = Field(2, ge=1)
     guard_margin: float = Field(0.0, ge=0.0, le=1.0)  # trips when class kept + margin < teacher on raw target
 

@@ -1,10 +1,10 @@
-"""Cross-domain transfer (distill.method=cyclegan): the translator's losses against hand-computed
-values, the shape adapter and translators, the stages on tiny synthetic domains made here, the
-errors for target data that cannot pair with the source, translator collapse, the recipe's options,
-and (slow) the shipped `--profile transfer` through the CLI. Not here: a slow check that the cyclegan
-student beats the source-only teacher on a synthetic shift — it failed again with the new recipe
-(student 36.4 % vs source-only 45.3 %: on bars the confidence term lets G_BA permute the classes,
-/work/notes/issue-14.md), and a check that cannot pass is not kept as a test."""
+"""Cross-domain transfer (distill.method=cyclegan / pixelda): the translator's losses against
+hand-computed values, the shape adapter and translators, the stages on tiny synthetic domains made
+here, the errors for target data that cannot pair with the source, translator collapse, the class
+guard, the recipe's options, and (slow) the shipped `--profile transfer` through the CLI. Not here:
+a slow check that the cyclegan student beats the source-only teacher on a synthetic shift — it failed
+again with the new recipe (student 36.4 % vs source-only 45.3 %: on bars the confidence term lets
+G_BA permute the classes, /work/notes/issue-14.md), and a check that cannot pass is not kept as a test."""
 
 from __future__ import annotations
 
@@ -16,15 +16,18 @@ import numpy as np
 import pytest
 import torch
 
-from gandistill import losses, methods
+from gandistill import losses, methods, transfer
 from gandistill.augment import random_colour
+from gandistill.class_guard import ClassGuard, GuardTripped, atc_estimate
 from gandistill.config import Params, load_params
 from gandistill.distributed import World
 from gandistill.errors import ConfigError, TrainingError
 from gandistill.evaluation.training_page import final_metrics, write_curves
 from gandistill.model_files import load_classifier
 from gandistill.nets.translator import CycleTranslator, PatchDiscriminator, ShapeAdapter, TranslatorGenerator
+from gandistill.pixelda import PixelDATranslator
 from gandistill.stages import distill, evaluate, export, prepare_data, train_teacher, train_translator
+from gandistill.stages.train_translator import semantic_term
 from gandistill.tracking import NullTracker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +47,9 @@ TINY = ["teacher.epochs=2", "teacher.batch_size=32", "translator.steps=4", "tran
         "translator.eval_samples=40", "translator.batch_size=8", "translator.ngf=4", "translator.ndf=8",
         "translator.n_blocks=1", "distill.steps=4", "distill.eval_every=2", "distill.batch_size=16",
         "runtime.checkpoint_every=100", "evaluate.latency_runs=2", "distill.student_arch=resnet8_w4",
-        "teacher.arch=lenet5"]
+        "teacher.arch=lenet5",
+        # 4 translator steps keep no class: the guard would (rightly) trip; its own test turns it on
+        "translator.guard=warn"]
 
 
 # -- losses, hand-computed -----------------------------------------------------------------
@@ -94,6 +99,69 @@ def test_translators_map_between_shapes(shape_a: tuple, shape_b: tuple) -> None:
     assert float(out.min()) >= 0 and float(out.max()) <= 1
     assert PatchDiscriminator(shape_b[0], 8)(xb).shape[:2] == (2, 1)
     assert isinstance(translator.g_ab, TranslatorGenerator)
+
+
+def test_translator_generator_antialiases_when_it_shrinks_its_input() -> None:
+    """One-pixel stripes brought from 28×28 to 8×8 average to grey; a plain bilinear shrink samples
+    a few pixels per output pixel and keeps stripes (0.25 / 0.75): the 8×8 digits case lost strokes so."""
+    stripes = torch.zeros(1, 1, 28, 28)
+    stripes[..., ::2] = 1.0
+    generator = TranslatorGenerator((1, 28, 28), (1, 8, 8), ngf=4, n_blocks=1)
+    seen: list[torch.Tensor] = []
+    generator.net.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    generator(stripes)
+    assert seen[0].shape == (1, 1, 8, 8) and float((seen[0] - 0.5).abs().max()) < 0.05
+    assert float((ShapeAdapter((1, 28, 28), (1, 8, 8))(stripes) - 0.5).abs().max()) < 0.05
+
+
+def test_semantic_on_both_catches_a_class_permutation_that_the_round_trip_hides() -> None:
+    """A G_AB that swaps the two classes and a G_BA that swaps them back: the round trip keeps the
+    class (semantic_on=cycle sees nothing wrong), the translated image does not ("both" sees it)."""
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        teacher[1].weight.copy_(10 * torch.eye(2))  # class = the bright pixel
+    real_a = torch.tensor([[[[1.0, 0.0]]], [[[0.0, 1.0]]]])
+    fake_b = real_a.flip(-1)  # G_AB: class 0 drawn as class 1 and back
+    rec_a = fake_b.flip(-1)  # G_BA undoes it
+    to_a = ShapeAdapter((1, 1, 2), (1, 1, 2))
+    cycle = semantic_term("cycle", teacher, real_a, fake_b, rec_a, to_a)
+    both = semantic_term("both", teacher, real_a, fake_b, rec_a, to_a)
+    assert float(cycle) < 1e-3 and float(both) > 5.0
+    assert float(both) == pytest.approx(float(cycle + semantic_term("translated", teacher, real_a, fake_b, rec_a,
+                                                                     to_a)))
+
+
+# -- the class guard --------------------------------------------------------------------------
+
+def test_atc_estimate_matches_a_hand_computed_threshold() -> None:
+    # 2 of 4 reference images right → the threshold is the median confidence 0.75; 2 of 4 new ones exceed it
+    reference_conf, correct = torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.tensor([True, True, False, False])
+    assert atc_estimate(reference_conf, correct, torch.tensor([0.95, 0.5, 0.76, 0.1])) == pytest.approx(0.5)
+
+
+def test_class_guard_counts_failed_checks_in_a_row_from_a_quarter_of_the_steps() -> None:
+    class Knobs:
+        guard, guard_patience, guard_margin, steps = "fallback", 2, 0.0, 100
+
+    guard = ClassGuard(Knobs())
+    guard.check(10, 0.1, 0.9)  # before step 25: not counted
+    guard.check(30, 0.1, 0.9)
+    guard.check(40, 0.95, 0.9)  # a passed check resets the count
+    guard.check(50, 0.1, 0.9)
+    with pytest.raises(GuardTripped, match="keeps the class in 10.0 %"):
+        guard.check(60, 0.1, 0.9)
+    assert guard.verdict()["verdict"] == "tripped" and guard.verdict()["fallback"] == "target_kd"
+    Knobs.guard = "stop"
+    stopper = ClassGuard(Knobs())
+    stopper.check(30, 0.1, 0.9)
+    with pytest.raises(TrainingError, match="translator.guard=fallback") as err:
+        stopper.check(40, 0.1, 0.9)
+    assert err.value.exit_code == 4
+    Knobs.guard = "warn"
+    watcher = ClassGuard(Knobs())
+    for step in (30, 40, 50):
+        watcher.check(step, 0.1, 0.9)
+    assert watcher.verdict()["verdict"] == "warned"
 
 
 # -- tiny synthetic domains -----------------------------------------------------------------
@@ -177,6 +245,70 @@ def test_translator_cyclegan_student_baselines_evaluate_and_export_on_the_smoke_
     assert (tmp_path / "eval" / "translation_b_to_a.png").is_file()
     out = export.run(params, data, tmp_path / "student", tmp_path / "eval", tmp_path / "exported")
     assert (tmp_path / "exported" / "model.onnx").is_file() and out
+
+
+@pytest.mark.parametrize("method", ["cyclegan", "pixelda"])
+def test_a_translator_that_loses_the_class_trips_the_guard_and_the_student_learns_as_plain_kd(
+        tmp_path: Path, method: str) -> None:
+    """An untrained translator (learning rate ~0) keeps the class at chance on source images while the
+    teacher reads the raw target bars well: the guard stops the translator at its second failed check
+    and distill trains the student by target_kd's recipe, saying so in its result."""
+    a, b = write_domains(tmp_path)
+    tiny_lr = ["translator.lr=1e-12", "translator.steps=8"]
+    params = transfer_params(a, b, f"distill.method={method}", *tiny_lr, "translator.guard=fallback")
+    data = tmp_path / "data"
+    prepare_data.run(params, data)
+    train_teacher.run(params, data, tmp_path / "teacher")
+    tr = train_translator.run(params, data, tmp_path / "teacher", tmp_path / "translator")
+    guard = tr["guard"]
+    assert guard["verdict"] == "tripped" and guard["fallback"] == "target_kd" and tr["steps"] < 8
+    assert guard["class_kept"] < guard["teacher_on_target_estimate"]
+    tracker = RecordingTracker()
+    student = distill.run(params, data, tmp_path / "teacher", None, tmp_path / "student", tracker,
+                          translator_dir=tmp_path / "translator")
+    assert student["learned_as"] == "target_kd" and student["guard"]["verdict"] == "tripped"
+    assert "kd" in tracker.metrics and "kd_translated_source" not in tracker.metrics  # no translated image
+    with pytest.raises(TrainingError, match="train_translator stopped at step") as err:
+        train_translator.run(transfer_params(a, b, f"distill.method={method}", *tiny_lr, "translator.guard=stop"),
+                             data, tmp_path / "teacher", tmp_path / "translator-stop")
+    assert err.value.exit_code == 4
+
+
+def test_pixelda_translator_student_and_evaluation_on_the_smoke_profile(tmp_path: Path) -> None:
+    """distill.method=pixelda: the generator + task classifier, the student on translated source images
+    and pseudo-labelled target images, and the evaluation's rows for it."""
+    a, b = write_domains(tmp_path)
+    params = transfer_params(a, b, "distill.method=pixelda", "translator.width=4",
+                             "translator.n_blocks=1", "distill.pseudo_threshold=0.0")
+    data = tmp_path / "data"
+    prepare_data.run(params, data)
+    train_teacher.run(params, data, tmp_path / "teacher")
+    tr = train_translator.run(params, data, tmp_path / "teacher", tmp_path / "translator")
+    assert tr["translator"] == "pixelda" and tr["steps"] == 4 and tr["shape_b"] == [3, 16, 16]
+    assert {"class_preservation", "task_translated_acc", "teacher_target_agreement"} <= set(tr["history"][-1])
+    translator = transfer.load_translator(tmp_path / "translator")
+    assert isinstance(translator, PixelDATranslator)
+    x_a = torch.rand(5, 1, 16, 16)
+    z = translator.generator.sample_noise(5, "cpu", torch.Generator().manual_seed(0))
+    assert translator.translate(x_a, z).shape == (5, 3, 16, 16)
+    assert not torch.equal(translator.translate(x_a, z), translator.translate(x_a, -z))  # the noise paints
+    tracker = RecordingTracker()
+    student = distill.run(params, data, tmp_path / "teacher", None, tmp_path / "student", tracker,
+                          translator_dir=tmp_path / "translator")
+    assert student["method"] == "pixelda" and student["selected_on"] == "val_agreement"
+    assert {"kd_translated_source", "pseudo_label"} <= set(tracker.metrics)
+    assert load_classifier(tmp_path / "student").in_channels == 3
+    baselines = {}
+    for name in methods.get("pixelda").baselines:
+        params.distill.method = name
+        distill.run(params, data, tmp_path / "teacher", None, tmp_path / name)
+        baselines[name] = tmp_path / name
+    params.distill.method = "pixelda"
+    result = evaluate.run(params, data, tmp_path / "teacher", tmp_path / "student", None, tmp_path / "eval",
+                          baseline_dirs=baselines, translator_dir=tmp_path / "translator")
+    m = result["metrics"]
+    for key in ("transfer_student_acc", "transfer_plain_kd_acc", "transfer_augmented_acc"):
+        assert 0 <= m[key] <= 1, key
 
 
 def test_target_that_cannot_pair_fails_before_training_with_exit_2(tmp_path: Path) -> None:
@@ -293,10 +425,12 @@ def test_translator_and_student_options_each_change_the_result(tmp_path: Path) -
     train_teacher.run(base, data, tmp_path / "teacher")
     translators = {}
     for name, extra in {"default": [], "translated": ["translator.semantic_on=translated"],
+                        "both": ["translator.semantic_on=both"],
                         "no_entropy": ["translator.target_entropy_weight=0"]}.items():
         train_translator.run(transfer_params(a, b, *extra), data, tmp_path / "teacher", tmp_path / f"tr-{name}")
         translators[name] = _weights(tmp_path / f"tr-{name}")
     assert not torch.equal(translators["default"], translators["translated"])
+    assert not torch.equal(translators["both"], translators["translated"])
     assert not torch.equal(translators["default"], translators["no_entropy"])
     for method in ("cyclegan", "target_kd"):
         students = {}
