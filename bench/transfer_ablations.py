@@ -92,7 +92,7 @@ def target_test_probe(data_dir: Path):
 
 
 def run_one(name: str, seed: int, method: str, student: bool, overrides: list[str], work: Path) -> dict[str, Any]:
-    params = make_params(seed, overrides)
+    params = make_params(seed, [f"distill.method={method}", *overrides])  # train_translator trains its translator
     code = {s: code_fingerprint(f"gandistill.stages.{s}")
             for s in ("train_teacher", "train_translator", "pixelda_translator", "distill")}
     data_dir = work / f"data-seed{seed}-{fingerprint(params.data.model_dump(), params.seed)[:8]}"
@@ -125,7 +125,6 @@ def run_one(name: str, seed: int, method: str, student: bool, overrides: list[st
                                                         "class_preservation") if k in h}
                                      for h in result["history"]]}
     if student or not methods.get(method).needs_translator:
-        params.distill.method = method
         out = work / f"student-{name}-seed{seed}"
         result = distill.run(params, data_dir, teacher_dir, None, out, observer=target_test_probe(data_dir),
                              translator_dir=translator_dir)
