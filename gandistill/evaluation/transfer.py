@@ -84,6 +84,27 @@ def _translation_grid(originals: torch.Tensor, translated: torch.Tensor, caption
     return plots.sample_grid(rows, path, title)
 
 
+def _row_metrics(rows: dict[str, float]) -> dict[str, float]:
+    """The transfer_* metrics of the accuracy rows present: each model and the student's gains."""
+    source_only_acc, student_acc = rows["teacher on raw target (source-only)"], rows["student"]
+    metrics = {
+        "transfer_teacher_source_test_acc": rows["teacher on its source test split"],
+        "transfer_source_only_acc": source_only_acc, "transfer_student_acc": student_acc,
+        "transfer_gain_vs_source_only": student_acc - source_only_acc,
+    }
+    plain_kd = rows.get(BASELINE_ROWS["target_kd"])
+    if plain_kd is not None:
+        metrics["transfer_plain_kd_acc"] = plain_kd
+        metrics["transfer_gain_vs_plain_kd"] = student_acc - plain_kd
+    augmented = rows.get(BASELINE_ROWS["source_augmented"])
+    if augmented is not None:
+        metrics["transfer_augmented_acc"] = augmented
+        metrics["transfer_gain_vs_augmented"] = student_acc - augmented
+    if BASELINE_ROWS["target_supervised"] in rows:
+        metrics["transfer_supervised_acc"] = rows[BASELINE_ROWS["target_supervised"]]
+    return metrics
+
+
 def _one_per_class(y: torch.Tensor, k: int, per_class: int = 1) -> torch.Tensor:
     return torch.cat([torch.nonzero(y == c).flatten()[:per_class] for c in range(k)])
 
@@ -123,24 +144,9 @@ def evaluate_transfer(data_dir: str | Path, teacher_dir: str | Path, student_dir
         if name in BASELINE_ROWS:
             rows[BASELINE_ROWS[name]] = acc(model, test_b, test_b_y)
 
-    source_only_acc = rows["teacher on raw target (source-only)"]
-    student_acc = rows["student"]
-    metrics |= {
-        "transfer_teacher_source_test_acc": rows["teacher on its source test split"],
-        "transfer_source_only_acc": source_only_acc, "transfer_student_acc": student_acc,
-        "transfer_gain_vs_source_only": student_acc - source_only_acc,
-    }
-    plain_kd = rows.get(BASELINE_ROWS["target_kd"])
-    if plain_kd is not None:
-        metrics["transfer_plain_kd_acc"] = plain_kd
-        metrics["transfer_gain_vs_plain_kd"] = student_acc - plain_kd
-    augmented = rows.get(BASELINE_ROWS["source_augmented"])
-    if augmented is not None:
-        metrics["transfer_augmented_acc"] = augmented
-        metrics["transfer_gain_vs_augmented"] = student_acc - augmented
-    if BASELINE_ROWS["target_supervised"] in rows:
-        metrics["transfer_supervised_acc"] = rows[BASELINE_ROWS["target_supervised"]]
-
+    metrics |= _row_metrics(rows)
+    source_only_acc, student_acc = rows["teacher on raw target (source-only)"], rows["student"]
+    plain_kd, augmented = rows.get(BASELINE_ROWS["target_kd"]), rows.get(BASELINE_ROWS["source_augmented"])
     paragraphs = [
         f"Source domain {meta_a.source} ({'×'.join(map(str, meta_a.input_shape))}), target domain {meta_b.source} "
         f"({'×'.join(map(str, meta_b.input_shape))}); {len(test_b_y)} target test images. Target labels are read "

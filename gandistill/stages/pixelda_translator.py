@@ -71,11 +71,7 @@ def run(training: Training, data_dir: str | Path, teacher_dir: str | Path, out_d
     train_a = torch.from_numpy(load_split(data_dir, "train").x).to(device)
     train_b = torch.from_numpy(load_split(target_dir, "train").x).to(device)
     labels_a = predict_logits(teacher, train_a, device=device).argmax(1).to(device)  # the teacher holds the label
-    val = load_split(data_dir, "val")
-    n_eval = min(tp.eval_samples, len(val))
-    val_a = as_float(torch.from_numpy(val.x[:n_eval]).to(device))
-    val_a_labels = torch.from_numpy(val.y[:n_eval]).to(device)
-    val_b = as_float(torch.from_numpy(load_split(target_dir, "val").x[:n_eval]).to(device))
+    val_a, val_a_labels, val_b = _held_out(data_dir, target_dir, tp.eval_samples, device)
     to_a = ShapeAdapter(shape_b, shape_a).to(device)
     with torch.no_grad():
         teacher_on_b = teacher(to_a(val_b)).argmax(1)  # the source-only teacher's reading of raw target images
@@ -83,15 +79,9 @@ def run(training: Training, data_dir: str | Path, teacher_dir: str | Path, out_d
     training.log_params()
 
     task_arch = task_arch_for(tp.task_arch, shape_b)
-    generator = PixelDAGenerator(shape_a, shape_b, tp.width, tp.n_blocks, tp.nz)
-    task = build_classifier(task_arch, shape_b[0], shape_b[1:], meta_b.num_classes, mean=meta_b.mean, std=meta_b.std)
-    translator = PixelDATranslator(generator, task).to(device)
-    discriminator = NoisyDiscriminator(shape_b, tp.ndf, tp.d_noise_std, tp.d_dropout).to(device)
-    betas = (tp.beta1, tp.beta2)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=tp.lr, betas=betas)
-    opt_dt = torch.optim.Adam([*discriminator.parameters(), *task.parameters()], lr=tp.lr, betas=betas)
-    sched_g = warmup_cosine(opt_g, tp.steps, final_fraction=0.05)
-    sched_dt = warmup_cosine(opt_dt, tp.steps, final_fraction=0.05)
+    translator, discriminator = _networks(tp, task_arch, shape_a, meta_b, device)
+    generator, task = translator.generator, translator.task
+    opt_g, opt_dt, sched_g, sched_dt = _optimisers(tp, translator, discriminator)
     batches_a = StepBatches(len(train_a), tp.batch_size, params.seed)
     batches_b = StepBatches(len(train_b), tp.batch_size, params.seed + TARGET_ORDER_OFFSET)
     weights = PixelDAWeights(task=tp.task_weight)
@@ -123,14 +113,7 @@ def run(training: Training, data_dir: str | Path, teacher_dir: str | Path, out_d
         return metrics
 
     def health_fn(metrics: dict[str, float]) -> str | None:
-        if metrics["coverage"] < tp.min_coverage:
-            return (f"translator collapse: class coverage of the task classifier on target images "
-                    f"{metrics['coverage']:.3f} below translator.min_coverage={tp.min_coverage}")
-        if loop.step >= tp.steps // 4 and metrics["diversity"] < tp.min_diversity:
-            return (f"translator collapse: spread of G(x_a, z) {metrics['diversity']:.3f} of real target images' "
-                    f"below translator.min_diversity={tp.min_diversity} (source images mapped to near-identical "
-                    "images)")
-        return None
+        return collapse(tp, loop.step, metrics)
 
     loop = training.loop(
         tp.steps, "pixelda", meta_a.version, meta_a.counts, meta_b.version, meta_b.counts, model_digest(teacher_dir),
@@ -152,15 +135,59 @@ def run(training: Training, data_dir: str | Path, teacher_dir: str | Path, out_d
     translator = translator.cpu()
     translator.load_state_dict(state)
     save_pixelda(translator, task_arch, meta_b, out_dir)
-    final = history[-1] if history else {}
-    result = {
+    return _finish(training, out_dir, translator, discriminator, task_arch, {
         "translator": "pixelda", "steps": steps, "retries": retries, "guard": guard.verdict(),
-        "resumed_from": resumed_from, "task_arch": task_arch,
-        "translator_params": count_parameters(generator), "task_params": count_parameters(task),
-        "discriminator_params": count_parameters(discriminator),
-        "shape_a": list(shape_a), "shape_b": list(shape_b),
+        "resumed_from": resumed_from, "history": history})
+
+
+def collapse(tp: Any, step: int, metrics: dict[str, float]) -> str | None:
+    """The collapse symptom of a check's metrics, if any (the loop rolls back, then stops, on it)."""
+    if metrics["coverage"] < tp.min_coverage:
+        return (f"translator collapse: class coverage of the task classifier on target images "
+                f"{metrics['coverage']:.3f} below translator.min_coverage={tp.min_coverage}")
+    if step >= tp.steps // 4 and metrics["diversity"] < tp.min_diversity:
+        return (f"translator collapse: spread of G(x_a, z) {metrics['diversity']:.3f} of real target images' "
+                f"below translator.min_diversity={tp.min_diversity} (source images mapped to near-identical images)")
+    return None
+
+
+def _held_out(data_dir: str | Path, target_dir: Path, n: int, device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first n source val images (float) and labels, and the first n target val images (no label)."""
+    val = load_split(data_dir, "val")
+    n = min(n, len(val))
+    return (as_float(torch.from_numpy(val.x[:n]).to(device)), torch.from_numpy(val.y[:n]).to(device),
+            as_float(torch.from_numpy(load_split(target_dir, "val").x[:n]).to(device)))
+
+
+def _networks(tp: Any, task_arch: str, shape_a: tuple[int, int, int], meta_b: Any, device: torch.device
+              ) -> tuple[PixelDATranslator, NoisyDiscriminator]:
+    """G and T (the translator the transfer stages use) and D, from translator.* keys."""
+    shape_b = meta_b.input_shape
+    generator = PixelDAGenerator(shape_a, shape_b, tp.width, tp.n_blocks, tp.nz)
+    task = build_classifier(task_arch, shape_b[0], shape_b[1:], meta_b.num_classes, mean=meta_b.mean, std=meta_b.std)
+    return (PixelDATranslator(generator, task).to(device),
+            NoisyDiscriminator(shape_b, tp.ndf, tp.d_noise_std, tp.d_dropout).to(device))
+
+
+def _optimisers(tp: Any, translator: PixelDATranslator, discriminator: NoisyDiscriminator) -> tuple[Any, ...]:
+    """Adam for G; Adam for D and T together (one D/T step per G step); warm-up + cosine schedules."""
+    betas = (tp.beta1, tp.beta2)
+    opt_g = torch.optim.Adam(translator.generator.parameters(), lr=tp.lr, betas=betas)
+    opt_dt = torch.optim.Adam([*discriminator.parameters(), *translator.task.parameters()], lr=tp.lr, betas=betas)
+    return (opt_g, opt_dt, warmup_cosine(opt_g, tp.steps, final_fraction=0.05),
+            warmup_cosine(opt_dt, tp.steps, final_fraction=0.05))
+
+
+def _finish(training: Training, out_dir: str | Path, translator: PixelDATranslator,
+            discriminator: NoisyDiscriminator, task_arch: str, result: dict[str, Any]) -> dict[str, Any]:
+    final = result["history"][-1] if result["history"] else {}
+    steps = result["steps"]
+    result |= {
+        "task_arch": task_arch, "translator_params": count_parameters(translator.generator),
+        "task_params": count_parameters(translator.task), "discriminator_params": count_parameters(discriminator),
+        "shape_a": list(translator.shape_a), "shape_b": list(translator.shape_b),
         **{f"final_{k}": v for k, v in final.items() if k != "step"},
-        "history": history,
     }
     training.finish(out_dir, result, {k: v for k, v in result.items() if k.startswith("final_")})
     log.info("[train_translator] pixelda %d steps: class preservation %.4f, task/teacher agreement on target %.4f, "
