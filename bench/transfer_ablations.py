@@ -148,6 +148,13 @@ def _guard(guard: dict[str, Any] | None) -> str:
             f"{_pct(guard.get('teacher_on_target_estimate'))})")
 
 
+def _learned_as(rows: list[dict[str, Any]]) -> str:
+    """The method, and the guard's fallback where it tripped (the student then learned by that recipe)."""
+    fallbacks = {(r.get("guard") or {}).get("fallback") for r in rows} - {None}
+    method = rows[0]["method"]
+    return f"{method} → {', '.join(sorted(fallbacks))} (class guard tripped)" if fallbacks else method
+
+
 def summary_table(runs: dict[str, Any]) -> list[str]:
     """Student target test accuracy (selected step) per row name, mean ± std over its seeds."""
     by_name: dict[str, list[dict[str, Any]]] = {}
@@ -156,11 +163,12 @@ def summary_table(runs: dict[str, Any]) -> list[str]:
             by_name.setdefault(r["name"], []).append(r)
     if not by_name:
         return []
-    lines = ["| name | method | seeds | student selected, mean ± std | source-only, mean |", "|---|---|---|---|---|"]
+    lines = ["| name | method (→ what the student learned as) | seeds | student selected, mean ± std | "
+             "source-only, mean |", "|---|---|---|---|---|"]
     for name, rows in by_name.items():
         accs = [100 * r["student_selected_test_acc"] for r in rows]
         spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
-        lines.append(f"| {name} | {rows[0]['method']} | {', '.join(str(r['seed']) for r in rows)} | "
+        lines.append(f"| {name} | {_learned_as(rows)} | {', '.join(str(r['seed']) for r in rows)} | "
                      f"{statistics.mean(accs):.2f}{spread} | "
                      f"{statistics.mean(100 * r['source_only_test_acc'] for r in rows):.2f} |")
     return [*lines, ""]
