@@ -121,3 +121,11 @@ def test_resnet_widths_are_sized_for_a_cpu():
     gen, disc = build_gan("resnet", 16, 4, 3, (28, 28), 32, 32)
     assert [b.up.out_channels for b in gen.blocks] == [32, 16]  # 64 → 32 → 16 channels
     assert [b.conv1.out_channels for b in disc.blocks] == [16, 32]
+
+
+def test_the_colour_profile_selects_the_measured_recipe(repo_root):
+    from gandistill.config import load_params
+
+    gp = load_params(repo_root / "params.yaml", profile="colour").gan
+    assert (gp.arch, gp.loss, gp.augment, gp.teacher_weight) == ("resnet", "hinge", ["color", "translation", "cutout"],
+                                                                 0.0)
