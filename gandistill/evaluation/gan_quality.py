@@ -111,7 +111,7 @@ def sample_quality(images: torch.Tensor, labels: torch.Tensor, teacher: nn.Modul
             within_class_spread(real_images.cpu(), real_labels.cpu()), 1e-8)
         coverage = per_class_precision_recall(real_feats, real_labels.cpu(), fake_feats, labels.cpu(),
                                               probs.shape[1])
-        extra |= {"precision": float(np.nanmean(coverage.precision)), "recall": float(np.nanmean(coverage.recall)),
+        extra |= {"precision": _finite_mean(coverage.precision), "recall": _finite_mean(coverage.recall),
                   "recall_min": float(np.nanmin(coverage.recall)) if np.isfinite(coverage.recall).any()
                   else float("nan")}
     return extra | {
@@ -131,3 +131,10 @@ def generator_report(generator: nn.Module, teacher: nn.Module, real_images: torc
     `num_samples` class-balanced samples drawn with a fixed seed (comparable across checks)."""
     images, labels = sample_balanced(generator, num_samples, num_classes, seed, device, runtime)
     return sample_quality(images, labels, teacher, real_images, real_labels)
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    """Mean over the classes that have a value; NaN (no warning) when no class has one — a class with
+    no generated or no real sample has no precision / recall."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
