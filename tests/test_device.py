@@ -30,7 +30,7 @@ METHODS = {
     "gan": ["distill.mixup=0.5"], "gan_real": ["distill.qat=true"], "data_free": ["distill.hint_weight=1"], "dafl": [],
     "adversarial": [], "noise": [],
 }
-TRANSFER_METHODS = ["cyclegan", "target_kd", "target_supervised"]  # need a target domain and a translator
+TRANSFER_METHODS = ["cyclegan", "pixelda", "source_augmented", "target_kd", "target_supervised"]  # need a target domain
 
 
 def test_the_device_checks_cover_every_distill_method() -> None:
@@ -70,11 +70,14 @@ def _run_target_domain(out: Path, *overrides: str) -> None:
 
     out.mkdir(parents=True)
     domains = transfer_domains(out)
-    world = train_transfer_world(load_params(None, [*TINY, *domains, "distill.method=cyclegan", *overrides]), out)
+    # train_translator builds the translator distill.method names: one world per translator method
+    worlds = {name: train_transfer_world(load_params(None, [*TINY, *domains, f"distill.method={name}", *overrides]),
+                                         out / f"world-{name}") for name in ("cyclegan", "pixelda")}
     for method in TRANSFER_METHODS:
         params = load_params(None, [*TINY, *domains, f"distill.method={method}", *overrides])
+        world = worlds.get(method, worlds["cyclegan"])
         distill.run(params, world["data"], world["teacher"], None, out / method,
-                    translator_dir=world["translator"] if method == "cyclegan" else None)
+                    translator_dir=world["translator"] if method in worlds else None)
 
 
 def test_the_meta_default_device_catches_a_stray_tensor(stray_tensors_fail: None, tmp_path: Path) -> None:

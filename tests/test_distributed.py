@@ -138,7 +138,7 @@ METHODS = {  # every distill method; the add-ons, mining, mixup, the sample pool
 
 # Target-domain methods (their own test below: they need a target domain and a translator).
 # (Their teacher signal is a wrapped teacher with logits only, so no hint/RKD add-ons.)
-TRANSFER_METHODS = {"cyclegan": [], "target_kd": [], "target_supervised": []}
+TRANSFER_METHODS = {"cyclegan": [], "pixelda": [], "source_augmented": [], "target_kd": [], "target_supervised": []}
 
 
 def test_the_equivalence_check_covers_every_distill_method() -> None:
@@ -205,16 +205,18 @@ def test_two_ranks_train_every_stage_and_method_to_the_weights_of_one_rank(tiny_
 @pytest.mark.slow
 def test_two_ranks_train_the_target_domain_methods_to_the_weights_of_one_rank(tmp_path: Path) -> None:
     """The cross-domain methods under torchrun: cyclegan (target images through G_BA plus a
-    translated-source share, each sharded), target_kd and target_supervised — 2 ranks end
-    with the weights of 1 (float64). The teacher and translator are trained once, here, in
-    float64 (the translator stage runs in one process); only distill runs in the ranks."""
+    translated-source share, each sharded), pixelda (translated source + pseudo-labelled target),
+    source_augmented, target_kd and target_supervised — 2 ranks end with the weights of 1 (float64).
+    The teacher and translators are trained once, here, in float64 (the translator stage runs in
+    one process); only distill runs in the ranks."""
     from helpers import train_transfer_world, transfer_domains
 
     domains = transfer_domains(tmp_path)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    try:
-        world = train_transfer_world(load_params(None, [*TINY, *domains, "distill.method=cyclegan"]), tmp_path / "w")
+    try:  # train_translator builds the translator distill.method names: one world per translator method
+        worlds = {name: train_transfer_world(load_params(None, [*TINY, *domains, f"distill.method={name}"]),
+                                             tmp_path / f"w-{name}") for name in ("cyclegan", "pixelda")}
     finally:
         torch.set_default_dtype(default_dtype)
 
@@ -222,7 +224,8 @@ def test_two_ranks_train_the_target_domain_methods_to_the_weights_of_one_rank(tm
         result: list[Run] = []
         for method, extra in TRANSFER_METHODS.items():
             params = load_params(None, [*TINY, *domains, f"distill.method={method}", *extra])
-            translator = {"translator_dir": world["translator"]} if method == "cyclegan" else {}
+            world = worlds.get(method, worlds["cyclegan"])
+            translator = {"translator_dir": world["translator"]} if method in worlds else {}
             result.append(("distill", params, {"data_dir": world["data"], "teacher_dir": world["teacher"],
                                                "generator_dir": None, "out_dir": folder / method, **translator},
                            folder / "ckpt" / method))

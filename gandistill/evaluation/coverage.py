@@ -30,7 +30,7 @@ def knn_radii(feats: torch.Tensor, k: int = K_NEAREST) -> torch.Tensor:
     set has no other point; with fewer than k others, the farthest of them)."""
     n = len(feats)
     if n < 2:
-        return torch.full((n,), float("nan"))
+        return torch.full((n,), float("nan"), device=feats.device)
     d = torch.cdist(feats.double(), feats.double())
     # the 0 on the diagonal is each point's own distance: the k-th other point is at index k
     return d.sort(dim=1).values[:, min(k, n - 1)].float()
@@ -39,7 +39,7 @@ def knn_radii(feats: torch.Tensor, k: int = K_NEAREST) -> torch.Tensor:
 def covered(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """f(q, Φ) for each query: inside the ball of at least one support point (bool, len(queries))."""
     if len(support) == 0 or len(queries) == 0:
-        return torch.zeros(len(queries), dtype=torch.bool)
+        return torch.zeros(len(queries), dtype=torch.bool, device=queries.device)
     d = torch.cdist(queries.double(), support.double())
     return (d <= radii.double()[None, :]).any(dim=1)
 
@@ -48,7 +48,9 @@ def precision_recall(real_feats: torch.Tensor, fake_feats: torch.Tensor,
                      k: int = K_NEAREST) -> tuple[float, float]:
     """(precision, recall) of generated features against real ones; NaN where a set is too
     small (fewer than 2 points) to estimate its manifold."""
-    real_feats, fake_feats = torch.as_tensor(real_feats).float(), torch.as_tensor(fake_feats).float()
+    # on the CPU, named: a metric's inputs may be numpy arrays, and torch.as_tensor would put them on
+    # whatever device is the default (a training loop may set one)
+    real_feats, fake_feats = (torch.as_tensor(f, device="cpu").float() for f in (real_feats, fake_feats))
     if len(real_feats) < 2 or len(fake_feats) < 2:
         return float("nan"), float("nan")
     precision = covered(fake_feats, real_feats, knn_radii(real_feats, k)).float().mean()
@@ -72,7 +74,8 @@ def per_class_precision_recall(real_feats: torch.Tensor, real_labels: torch.Tens
     """precision_recall of class c's generated samples against class c's real ones, for every c.
     Labels are the caller's choice: the true class for real data; the conditioning class of a
     cGAN, or the teacher's label for samples without one."""
-    real_labels, fake_labels = torch.as_tensor(real_labels), torch.as_tensor(fake_labels)
+    real_labels, fake_labels = (torch.as_tensor(y, device="cpu") for y in (real_labels, fake_labels))
+    real_feats, fake_feats = (torch.as_tensor(f, device="cpu") for f in (real_feats, fake_feats))
     precision, recall = np.full(num_classes, np.nan), np.full(num_classes, np.nan)
     for c in range(num_classes):
         precision[c], recall[c] = precision_recall(real_feats[real_labels == c], fake_feats[fake_labels == c], k)
