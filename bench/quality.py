@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from bench import datasets as bench_datasets
 from gandistill import methods
 from gandistill.config import Params, load_params
 from gandistill.data.dataset import load_split, to_tensors
@@ -60,9 +61,15 @@ ALL_METHODS = ["teacher", *(m for m in methods.METHOD_NAMES if methods.get(m).do
 # Second datasets: overrides that select them (no download: built from registry packages).
 # mnistm: the LeNet pair instead of auto's ResNet pair for colour — a ResNet-20 teacher alone would
 # take most of an hour per seed on this 2-core CPU.
+LENET_PAIR = ["teacher.arch=lenet5", "distill.student_arch=lenet5_half"]
 DATASETS: dict[str, list[str]] = {
     "mnist": [],
-    "mnistm": ["data.source=mnistm", "teacher.arch=lenet5", "distill.student_arch=lenet5_half"],
+    "mnistm": ["data.source=mnistm", *LENET_PAIR],
+    # Sets the defaults were not tuned on (bench/datasets.py builds them from registry packages).
+    "fashion": ["data.source=npz", "data.path=bench/work/datasets/fashion.npz"],
+    "fashion_m": ["data.source=npz", "data.path=bench/work/datasets/fashion_m.npz", *LENET_PAIR],
+    "fashion_tint": ["data.source=npz", "data.path=bench/work/datasets/fashion_tint.npz", *LENET_PAIR],
+    "digits8": ["data.source=npz", "data.path=bench/work/datasets/digits8.npz"],
 }
 BUDGETS = {"default": None, "full": "full"}  # budget name -> params profile
 # Settings the benchmark adds per budget and method (they show in each row's overrides column).
@@ -325,6 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     selected = ALL_METHODS if args.methods == ["all"] else args.methods
     os.environ.setdefault("GANDISTILL_CHECKPOINT_ROOT", str(Path(args.work) / "checkpoints"))
     commit, code = git_commit(), code_fingerprints()
+    if any(o == "data.source=npz" for o in DATASETS[args.dataset]):
+        bench_datasets.dataset_path(args.dataset)  # built from registry packages on first use
     for seed in args.seeds:
         for method in selected:
             overrides = [*METHOD_SETTINGS[args.budget].get(method, []), *args.overrides]

@@ -126,7 +126,7 @@ class GanParams(Section):
     # conv: transposed-conv G / strided-conv D (any size, colour; width ngf/ndf); mlp: fully
     # connected pair as in the cGAN paper's MNIST experiment (width `hidden`) — 2.5–5.7× cheaper per
     # step on CPU. auto: mlp for grey images up to 32×32, conv otherwise.
-    arch: Literal["auto", "conv", "mlp"] = "auto"
+    arch: Literal["auto", "conv", "mlp", "resnet"] = "auto"
     hidden: int = Field(256, ge=16, le=4096)
     nz: int = Field(64, ge=2, le=1024)
     ngf: int = Field(32, ge=4, le=512)
@@ -139,11 +139,16 @@ class GanParams(Section):
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
     loss: Literal["bce", "hinge"] = "bce"
     spectral_norm: bool = True
+    # DiffAugment (Zhao et al. 2020) before D on real and generated images, in D and G steps.
+    augment: list[Literal["color", "translation", "cutout"]] = Field(default_factory=list)
     # λ of the seed objective: L_G = adv + λ·L_FM (feature matching on D's penultimate features).
     fm_weight: float = Field(1.0, ge=0.0)
     # Optional teacher guidance: CE(teacher(G(z,y)), y), and a mode-seeking diversity term.
     teacher_weight: float = Field(0.2, ge=0.0)
     diversity_weight: float = Field(0.5, ge=0.0)
+    # DeepInversion's feature-statistics prior on G's samples (gandistill/priors.py): the teacher's
+    # BatchNorm statistics, or for a teacher without BatchNorm its conv statistics on real images.
+    feature_prior_weight: float = Field(0.0, ge=0.0)
     # Sample from the EMA of G (None = the raw G): teacher-feature FID 61 vs 100 at 5,000 steps.
     ema_decay: float | None = Field(0.999, ge=0.0, lt=1.0)
     eval_every: int = Field(1000, ge=1)

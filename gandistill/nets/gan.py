@@ -234,11 +234,23 @@ def resolve_gan_arch(arch: str, channels: int, image_size: tuple[int, int]) -> s
     return "mlp" if channels == 1 and image_size[0] * image_size[1] <= 32 * 32 else "conv"
 
 
+def build_resnet_gan(nz: int, num_classes: int, channels: int, image_size: tuple[int, int], ngf: int, ndf: int,
+                     use_spectral_norm: bool = True) -> tuple[nn.Module, nn.Module]:
+    from gandistill.nets.resgan import ProjectionDiscriminator, ResNetGenerator
+
+    return (ResNetGenerator(nz, num_classes, channels, image_size, ngf),
+            ProjectionDiscriminator(num_classes, channels, image_size, ndf, use_spectral_norm))
+
+
 def build_gan(arch: str, nz: int, num_classes: int, channels: int, image_size: tuple[int, int], ngf: int, ndf: int,
               use_spectral_norm: bool = True, hidden: int = 256, output: str = "sigmoid",
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> tuple[nn.Module, nn.Module]:
-    """(generator, discriminator) by architecture name: "conv", "mlp" or "auto"; `output` as in
+    """(generator, discriminator) by architecture name: "conv", "mlp", "resnet" or "auto"; `output` as in
     `PixelOutput` (mean/std: the data's, for "normalised")."""
+    if arch == "resnet":
+        if output != "sigmoid":
+            raise ValueError("the resnet generator has a sigmoid output only")
+        return build_resnet_gan(nz, num_classes, channels, image_size, ngf, ndf, use_spectral_norm)
     if arch == "dfad":  # a data-free generator only: there is no discriminator for it
         return DFADGenerator(nz, num_classes, channels, image_size, ngf, output, mean, std), nn.Identity()
     if resolve_gan_arch(arch, channels, image_size) == "mlp":

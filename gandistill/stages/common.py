@@ -19,6 +19,7 @@ from gandistill.files import atomic_write_text, file_hash
 from gandistill.loop import atomic_torch_save
 from gandistill.nets import build_classifier, build_gan
 from gandistill.nets.gan import DFADGenerator, MLPDiscriminator, MLPGenerator
+from gandistill.nets.resgan import ProjectionDiscriminator, ResNetGenerator
 from gandistill.runtime import Runtime
 from gandistill.storage import is_s3
 
@@ -110,6 +111,8 @@ def _generator_arch(generator: nn.Module) -> str:
     """The `build_gan` name that rebuilds `generator`."""
     if isinstance(generator, DFADGenerator):
         return "dfad"
+    if isinstance(generator, ResNetGenerator):
+        return "resnet"
     return "mlp" if isinstance(generator, MLPGenerator) else "conv"
 
 
@@ -121,7 +124,8 @@ def save_generator(generator: nn.Module, out_dir: str | Path, extra: dict[str, A
         "kind": "generator", "arch": _generator_arch(generator),
         "state_dict": generator.state_dict(), "nz": generator.nz,
         "num_classes": generator.num_classes, "image_size": list(generator.image_size),
-        "out_channels": generator.out_channels, "ngf": generator.ngf, "output": generator.to_pixels.mode,
+        "out_channels": generator.out_channels, "ngf": generator.ngf,
+        "output": generator.to_pixels.mode if hasattr(generator, "to_pixels") else "sigmoid",
         **(extra or {}),
     }, path)
     return path
@@ -139,7 +143,9 @@ def load_generator(folder: str | Path) -> nn.Module:
 def discriminator_record(disc: nn.Module, state: dict[str, Any], ndf: int, hidden: int,
                          spectral_norm: bool) -> dict[str, Any]:
     """What rebuilds a cGAN's discriminator (in `state`), stored inside the generator's file."""
-    return {"state_dict": state, "arch": "mlp" if isinstance(disc, MLPDiscriminator) else "conv",
+    arch = "mlp" if isinstance(disc, MLPDiscriminator) else "resnet" if isinstance(disc, ProjectionDiscriminator) \
+        else "conv"
+    return {"state_dict": state, "arch": arch,
             "ndf": ndf, "hidden": hidden, "spectral_norm": spectral_norm}
 
 

@@ -23,11 +23,13 @@ from typing import Any
 import torch
 
 from gandistill import losses, stage_params
+from gandistill.augment import diff_augment
 from gandistill.config import Params
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, to_tensors
 from gandistill.evaluation.gan_quality import generator_report
 from gandistill.loop import EMA, TrainingLoop
 from gandistill.nets import build_gan, count_parameters
+from gandistill.priors import FeatureStatisticsPrior
 from gandistill.runtime import Runtime, seed_everything, unwrap
 from gandistill.stages.common import (
     checkpoint_dir,
@@ -72,28 +74,39 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     d_loss = losses.d_loss_hinge if gp.loss == "hinge" else losses.d_loss_bce
     g_adv = losses.g_loss_hinge if gp.loss == "hinge" else losses.g_loss_bce
 
+    # The teacher's feature statistics: its BatchNorm running statistics, or measured on real images.
+    prior = FeatureStatisticsPrior(teacher, as_float(train_x[:5000])) if gp.feature_prior_weight > 0 else None
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, gp.augment) if gp.augment else x
+
     def step_fn(step: int) -> dict[str, Any]:
         idx = batches.indices(step)
         real, y = as_float(train_x[idx]), train_y[idx]
         z = runtime.shard(torch.randn(batches.batch_size, gp.nz, device=device))  # the global draw, this rank's part
         with runtime.autocast():
             fake = generator(z, y)
-            real_logit, real_feat = disc(real, y)
-            fake_logit, _ = disc(fake.detach(), y)
+            real_logit, real_feat = disc(augment(real), y)
+            fake_logit, _ = disc(augment(fake.detach()), y)
             loss_d = d_loss(real_logit, fake_logit)
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
 
         with runtime.autocast():
-            fake_logit, fake_feat = disc(fake, y)
+            fake_logit, fake_feat = disc(augment(fake), y)
             adv = g_adv(fake_logit)
             # Batch means over the global batch (gathered), as on one process.
             fm = losses.feature_matching(runtime.gather(real_feat.detach()), runtime.gather(fake_feat))
             loss_g = adv + gp.fm_weight * fm
             terms = {"loss_d": loss_d.detach(), "loss_g_adv": adv.detach(), "loss_fm": fm.detach()}
+            teacher_logits = None
+            if prior is not None:
+                teacher_logits, feature_prior = prior(fake)
+                loss_g = loss_g + gp.feature_prior_weight * feature_prior
+                terms["loss_feature_prior"] = feature_prior.detach()
             if gp.teacher_weight > 0:
-                guide = losses.teacher_guidance(teacher(fake), y)
+                guide = losses.teacher_guidance(teacher(fake) if teacher_logits is None else teacher_logits, y)
                 loss_g = loss_g + gp.teacher_weight * guide
                 terms["loss_teacher"] = guide.detach()
             if gp.diversity_weight > 0:
