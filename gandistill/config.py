@@ -222,6 +222,15 @@ class DistillParams(OptimParams):
     # gan / gan_real: share of each generated batch chosen as the samples the student gets most
     # wrong (of batch·(1 + share) candidates); the rest is random. 0 = plain sampling.
     hard_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    # gan: student-adaptive generation (gandistill/adaptive.py): every N student steps a copy G' of the
+    # cGAN takes one step toward teacher–student disagreement, held on the data by the cGAN's frozen D;
+    # half of each generated batch comes from G'. 0 = off.
+    adaptive_every: int = Field(0, ge=0)
+    adaptive_lr: float = Field(1e-4, gt=0.0, le=1.0)
+    adaptive_disc_weight: float = Field(1.0, ge=0.0)
+    # gan: drop generated samples the teacher labels other than their conditioning class, or with
+    # confidence below this (cGAN-KD's filter, Ding et al. 2021); 0 = keep every sample.
+    filter_confidence: float = Field(0.0, ge=0.0, le=1.0)
     hint_weight: float = Field(0.0, ge=0.0)
     # Attention transfer (losses.attention_transfer) on the last spatial feature map; the authors
     # use 1000 with their batch-and-position mean. 0 = off. Measured: bench/results/attention.md.

@@ -43,6 +43,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from gandistill import archs, losses, methods, qat, stage_params, transfer
+from gandistill.adaptive import AdaptiveGenerator
 from gandistill.augment import random_affine, random_colour
 from gandistill.config import Params
 from gandistill.data.dataset import (
@@ -67,6 +68,7 @@ from gandistill.stages.common import (
     file_digest,
     fingerprint,
     follower_result,
+    load_discriminator,
     load_frozen_teacher,
     load_generator,
     params_sections,
@@ -106,6 +108,8 @@ class Context:
     extra_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     extra_schedulers: dict[str, Any] = field(default_factory=dict)
     student_ema: EMA | None = None
+    adaptive: AdaptiveGenerator | None = None  # gan with distill.adaptive_every > 0
+    generator_discriminator: nn.Module | None = None  # the trained cGAN's D (adaptive generation)
 
     @property
     def device(self) -> torch.device:
@@ -143,8 +147,14 @@ class Context:
         dp = self.params.distill
         n_hard = round(n * dp.hard_fraction)
         assert self.generator is not None
-        x, y = sample_shard(self.runtime, self.generator, n + n_hard,
-                            "distill.batch_size × (1 + distill.hard_fraction) (candidates per step)")
+        what = "distill.batch_size × (1 + distill.hard_fraction) (candidates per step)"
+        if self.adaptive is None:
+            x, y = sample_shard(self.runtime, self.generator, n + n_hard, what)
+        else:  # half from the student-adaptive copy G', half from the cGAN itself
+            half = (n + n_hard) // 2
+            xa, ya = sample_shard(self.runtime, self.adaptive.generator, half, what)
+            xb, yb = sample_shard(self.runtime, self.generator, n + n_hard - half, what)
+            x, y = torch.cat([xa, xb]), torch.cat([ya, yb])
         if dp.augment:  # before mining: the student is scored on exactly what it will learn from
             x = random_affine(x, world=self.runtime.world)
         with self.runtime.autocast():
@@ -328,11 +338,45 @@ def _kd(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
 
 def _gan(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     # Soft labels only (labels=None → T²·KL): the conditioning label is not trusted as a hard target.
+    dp = ctx.params.distill
+    if dp.adaptive_every:
+        ctx.adaptive = _adaptive_generator(ctx)
+
     def step(i: int) -> dict[str, Any]:
-        x, _, t = ctx.generated_batch(ctx.params.distill.batch_size)
-        return _distill_step(ctx, addons, x, None, t)
+        terms: dict[str, Any] = {}
+        if ctx.adaptive is not None and i % dp.adaptive_every == 0:
+            terms = ctx.adaptive.step(ctx.student, dp.batch_size, ctx.device)
+        x, y, t = ctx.generated_batch(dp.batch_size)
+        if dp.filter_confidence > 0 and t is not None:
+            keep = _teacher_filter(t, y, dp.filter_confidence)
+            terms["filtered_out"] = 1.0 - keep.float().mean()
+            if keep.sum() >= 2:
+                x, t = x[keep], t[keep]
+        return terms | _distill_step(ctx, addons, x, None, t)
 
     return step
+
+
+def _teacher_filter(teacher_logits: torch.Tensor, labels: torch.Tensor, min_confidence: float) -> torch.Tensor:
+    """cGAN-KD's filter (Ding et al. 2021): keep a generated sample only when the teacher labels it
+    as its conditioning class with at least `min_confidence`."""
+    confidence, label = F.softmax(teacher_logits.float(), dim=1).max(dim=1)
+    return (label == labels) & (confidence >= min_confidence)
+
+
+def _adaptive_generator(ctx: Context) -> AdaptiveGenerator:
+    dp = ctx.params.distill
+    if ctx.runtime.world_size > 1:
+        raise ConfigError("distill.adaptive_every runs on one process only; set it to 0 with --nproc/accelerators")
+    disc = ctx.generator_discriminator
+    if disc is None:
+        raise ConfigError("distill.adaptive_every needs the cGAN's discriminator, which this generator was saved "
+                          "without (retrain train_gan), or set distill.adaptive_every=0")
+    adaptive = AdaptiveGenerator(unwrap(ctx.generator), disc.to(ctx.device), ctx.teacher, dp.adaptive_lr,
+                                 dp.temperature, dp.adaptive_disc_weight)
+    ctx.extra_modules["adaptive_generator"] = adaptive.generator
+    ctx.extra_optimizers["adaptive_generator"] = adaptive.optimizer
+    return adaptive
 
 
 def _noise(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
@@ -692,13 +736,14 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     addons = runtime.prepare(AddOns(params, unwrap(student), teacher, meta, runtime.world))
     optimizer = build_student_optimizer(dp, [*student.parameters(), *addons.parameters()])
     scheduler = build_schedule(optimizer, dp.schedule, dp.steps, warmup_steps=min(200, dp.steps // 10))
-    generator = None
+    generator = disc = None
     if method.needs_trained_gan:
         generator = load_generator(generator_dir).to(device).eval()  # type: ignore[arg-type]
+        disc = load_discriminator(generator_dir) if dp.adaptive_every else None  # type: ignore[arg-type]
     ctx = Context(params, runtime, meta, teacher, student, optimizer, scheduler, real,
                   StepBatches(len(real[1]), dp.batch_size, params.seed, runtime.world, "distill.batch_size")
                   if real is not None else None, generator,
-                  student_ema=EMA(student, dp.student_ema) if dp.student_ema else None,
+                  student_ema=EMA(student, dp.student_ema) if dp.student_ema else None, generator_discriminator=disc,
                   **{k: v for k, v in transfer_parts.items() if k != "teacher"})
     scored = unwrap(ctx.scored_student)  # evaluation: the plain module, no collectives
     step_fn = STEPS[dp.method](ctx, addons)
