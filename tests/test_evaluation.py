@@ -160,7 +160,8 @@ def test_evaluate_stage_reports_every_metric(evaluated):
     m = result["metrics"]
     for key in ("teacher_test_acc", "student_test_acc", "agreement", "kl_teacher_student", "ece_teacher",
                 "ece_student", "params_teacher", "params_student", "compression_ratio", "macs_teacher",
-                "macs_student", "size_bytes_student", "gan_inception_score", "gan_fid", "gan_coverage",
+                "macs_student", "size_bytes_student", "gan_inception_score", "gan_fid", "gan_coverage", "gan_recall",
+                "gan_precision", "gan_recall_min",
                 "gan_conditioning_agreement", "privacy_pixel_frac_below_p1", "privacy_feature_frac_below_p1",
                 "baseline_scratch_test_acc", "speedup_latency_onnxruntime"):
         assert key in m and isinstance(m[key], float), key

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandistill.evaluation.coverage import per_class_precision_recall
 from gandistill.losses import class_coverage
 from gandistill.runtime import Runtime
 
@@ -99,13 +100,20 @@ def sample_quality(images: torch.Tensor, labels: torch.Tensor, teacher: nn.Modul
     entropy of the mean teacher softmax), mean teacher confidence, teacher-IS and
     teacher-FID of generated float images against real float images; with real labels also
     `diversity` = within-class pixel spread of generated / real samples (≈1 healthy, →0 when
-    G ignores z: intra-class mode collapse, which class coverage cannot see)."""
+    G ignores z: intra-class mode collapse, which class coverage cannot see) and the per-class
+    precision / recall of Kynkäänniemi et al. 2019 in the teacher's features (`precision`,
+    `recall`: means over classes; `recall_min`: the worst-covered class)."""
     fake_feats, probs = teacher_features(teacher, images)
     real_feats, _ = teacher_features(teacher, real_images.to(images.device))
     extra = {}
     if real_labels is not None:
         extra["diversity"] = within_class_spread(images.cpu(), labels.cpu()) / max(
             within_class_spread(real_images.cpu(), real_labels.cpu()), 1e-8)
+        coverage = per_class_precision_recall(real_feats, real_labels.cpu(), fake_feats, labels.cpu(),
+                                              probs.shape[1])
+        extra |= {"precision": float(np.nanmean(coverage.precision)), "recall": float(np.nanmean(coverage.recall)),
+                  "recall_min": float(np.nanmin(coverage.recall)) if np.isfinite(coverage.recall).any()
+                  else float("nan")}
     return extra | {
         "agreement": float((probs.argmax(1) == labels.cpu()).float().mean()),
         "coverage": float(class_coverage(probs)),

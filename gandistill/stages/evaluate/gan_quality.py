@@ -37,7 +37,8 @@ def sample(ev: Inputs) -> Generated:
 def measure(ev: Inputs, generated: Generated) -> Block:
     n = ev.params.evaluate.gan_samples
     real_test = as_float(ev.test_x[:n].clone())
-    quality = sample_quality(generated.images[:n], generated.labels[:n], ev.teacher, real_test)
+    quality = sample_quality(generated.images[:n], generated.labels[:n], ev.teacher, real_test,
+                             real_labels=ev.test_y[:n].cpu())
     metrics = {f"gan_{key}": value for key, value in quality.items()}
     metrics["gan_conditioning_agreement"] = metrics.pop("gan_agreement")
     val = load_split(ev.data_dir, "val")
@@ -64,11 +65,17 @@ def report(ev: Inputs, block: Block, generated: Generated) -> Block:
     block.sections = [Section("GAN sample quality (teacher as feature extractor)", [
         "Inception Score and FID use the trained teacher in place of an Inception network (which "
         "has never seen this domain): IS from its softmax, FID from its penultimate features. "
-        "Read FID against the real-vs-real floor (val vs test, same sample size)."],
+        "Read FID against the real-vs-real floor (val vs test, same sample size). Precision and recall "
+        "(Kynkäänniemi et al. 2019) in the same features, per class: a class with low recall has parts "
+        "the generator never produced, which a student taught only on its samples has never seen."],
         [Table(["metric", "value"], [
             ["teacher-IS (1…K)", fmt(m["gan_inception_score"])],
             ["teacher-FID generated vs real test", fmt(m["gan_fid"])],
             ["teacher-FID real val vs real test (floor)", fmt(m.get("fid_real_val_vs_test"))],
+            ["precision: generated samples inside the real manifold (mean over classes)", fmt(m["gan_precision"])],
+            ["recall: real test images inside the generated manifold (mean over classes)", fmt(m["gan_recall"])],
+            ["recall of the worst-covered class", fmt(m["gan_recall_min"])],
+            ["within-class diversity, generated / real pixel spread", fmt(m["gan_diversity"])],
             ["class coverage (normalised entropy)", fmt(m["gan_coverage"])],
             ["conditioning agreement P[teacher(G(z,y)) = y]", fmt(m["gan_conditioning_agreement"], "%")],
             ["mean teacher confidence", fmt(m["gan_teacher_confidence"], "%")],
