@@ -242,7 +242,8 @@ class DistillParams(OptimParams):
     # on x_a (the rest: target images x_b labelled by the teacher on G_BA(x_b)).
     source_fraction: float = Field(0.5, ge=0.0, lt=1.0)
     # cyclegan / target_kd: colour/intensity augmentation of the student's inputs (augment.random_colour:
-    # channel order, per-channel gain/offset, negative), after the teacher labelled the unaugmented image.
+    # channel order, per-channel gain/offset, negative), after the teacher labelled the unaugmented image;
+    # gan / gan_real: of the generated samples, before the teacher labels them.
     colour_augment: bool = False
     # adversarial: weight of the student's fool-the-output-discriminator term.
     adversarial_weight: float = Field(0.1, ge=0.0)
@@ -263,6 +264,9 @@ class DistillParams(OptimParams):
     # data_free: weight of a total-variation prior on the generator's images (0 = off). Without
     # it one seed in four drifted to high-frequency textures and collapsed (52 %); with 5: 96 %.
     generator_tv_weight: float = Field(5.0, ge=0.0)
+    # data_free: DeepInversion's BatchNorm-statistics prior on the generator's images (gandistill/priors.py);
+    # needs a teacher with BatchNorm (no real data exists to measure statistics on). 0 = off.
+    generator_feature_prior_weight: float = Field(0.0, ge=0.0)
     dafl_activation_weight: float = Field(0.1, ge=0.0)
     # Quantisation-aware distillation: fake-quantise the student (as the INT8 export will) during
     # the last qat_fraction of the steps; selection then only considers steps inside that phase.

@@ -61,6 +61,7 @@ from gandistill.evaluation import explain
 from gandistill.evaluation.gan_quality import sample_balanced
 from gandistill.loop import EMA, TrainingLoop, warmup_cosine
 from gandistill.nets import build_classifier, build_gan, count_parameters
+from gandistill.priors import FeatureStatisticsPrior
 from gandistill.runtime import Runtime, seed_everything, unwrap
 from gandistill.stages.common import (
     accuracy,
@@ -157,6 +158,8 @@ class Context:
             x, y = torch.cat([xa, xb]), torch.cat([ya, yb])
         if dp.augment:  # before mining: the student is scored on exactly what it will learn from
             x = random_affine(x, world=self.runtime.world)
+        if dp.colour_augment:  # the teacher labels the recoloured sample: the student's support widens
+            x = random_colour(x, world=self.runtime.world)
         with self.runtime.autocast():
             t = self.teacher(x)
         if n_hard:  # every rank scores its candidates; the choice is made over all of them
@@ -519,8 +522,13 @@ def _data_free(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
     label (`generator_guidance_weight`)."""
     dp = ctx.params.distill
 
+    prior = FeatureStatisticsPrior(ctx.teacher) if dp.generator_feature_prior_weight else None
+
     def generator_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        t = ctx.teacher(x)
+        if prior is not None:
+            t, feature_prior = prior(x)
+        else:
+            t = ctx.teacher(x)
         discrepancy = losses.logit_l1(ctx.student(x), t)
         balance = losses.information_entropy(ctx.runtime.gather(t))  # class balance of the global batch
         loss = -discrepancy + dp.balance_weight * balance
@@ -530,6 +538,9 @@ def _data_free(ctx: Context, addons: AddOns) -> Callable[[int], dict[str, Any]]:
         if dp.generator_tv_weight:
             terms["g_tv"] = losses.total_variation(x)
             loss = loss + dp.generator_tv_weight * terms["g_tv"]
+        if prior is not None:
+            terms["g_feature_prior"] = feature_prior
+            loss = loss + dp.generator_feature_prior_weight * feature_prior
         return loss, terms
 
     return _with_free_generator(ctx, addons, generator_loss, losses.logit_l1)
