@@ -160,7 +160,9 @@ class GanParams(Section):
 
 
 class TranslatorParams(Section):
-    """train_translator: the unpaired CycleGAN between source A and target B (distill.method=cyclegan)."""
+    """train_translator: the translator between source A and target B that the method's record names —
+    the unpaired CycleGAN (distill.method=cyclegan) or PixelDA's A → B generator (distill.method=pixelda).
+    Keys without a method in their comment apply to both."""
 
     # CPU-sized: at ngf 8 a step (4 generator passes, 2 identity passes, 2 PatchGANs, batch 32) costs
     # ~0.25–0.35 s on one core. A few hundred steps leave G_BA blurry, hence several thousand.
@@ -194,6 +196,23 @@ class TranslatorParams(Section):
     min_coverage: float = Field(0.5, ge=0.0, le=1.0)
     min_diversity: float = Field(0.2, ge=0.0, le=10.0)
     collapse_patience: int = Field(3, ge=1)
+    # pixelda: G(x_a, z) = stride-1 ResNet at the target's resolution, `width` filters, `n_blocks` residual
+    # blocks (the paper: 64 filters, 6 blocks), noise z ~ U(−1, 1)^nz projected to one image-sized channel.
+    width: int = Field(16, ge=4, le=256)
+    nz: int = Field(10, ge=1, le=1024)
+    # pixelda: D's Gaussian input noise σ (on [−1, 1] pixels) and dropout after every conv (paper: 0.2, 0.1).
+    d_noise_std: float = Field(0.2, ge=0.0, le=2.0)
+    d_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # pixelda: λ_task of the task classifier's CE in G's loss (the term that keeps the class; paper: 1).
+    task_weight: float = Field(1.0, ge=0.0)
+    # pixelda: the task classifier T (target-shaped images). auto: LeNet-5 where it fits (12–32 px), else
+    # the auto student for the target's shape (gandistill.archs).
+    task_arch: str = "auto"
+    # The class guard (train_translator's docstring): when the translator keeps the class less often than
+    # the teacher reads raw target images, for guard_patience checks in a row, training stops with a
+    # warning and the student learns as plain KD on raw target images (fallback) or the run fails (stop).
+    guard: Literal["fallback", "stop", "off"] = "fallback"
+    guard_patience: int = Field(2, ge=1)
 
 
 DistillMethod = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # one record per method: gandistill.methods
@@ -236,6 +255,12 @@ class DistillParams(OptimParams):
     # cyclegan: share of each batch that is translated source images G_AB(x_a), labelled by the teacher
     # on x_a (the rest: target images x_b labelled by the teacher on G_BA(x_b)).
     source_fraction: float = Field(0.5, ge=0.0, lt=1.0)
+    # pixelda: target images join the student's batches with a pseudo-label where one is confident enough
+    # (`pseudo_threshold`, max softmax): "task" = the translator's task classifier T labels them once;
+    # "mean_teacher" = an EMA of the student labels them as it learns (French et al. 2018); "none" = the
+    # student learns from translated source images only.
+    pseudo_labels: Literal["task", "mean_teacher", "none"] = "task"
+    pseudo_threshold: float = Field(0.9, ge=0.0, le=1.0)
     # cyclegan / target_kd: colour/intensity augmentation of the student's inputs (augment.random_colour:
     # channel order, per-channel gain/offset, negative), after the teacher labelled the unaugmented image.
     colour_augment: bool = False

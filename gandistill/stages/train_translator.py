@@ -1,4 +1,6 @@
-"""train_translator: the unpaired CycleGAN that carries the teacher's knowledge to the target domain.
+"""train_translator: the translator that carries the teacher's knowledge to the target domain, the one
+the method's record names — the unpaired CycleGAN below (distill.method=cyclegan), or PixelDA's
+source → target generator (distill.method=pixelda: gandistill/stages/pixelda_translator.py).
 
 Source domain A (the teacher's, labelled) and target domain B (images only — target labels are
 never read here). Per step, on a batch x_a of A and an independently ordered batch x_b of B:
@@ -42,7 +44,7 @@ from typing import Any
 
 import torch
 
-from gandistill import losses
+from gandistill import losses, methods
 from gandistill.config import Params
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, target_folder
 from gandistill.fingerprints import model_digest
@@ -51,16 +53,12 @@ from gandistill.model_files import load_frozen_teacher
 from gandistill.nets import count_parameters
 from gandistill.nets.translator import CycleTranslator, PatchDiscriminator, ShapeAdapter
 from gandistill.runtime import Runtime, unwrap
+from gandistill.stages import pixelda_translator
 from gandistill.stages.harness import Training
 from gandistill.tracking import Tracker
-from gandistill.transfer import save_translator
+from gandistill.transfer import TARGET_ORDER_OFFSET, save_translator
 
 log = logging.getLogger(__name__)
-
-# The A and B sets may be built from the same images (MNIST-M from MNIST): their batch orders must
-# differ, or equal permutations would hand the "unpaired" translator exact pairs.
-TARGET_ORDER_OFFSET = 7_919
-
 
 def mean_pairwise_distance(images: torch.Tensor, n: int = 256) -> float:
     """Mean pixel L2 distance between distinct images of the first n (a spread measure)."""
@@ -128,6 +126,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     """Train the translator; `observer(step, translator)` (the transfer benchmark's probe with
     target labels) runs after each eval, off the clock, and never changes what is trained."""
     training = Training.start("train_translator", "translator", params, tracker)
+    if methods.get(training.params.distill.method).translator == "pixelda":
+        return pixelda_translator.run(training, data_dir, teacher_dir, out_dir, observer)  # type: ignore[arg-type]
     params, runtime = training.params, training.runtime
     tp = params.translator
     device = runtime.device

@@ -8,7 +8,8 @@ step factory in the module of its family, registered in that module's `STEPS`:
 - `supervised`: scratch, kd, adversarial — the student learns from real training images;
 - `generated`: gan, gan_real, noise — from the trained cGAN's samples (mined, mixed) or noise;
 - `data_free`: data_free, dafl — from a generator trained in this stage, never on data;
-- `cross_domain`: cyclegan, target_kd, target_supervised — for a target domain the teacher never saw.
+- `cross_domain`: cyclegan, pixelda, target_kd, source_augmented, target_supervised — for a target
+  domain the teacher never saw.
 
 Shared by all: `context` (the Context a step reads and the pieces of one student update),
 `addons` (FitNets hint, attention transfer, RKD on features, for any method), `selection` (how
@@ -45,6 +46,8 @@ from gandistill.tracking import Tracker
 from gandistill.transfer import method_data_dir
 
 log = logging.getLogger(__name__)
+
+MEAN_TEACHER_DECAY = 0.99  # French et al. 2018: 0.99 (MNIST → SVHN) to 0.999
 
 # The math of each method, from its family's module (a test checks it matches gandistill.methods).
 STEPS: dict[str, StepFactory] = {**supervised.STEPS, **generated.STEPS, **data_free.STEPS, **cross_domain.STEPS}
@@ -113,7 +116,8 @@ def _context(training: Training, method: methods.Method, meta: DatasetMeta, data
     dp = params.distill
     real = to_tensors(load_split(data_dir, "train"), device) if method.real_images != "none" else None
     teacher = load_frozen_teacher(teacher_dir, device)
-    transfer_parts = cross_domain.transfer_parts(params, method, teacher, source_dir, meta, translator_dir, device)
+    transfer_parts = cross_domain.transfer_parts(params, method, teacher, source_dir, meta, translator_dir, device,
+                                                 real)
     teacher = transfer_parts.pop("teacher", teacher)
     student = runtime.prepare(build_classifier(dp.student_arch, meta.channels, (meta.height, meta.width),
                                                meta.num_classes, mean=meta.mean, std=meta.std))
@@ -123,8 +127,11 @@ def _context(training: Training, method: methods.Method, meta: DatasetMeta, data
     generator = load_generator(generator_dir).to(device).eval() if method.needs_trained_gan else None  # type: ignore[arg-type]
     batches = (StepBatches(len(real[1]), dp.batch_size, params.seed, runtime.world, "distill.batch_size")
                if real is not None else None)
+    # pixelda's mean teacher is the student's EMA: it pseudo-labels target images and is what is scored.
+    ema_decay = dp.student_ema or (MEAN_TEACHER_DECAY if method.translator == "pixelda"
+                                   and dp.pseudo_labels == "mean_teacher" else None)
     ctx = Context(params, runtime, meta, teacher, student, optimizer, scheduler, real, batches, generator,
-                  student_ema=EMA(student, dp.student_ema) if dp.student_ema else None, **transfer_parts)
+                  student_ema=EMA(student, ema_decay) if ema_decay else None, **transfer_parts)
     return ctx, addons
 
 

@@ -40,13 +40,15 @@ class Context:
     real: tuple[torch.Tensor, torch.Tensor] | None
     batches: StepBatches | None
     generator: nn.Module | None  # has .sample(n, device) and .nz
-    # Target-domain methods: `teacher` is the teacher signal for a target image (through the
-    # translator for cyclegan, source-only for target_kd); the frozen translator and the source
-    # train split feed cyclegan's translated-source share.
+    # Target-domain methods: `teacher` is the teacher signal for a target image (the teacher through
+    # G_BA for cyclegan, PixelDA's task classifier for pixelda, source-only for target_kd /
+    # source_augmented); the frozen translator and the source train split feed the source share.
     translator: nn.Module | None = None
     source_teacher: nn.Module | None = None
     source: tuple[torch.Tensor, torch.Tensor] | None = None
     source_batches: StepBatches | None = None
+    source_adapter: nn.Module | None = None  # source image → the target's shape (source_augmented)
+    pseudo: tuple[torch.Tensor, torch.Tensor] | None = None  # pixelda: T's (confidence, label) per target image
     extra_modules: dict[str, nn.Module] = field(default_factory=dict)
     extra_optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     extra_schedulers: dict[str, Any] = field(default_factory=dict)
