@@ -81,7 +81,10 @@ def print_summary(summary: dict[str, Any]) -> None:
     transfer = summary.get("transfer") or {}
     for key, label in (("source_only_acc", "target: teacher on raw target"),
                        ("teacher_translated_acc", "target: teacher on G_BA(target)"),
+                       ("task_classifier_acc", "target: translator's task classifier"),
+                       ("class_kept_acc", "source: teacher on translated images"),
                        ("student_acc", "target: student"), ("plain_kd_acc", "target: plain KD on raw target"),
+                       ("augmented_acc", "target: translator-free augmented"),
                        ("supervised_acc", "target: supervised (upper bound)")):
         if transfer.get(key) is not None:
             rows.append((label, _fmt(transfer[key], True)))

@@ -46,6 +46,7 @@ OWN_TERMS = {
     "adversarial": {"loss_d", "fool", "kd"},
     # target-domain methods run on a source + target dataset: tests/test_transfer.py
     "cyclegan": {"kd_target", "kd_translated_source"}, "target_kd": {"kd"}, "target_supervised": {"loss"},
+    "pixelda": {"kd_translated_source", "pseudo_label", "pseudo_confident"}, "source_augmented": {"kd"},
 }
 SOURCE_METHODS = sorted(m for m, record in METHODS.items() if record.domain == "source")
 
