@@ -208,11 +208,13 @@ class TranslatorParams(Section):
     # pixelda: the task classifier T (target-shaped images). auto: LeNet-5 where it fits (12–32 px), else
     # the auto student for the target's shape (gandistill.archs).
     task_arch: str = "auto"
-    # The class guard (train_translator's docstring): when the translator keeps the class less often than
-    # the teacher reads raw target images, for guard_patience checks in a row, training stops with a
-    # warning and the student learns as plain KD on raw target images (fallback) or the run fails (stop).
+    # The class guard (gandistill/class_guard.py): when the translator keeps the class less often than the
+    # teacher reads raw target images (both without target labels), for guard_patience checks in a row,
+    # training stops with a warning and the student learns as plain KD on raw target images (fallback) or
+    # the run fails (stop).
     guard: Literal["fallback", "stop", "off"] = "fallback"
     guard_patience: int = Field(2, ge=1)
+    guard_margin: float = Field(0.0, ge=0.0, le=1.0)  # trips when class kept + margin < teacher on raw target
 
 
 DistillMethod = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # one record per method: gandistill.methods

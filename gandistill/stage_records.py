@@ -107,8 +107,24 @@ def _prepared(r: dict[str, Any]) -> str:
 
 def _student(r: dict[str, Any]) -> str:
     seen = r.get("real_images_seen_by_student")
+    fallback = f" [learned as {r['learned_as']}: the translator's class guard tripped]" if r.get("learned_as") else ""
     return (f"{r.get('method', '')} → {r.get('arch', '')} test {_pct(r.get('test_acc'))} "
-            f"(val {_pct(r.get('val_acc'))}), {'?' if seen is None else f'{seen:,}'} real images seen")
+            f"(val {_pct(r.get('val_acc'))}), {'?' if seen is None else f'{seen:,}'} real images seen{fallback}")
+
+
+def _translator(r: dict[str, Any]) -> str:
+    """Class kept (the teacher's reading of translated source images), the translator's own second
+    check, and the class guard's verdict (gandistill.class_guard)."""
+    guard = r.get("guard") or {}
+    kept = r.get("final_class_preservation", r.get("final_semantic_acc"))
+    second = (f"task/teacher agreement on target {_pct(r.get('final_teacher_target_agreement'))}"
+              if r.get("translator") == "pixelda" else f"cycle acc {_pct(r.get('final_cycle_acc'))}")
+    line = f"class kept {_pct(kept)}, {second}, coverage {_num(r.get('final_coverage'))}"
+    if guard.get("verdict") == "tripped":
+        line += (f" — GUARD TRIPPED at step {guard.get('step')}: class kept {_pct(guard.get('class_kept'))} < teacher "
+                 f"on raw target ~{_pct(guard.get('teacher_on_target_estimate'))}"
+                 + (f", student falls back to {guard['fallback']}" if guard.get("fallback") else ""))
+    return line
 
 
 def _exported(r: dict[str, Any]) -> str:
@@ -141,9 +157,7 @@ STAGES: dict[str, Stage] = {stage.name: stage for stage in (
                      f"agreement {_pct(r.get('selected_agreement'))} (step {r.get('best_step')})"),
           inputs=_DATA | _TEACHER, output="generator", trains=True, batch_key="gan.batch_size",
           in_dag=lambda run: any(m.needs_trained_gan for m in run)),
-    Stage("train_translator", (*_METHOD, *_TRAINING, "translator"),
-          lambda r: (f"semantic acc {_pct(r.get('final_semantic_acc'))}, cycle acc {_pct(r.get('final_cycle_acc'))}, "
-                     f"coverage {_num(r.get('final_coverage'))}"),
+    Stage("train_translator", (*_METHOD, *_TRAINING, "translator"), _translator,
           inputs=_DATA | _TEACHER, output="translator", trains=True, in_dag=lambda run: run[0].needs_translator),
     Stage("distill", (*_TRAINING, "distill"), _student,
           inputs=_DATA | _TEACHER, optional_inputs=_GENERATOR | _TRANSLATOR, output="student",

@@ -136,6 +136,8 @@ def build_summary(params: Params, run_dir: Path, parent_run_id: str, wall_s: flo
         "compression_ratio": ratio,
         "evaluation": evaluation.get("metrics", {}),
         "transfer": evaluation.get("transfer"),
+        # the translator's class guard (cross-domain transfer): its verdict, and what the student learned as
+        "guard": stages.get("train_translator", {}).get("result", {}).get("guard"),
         "report": {"html": evaluation.get("report_html"), "markdown": evaluation.get("report_md")},
         "export": stages.get("export", {}).get("result", {}),
         "registry": promote,

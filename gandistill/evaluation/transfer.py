@@ -38,6 +38,7 @@ from gandistill.evaluation.report import Figure, Section, Table, fmt
 from gandistill.model_files import load_classifier
 from gandistill.nets.translator import ShapeAdapter
 from gandistill.pixelda import PixelDATranslator
+from gandistill.results import read_result
 from gandistill.transfer import load_translator, source_only, through_translator
 
 # The gains the issue sets as targets (fractions of accuracy): the report states whether they are met.
@@ -147,6 +148,9 @@ def evaluate_transfer(data_dir: str | Path, teacher_dir: str | Path, student_dir
         _verdict(student_acc - source_only_acc, TARGET_GAIN_VS_SOURCE_ONLY, "the source-only teacher on raw target "
                  "images"),
     ]
+    guard = read_result(translator_dir).get("guard") if translator_dir is not None else None
+    if guard:
+        paragraphs.append(_guard_paragraph(guard))
     if plain_kd is not None:
         gain = student_acc - plain_kd
         paragraphs.append(_verdict(gain, TARGET_GAIN_VS_PLAIN_KD, "plain KD on raw target images")
@@ -240,6 +244,19 @@ def class_feature_stats(reader: nn.Module, translator: Any, test_a: torch.Tensor
         ratio.append(float((ft - mean_t).norm(dim=1).mean() / (fb - means_b[c]).norm(dim=1).mean().clamp_min(1e-8)))
         match.append(float((nearest[y_t == c] == c).float().mean()))
     return ClassFeatureStats(torch.tensor(cos), torch.tensor(ratio), torch.tensor(match), torch.tensor(counts))
+
+
+def _guard_paragraph(guard: dict[str, Any]) -> str:
+    """The translator's class guard (gandistill.class_guard), as the report states it."""
+    kept, reference = guard.get("class_kept"), guard.get("teacher_on_target_estimate")
+    numbers = ("" if kept is None or reference is None else
+               f"class kept {100 * kept:.1f} % against the teacher's ~{100 * reference:.1f} % on raw target images")
+    if guard.get("verdict") == "tripped":
+        then = (f"the student learned as {guard['fallback']} (plain KD on raw target images) instead"
+                if guard.get("fallback") else "the run stopped")
+        return (f"**The translator's class guard tripped** at step {guard.get('step')}: {guard.get('message')}. "
+                f"Translator training stopped there and {then}.")
+    return f"The translator's class guard passed ({numbers}, estimated without target labels)."
 
 
 def _verdict(gain: float, target: float, against: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from gandistill import archs, losses
+from gandistill.class_guard import ClassGuard, GuardTripped, estimate_teacher_on_target
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, target_folder
 from gandistill.evaluation.predict import predict_logits
 from gandistill.fingerprints import model_digest
@@ -39,10 +40,6 @@ from gandistill.stages.harness import Training
 from gandistill.transfer import TARGET_ORDER_OFFSET, save_pixelda
 
 log = logging.getLogger(__name__)
-
-
-class GuardTripped(Exception):
-    """The class guard stopped training (caught by `run`, which saves what it has and says so)."""
 
 
 def task_arch_for(name: str, shape: tuple[int, int, int]) -> str:
@@ -82,6 +79,7 @@ def run(training: Training, data_dir: str | Path, teacher_dir: str | Path, out_d
     to_a = ShapeAdapter(shape_b, shape_a).to(device)
     with torch.no_grad():
         teacher_on_b = teacher(to_a(val_b)).argmax(1)  # the source-only teacher's reading of raw target images
+    teacher_on_target = estimate_teacher_on_target(teacher, to_a, val_a, val_a_labels, val_b)
     training.log_params()
 
     task_arch = task_arch_for(tp.task_arch, shape_b)
@@ -112,14 +110,17 @@ def run(training: Training, data_dir: str | Path, teacher_dir: str | Path, out_d
         noise = generator.sample_noise(len(val_a), device, torch.Generator(device).manual_seed(step))
         fake = generator(val_a, noise)
         task_b = task(val_b)
-        return {
+        metrics = {
             "class_preservation": float((teacher(to_a(fake)).argmax(1) == val_a_labels).float().mean()),
+            "teacher_target_estimate": teacher_on_target,
             "teacher_target_agreement": float((task_b.argmax(1) == teacher_on_b).float().mean()),
             "task_source_acc": float((task(generator.adapt(val_a)).argmax(1) == val_a_labels).float().mean()),
             "task_translated_acc": float((task(fake).argmax(1) == val_a_labels).float().mean()),
             "coverage": float(losses.class_coverage(torch.softmax(task_b, 1))),
             "diversity": spread(fake) / max(target_spread, 1e-8),
         }
+        guard.check(step, metrics["class_preservation"], teacher_on_target)
+        return metrics
 
     def health_fn(metrics: dict[str, float]) -> str | None:
         if metrics["coverage"] < tp.min_coverage:
@@ -140,23 +141,30 @@ def run(training: Training, data_dir: str | Path, teacher_dir: str | Path, out_d
     )
     loop.track("translator", translator, opt_g, sched_g)
     loop.track("discriminator_task", discriminator, opt_dt, sched_dt)
-    outcome = loop.run(step_fn, eval_fn, health_fn)
+    guard = ClassGuard(tp)
+    try:
+        outcome = loop.run(step_fn, eval_fn, health_fn)
+        state, history, steps = outcome.best_state["translator"], outcome.history, outcome.steps
+        retries, resumed_from = outcome.retries, outcome.resumed_from
+    except GuardTripped:  # stopped early: the translator as it was when the guard tripped
+        state, history, steps = translator.state_dict(), loop.history, loop.step
+        retries, resumed_from = loop.retries, None
     translator = translator.cpu()
-    translator.load_state_dict(outcome.best_state["translator"])
+    translator.load_state_dict(state)
     save_pixelda(translator, task_arch, meta_b, out_dir)
-    final = outcome.history[-1] if outcome.history else {}
+    final = history[-1] if history else {}
     result = {
-        "translator": "pixelda", "steps": outcome.steps, "retries": outcome.retries,
-        "resumed_from": outcome.resumed_from, "task_arch": task_arch,
+        "translator": "pixelda", "steps": steps, "retries": retries, "guard": guard.verdict(),
+        "resumed_from": resumed_from, "task_arch": task_arch,
         "translator_params": count_parameters(generator), "task_params": count_parameters(task),
         "discriminator_params": count_parameters(discriminator),
         "shape_a": list(shape_a), "shape_b": list(shape_b),
         **{f"final_{k}": v for k, v in final.items() if k != "step"},
-        "history": outcome.history,
+        "history": history,
     }
     training.finish(out_dir, result, {k: v for k, v in result.items() if k.startswith("final_")})
     log.info("[train_translator] pixelda %d steps: class preservation %.4f, task/teacher agreement on target %.4f, "
-             "coverage %.3f in %.0f s", outcome.steps, final.get("class_preservation", float("nan")),
+             "coverage %.3f in %.0f s", steps, final.get("class_preservation", float("nan")),
              final.get("teacher_target_agreement", float("nan")), final.get("coverage", float("nan")),
              result["wall_s"])
     return result

@@ -36,6 +36,7 @@ select a step on.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from typing import Any
 import torch
 
 from gandistill import losses, methods
+from gandistill.class_guard import ClassGuard, GuardTripped, estimate_teacher_on_target
 from gandistill.config import Params
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, target_folder
 from gandistill.fingerprints import model_digest
@@ -142,6 +144,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     val_a_labels = torch.from_numpy(val.y[:n_eval]).to(device)
     val_b = as_float(torch.from_numpy(load_split(target_dir, "val").x[:n_eval]).to(device))
     teacher = load_frozen_teacher(teacher_dir, device)
+    teacher_on_target = estimate_teacher_on_target(teacher, ShapeAdapter(meta_b.input_shape, meta_a.input_shape),
+                                                   val_a, val_a_labels, val_b)
     training.log_params()
 
     pair = _Pair.build(tp, meta_a.input_shape, meta_b.input_shape, runtime)
@@ -152,7 +156,10 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
                                                                as_float(train_b[batches_b.indices(step)])))
 
     def eval_fn(step: int) -> dict[str, float]:
-        return translator_report(model, teacher, pair.to_a, val_a, val_a_labels, val_b)
+        metrics = translator_report(model, teacher, pair.to_a, val_a, val_a_labels, val_b)
+        metrics["teacher_target_estimate"] = teacher_on_target
+        guard.check(step, metrics["semantic_acc"], teacher_on_target)
+        return metrics
 
     def health_fn(metrics: dict[str, float]) -> str | None:
         if metrics["coverage"] < tp.min_coverage:
@@ -173,8 +180,13 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     )
     loop.track("translator", pair.translator, pair.opt_g, pair.sched_g)
     loop.track("discriminators", torch.nn.ModuleList([pair.d_a, pair.d_b]), pair.opt_d, pair.sched_d)
-    outcome = loop.run(step_fn, eval_fn, health_fn)
-    return _finish(training, outcome, model, pair, out_dir)
+    guard = ClassGuard(tp)
+    try:
+        outcome = loop.run(step_fn, eval_fn, health_fn)
+    except GuardTripped:  # stopped early: the translator as it was when the guard tripped
+        outcome = LoopResult(loop.step, None, None, {"translator": copy.deepcopy(model.state_dict())}, loop.history,
+                             loop.retries)
+    return _finish(training, outcome, model, pair, out_dir, guard.verdict())
 
 
 def _step(tp: Any, pair: _Pair, teacher: torch.nn.Module, runtime: Runtime,
@@ -228,14 +240,15 @@ def _step(tp: Any, pair: _Pair, teacher: torch.nn.Module, runtime: Runtime,
 
 
 def _finish(training: Training, outcome: LoopResult, model: CycleTranslator, pair: _Pair,
-            out_dir: str | Path) -> dict[str, Any]:
+            out_dir: str | Path, guard: dict[str, Any]) -> dict[str, Any]:
     """The final translator (no target labels: no honest score to select a step on)."""
     model = model.cpu()
     model.load_state_dict(outcome.best_state["translator"])
     save_translator(model, out_dir)
     final = outcome.history[-1] if outcome.history else {}
     result = {
-        "steps": outcome.steps, "retries": outcome.retries, "resumed_from": outcome.resumed_from,
+        "translator": "cyclegan", "steps": outcome.steps, "retries": outcome.retries, "guard": guard,
+        "resumed_from": outcome.resumed_from,
         "translator_params": count_parameters(model),
         "discriminator_params": count_parameters(pair.d_a) + count_parameters(pair.d_b),
         "shape_a": list(model.shape_a), "shape_b": list(model.shape_b),

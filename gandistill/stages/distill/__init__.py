@@ -66,8 +66,17 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
     source_dir, data_dir = Path(data_dir), method_data_dir(data_dir, dp.method)  # target methods: data/target
     meta = load_meta(data_dir)
     archs.resolve_student(training.params, *meta.input_shape)  # 'auto' → the student for its domain's shape
-    ctx, addons = _context(training, method, meta, data_dir, source_dir, teacher_dir, generator_dir, translator_dir)
-    step_fn = STEPS[dp.method](ctx, addons)
+    # The translator's class guard tripped (gandistill.class_guard): the student learns by the fallback
+    # method's recipe instead, without the translator; the result says so.
+    guard = cross_domain.guard_fallback(method, translator_dir)
+    learns_as = methods.get(guard["fallback"]) if guard else method
+    if guard:
+        translator_dir = None
+        log.warning("[distill] %s: the translator's class guard tripped (%s); the student learns as %s",
+                    dp.method, guard["message"], learns_as.name)
+    ctx, addons = _context(training, learns_as, meta, data_dir, source_dir, teacher_dir, generator_dir,
+                           translator_dir)
+    step_fn = STEPS[learns_as.name](ctx, addons)
     fake_quant = qat.LastSteps(unwrap(ctx.student), dp.steps, dp.qat_fraction, ctx.runtime.world) if dp.qat else None
     if fake_quant is not None:  # quantisation-aware: the last qat_fraction of steps see INT8 rounding
         step_fn = fake_quant.wrap(step_fn)
@@ -96,7 +105,8 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         fake_quant.remove()  # the result is a float student; export quantises it for real
     if not training.is_main:
         return training.follower(outcome)
-    return _finish(training, ctx, method, outcome, data_dir, out_dir)
+    return _finish(training, ctx, learns_as, outcome, data_dir, out_dir,
+                   {"learned_as": learns_as.name, "guard": guard} if guard else {})
 
 
 def _check_inputs(method: methods.Method, generator_dir: str | Path | None,
@@ -136,8 +146,9 @@ def _context(training: Training, method: methods.Method, meta: DatasetMeta, data
 
 
 def _finish(training: Training, ctx: Context, method: methods.Method, outcome: LoopResult, data_dir: Path,
-            out_dir: str | Path) -> dict[str, Any]:
-    """The selected student scored once on val and test, saved (with a data-free method's generator)."""
+            out_dir: str | Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """The selected student (trained by `method`'s recipe: distill.method's, or the guard's fallback)
+    scored once on val and test, saved (with a data-free method's generator); `extra` joins the result."""
     dp = training.params.distill
     student = unwrap(ctx.student).cpu().eval()
     student.load_state_dict(outcome.best_state["student_ema" if ctx.student_ema is not None else "student"])
@@ -154,7 +165,7 @@ def _finish(training: Training, ctx: Context, method: methods.Method, outcome: L
         "params": count_parameters(student),
         "real_images_seen_by_student": real_images_seen(dp.method, dp.steps, dp.batch_size, dp.real_fraction,
                                                         ctx.meta.counts.get("train", 0)),
-        "history": outcome.history,
+        "history": outcome.history, **extra,
     }
     save_classifier(student, dp.student_arch, ctx.meta, out_dir, extra={"method": dp.method})
     if "generator" in outcome.best_state and not method.needs_trained_gan:

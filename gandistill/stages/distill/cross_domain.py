@@ -22,6 +22,7 @@ from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, as_float, load_meta, load_split, to_tensors
 from gandistill.evaluation.predict import predict_logits
 from gandistill.nets.translator import ShapeAdapter
+from gandistill.results import read_result
 from gandistill.stages.distill.addons import AddOns
 from gandistill.stages.distill.context import Context, StepFactory, StepFn, distill_step, optimise
 from gandistill.stages.distill.supervised import STEPS as SUPERVISED
@@ -164,6 +165,14 @@ def _source_augmented(ctx: Context, addons: AddOns) -> StepFn:
         return distill_step(ctx, addons, x, None, t)
 
     return step
+
+
+def guard_fallback(method: methods.Method, translator_dir: str | Path | None) -> dict[str, Any] | None:
+    """The translator's class-guard verdict when it tripped with a fallback (gandistill.class_guard), else None."""
+    if not method.needs_translator or translator_dir is None:
+        return None
+    guard = read_result(translator_dir).get("guard") or {}
+    return guard if guard.get("verdict") == "tripped" and guard.get("fallback") else None
 
 
 def transfer_parts(params: Params, method: methods.Method, teacher: nn.Module, source_dir: Path,
