@@ -3,6 +3,7 @@ example, with the target-label probe the pipeline never has.
 
     python -m bench.transfer_ablations --name base --seed 0 [--student] [--set key=value ...]
     python -m bench.transfer_ablations --name plain-kd --seed 0 --method target_kd
+    python -m bench.transfer_ablations --name pixelda --seed 0 --method pixelda --student
 
 Runs the library stages directly (no kfp/MLflow), from the `transfer` profile plus the overrides.
 The dataset and the teacher are cached per seed under bench/work/transfer-ablations/ (keyed by the
@@ -33,13 +34,14 @@ import torch
 
 from bench.quality import code_fingerprint, git_commit, machine
 from bench.transfer import LoadSampler
-from gandistill import transfer
+from gandistill import methods, transfer
 from gandistill.config import Params, load_params
 from gandistill.data.dataset import load_meta, load_split, target_folder, to_tensors
 from gandistill.evaluation.predict import accuracy, predict_logits
 from gandistill.fingerprints import fingerprint, params_sections
 from gandistill.model_files import load_classifier
 from gandistill.nets.translator import CycleTranslator
+from gandistill.pixelda import PixelDATranslator
 from gandistill.results import read_result
 from gandistill.stages import distill, prepare_data, train_teacher, train_translator
 
@@ -64,16 +66,17 @@ def make_params(seed: int, overrides: list[str]) -> Params:
 
 
 def translator_probe(data_dir: Path, teacher: torch.nn.Module):
-    """Teacher accuracy on G_BA(target val) — target labels, so benchmark-only."""
+    """The translator's own target classifier on target val — target labels, so benchmark-only:
+    cyclegan, the teacher on G_BA(x_b); pixelda, the task classifier T(x_b)."""
     val = load_split(target_folder(data_dir), "val")
     x, y = torch.from_numpy(val.x[:PROBE_SAMPLES]), torch.from_numpy(val.y[:PROBE_SAMPLES])
 
-    def observe(step: int, translator: CycleTranslator) -> dict[str, float]:
+    def observe(step: int, translator: CycleTranslator | PixelDATranslator) -> dict[str, float]:
         was_training = translator.training
         translator.eval()
         acc = accuracy(predict_logits(transfer.through_translator(teacher, translator), x), y)
         translator.train(was_training)
-        print(f"[probe] step {step}: teacher on G_BA(target val) {100 * acc:.2f} %", flush=True)
+        print(f"[probe] step {step}: translator's classifier on target val {100 * acc:.2f} %", flush=True)
         return {"probe_teacher_translated_acc": acc}
 
     return observe
@@ -90,7 +93,8 @@ def target_test_probe(data_dir: Path):
 
 def run_one(name: str, seed: int, method: str, student: bool, overrides: list[str], work: Path) -> dict[str, Any]:
     params = make_params(seed, overrides)
-    code = {s: code_fingerprint(f"gandistill.stages.{s}") for s in ("train_teacher", "train_translator", "distill")}
+    code = {s: code_fingerprint(f"gandistill.stages.{s}")
+            for s in ("train_teacher", "train_translator", "pixelda_translator", "distill")}
     data_dir = work / f"data-seed{seed}-{fingerprint(params.data.model_dump(), params.seed)[:8]}"
     _cached(data_dir, lambda: prepare_data.run(params, data_dir))
     teacher_key = fingerprint(params_sections(params, "teacher", "data"), code["train_teacher"])[:10]
@@ -106,18 +110,21 @@ def run_one(name: str, seed: int, method: str, student: bool, overrides: list[st
         "source_only_test_acc": accuracy(predict_logits(source_only, tx), ty),
     }
     translator_dir = None
-    if method == "cyclegan":
-        key = fingerprint(params_sections(params, "translator", "teacher", "data"), code["train_translator"])[:10]
+    if methods.get(method).needs_translator:
+        key = fingerprint(params_sections(params, "translator", "teacher", "data"), method,
+                          code["train_translator"], code["pixelda_translator"])[:10]
         translator_dir = work / f"translator-seed{seed}-{key}"
         result = _cached(translator_dir, lambda: train_translator.run(
             params, data_dir, teacher_dir, translator_dir, observer=translator_probe(data_dir, teacher)))
         translated = transfer.through_translator(teacher, transfer.load_translator(translator_dir))
         run |= {"translator_wall_s": result["wall_s"], "translator_steps": result["steps"],
                 "teacher_translated_test_acc": accuracy(predict_logits(translated, tx), ty),
+                "guard": result.get("guard"),
                 "translator_curve": [{k: h[k] for k in ("step", "wall_s", "probe_teacher_translated_acc", "coverage",
-                                                        "diversity", "semantic_acc", "cycle_acc") if k in h}
+                                                        "diversity", "semantic_acc", "cycle_acc",
+                                                        "class_preservation") if k in h}
                                      for h in result["history"]]}
-    if student or method != "cyclegan":
+    if student or not methods.get(method).needs_translator:
         params.distill.method = method
         out = work / f"student-{name}-seed{seed}"
         result = distill.run(params, data_dir, teacher_dir, None, out, observer=target_test_probe(data_dir),
@@ -179,8 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="row name in the results table")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--method", default="cyclegan", choices=["cyclegan", "target_kd", "target_supervised"])
-    parser.add_argument("--student", action="store_true", help="also train the cyclegan student")
+    parser.add_argument("--method", default="cyclegan", choices=["cyclegan", "pixelda", "target_kd",
+                                                                 "target_supervised", "source_augmented"])
+    parser.add_argument("--student", action="store_true", help="also train the translator method's student")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="params override")
     parser.add_argument("--work", default=str(ROOT / "bench" / "work" / "transfer-ablations"))
     args = parser.parse_args(argv)

@@ -30,14 +30,14 @@ from bench.transfer_ablations import make_params
 from gandistill import losses, transfer
 from gandistill.augment import random_affine, random_colour
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, target_folder
+from gandistill.fingerprints import fingerprint, params_sections
 from gandistill.loop import warmup_cosine
+from gandistill.model_files import load_classifier
 from gandistill.nets import build_classifier
 from gandistill.nets.pixelda import NoisyDiscriminator, PixelDAGenerator
 from gandistill.nets.translator import ShapeAdapter
 from gandistill.pixelda import PixelDATranslator, PixelDAWeights, pixelda_step
 from gandistill.stages import prepare_data, train_teacher
-from gandistill.fingerprints import fingerprint, params_sections
-from gandistill.model_files import load_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "work" / "transfer-probe"
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     task_arch = args.task_arch
     if task_arch == "auto":
         c, h, w = shape_b
-        task_arch = "lenet5" if 12 <= min(h, w) and max(h, w) <= 32 else "resnet8_w8"
+        task_arch = "lenet5" if min(h, w) >= 12 and max(h, w) <= 32 else "resnet8_w8"
     key = hashlib.sha1(json.dumps({k: v for k, v in vars(args).items() if k not in (
         "student", "student_steps", "student_batch", "threshold", "colour", "note")}, sort_keys=True).encode()
     ).hexdigest()[:10]
