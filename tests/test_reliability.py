@@ -332,6 +332,13 @@ def test_an_error_crosses_the_task_boundary_as_its_documented_class() -> None:
 
 # -- attempts that die: their MLflow runs and kfp workspaces ------------------------------------
 
+def _interruptible() -> None:
+    """SIGINT at its default, as in a terminal's foreground job: a suite started in the background
+    by a non-interactive shell (`make test-slow &`) hands its children SIGINT ignored, and Python
+    then never raises KeyboardInterrupt — the run would rightly ignore the Ctrl-C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_smoke_run(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
     """`gandistill run --local --profile smoke` in its own process group; returns it once its
     prepare_data task has started (the MLflow parent exists, kfp's workspace too)."""
@@ -339,7 +346,8 @@ def _start_smoke_run(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]
     proc = subprocess.Popen([sys.executable, "-m", "gandistill", "run", "--local", "--profile", "smoke",
                              "--params", str(ROOT / "params.yaml"), "--runs-dir", str(tmp_path / "runs"),
                              "--run-name", name], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_interruptible)
     events = tmp_path / "runs" / name / "events.jsonl"
     deadline = time.monotonic() + 300
     while not (events.is_file() and '"stage_start"' in events.read_text() and "RUNNING" in _stages_of(name)):

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from gandistill import storage
+from gandistill.errors import ServiceError
 
 BUCKET = "gandistill"
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +44,10 @@ def _committed_step(prefix: str) -> int | None:
     finals = [o["Key"] for o in listed if o["Key"].endswith("/last.pt")]
     if not finals:
         return None
-    local = storage.download_file(f"s3://{BUCKET}/{finals[0]}", Path(os.environ["PROBE_DIR"]) / "probe.pt")
+    try:
+        local = storage.download_file(f"s3://{BUCKET}/{finals[0]}", Path(os.environ["PROBE_DIR"]) / "probe.pt")
+    except ServiceError:  # the pod replaced last.pt between this probe's requests: look again next poll
+        return None
     return int(torch.load(local, weights_only=True)["step"])
 
 
