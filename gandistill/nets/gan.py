@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gandistill.nets.conv import Conv2d
-from gandistill.nets.layers import minibatch_stddev
+from gandistill.nets.layers import minibatch_stddev, sample_conditional
 from gandistill.nets.resgan import ProjectionDiscriminator, ResNetGenerator
 
 
@@ -104,13 +104,7 @@ class ConditionalGenerator(nn.Module):
             img = F.interpolate(img, size=self.image_size, mode="bilinear", align_corners=False)
         return img
 
-    def sample(self, n: int, device: torch.device | str = "cpu", labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw n images with uniformly random (or given) labels."""
-        if labels is None:
-            labels = torch.randint(0, self.num_classes, (n,), device=device, generator=generator)
-        z = torch.randn(n, self.nz, device=device, generator=generator)
-        return self(z, labels), labels
+    sample = sample_conditional
 
 
 class ConditionalDiscriminator(nn.Module):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from gandistill.nets.layers import minibatch_stddev
+from gandistill.nets.layers import minibatch_stddev, sample_conditional
 
 
 def up_blocks_for(image_size: tuple[int, int]) -> int:
@@ -99,13 +99,7 @@ class ResNetGenerator(nn.Module):
             img = F.interpolate(img, size=self.image_size, mode="bilinear", align_corners=False)
         return img
 
-    def sample(self, n: int, device: torch.device | str = "cpu", labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw n images with uniformly random (or given) labels."""
-        if labels is None:
-            labels = torch.randint(0, self.num_classes, (n,), device=device, generator=generator)
-        z = torch.randn(n, self.nz, device=device, generator=generator)
-        return self(z, labels), labels
+    sample = sample_conditional
 
 
 class DiscriminatorBlock(nn.Module):
