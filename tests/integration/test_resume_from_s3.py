@@ -28,10 +28,22 @@ from gandistill.errors import ServiceError
 BUCKET = "gandistill"
 ROOT = Path(__file__).resolve().parents[2]
 
+# HOLD_AT_STEP (victim pod only): after committing a checkpoint at or past that step the pod
+# sleeps until it is killed, so the kill always lands mid-run however fast the machine trains
+# (a fast CI machine once finished all 6 epochs between two polls). Weights are untouched.
 TRAIN_SCRIPT = """
-import sys
+import os, sys, time
+from gandistill.checkpoint_store import CheckpointStore
 from gandistill.config import load_params
 from gandistill.stages import train_teacher
+hold_at = int(os.environ.get("HOLD_AT_STEP", "0"))
+if hold_at:
+    save = CheckpointStore.save
+    def save_then_hold(self, snapshot):
+        save(self, snapshot)
+        if snapshot["step"] >= hold_at:
+            time.sleep(3600)
+    CheckpointStore.save = save_then_hold
 params = load_params(None, ["teacher.epochs=6", "teacher.batch_size=32", "runtime.checkpoint_every=10",
                             "runtime.progress=false", "runtime.threads=1"])
 train_teacher.run(params, sys.argv[1], sys.argv[2])
@@ -58,16 +70,16 @@ def test_killed_training_task_resumes_from_s3_on_a_new_node_with_identical_weigh
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     monkeypatch.setenv("PROBE_DIR", str(tmp_path / "probe"))
 
-    def pod(node: str, out: Path, root: str) -> subprocess.Popen:
+    def pod(node: str, out: Path, root: str, hold_at_step: int = 0) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(tiny_dataset), str(out)],
-                                env={**env, "GANDISTILL_CHECKPOINT_ROOT": root,
+                                env={**env, "GANDISTILL_CHECKPOINT_ROOT": root, "HOLD_AT_STEP": str(hold_at_step),
                                      "GANDISTILL_CHECKPOINT_CACHE": str(tmp_path / node)},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     reference = pod("ref-node", tmp_path / "ref", str(tmp_path / "ref-checkpoints"))  # local disk, never killed
     assert reference.wait(timeout=600) == 0, reference.stderr.read().decode()[-2000:]
 
-    victim = pod("node-a", tmp_path / "victim", f"s3://{BUCKET}/{prefix}")
+    victim = pod("node-a", tmp_path / "victim", f"s3://{BUCKET}/{prefix}", hold_at_step=20)
     deadline = time.time() + 300
     killed_at = None
     while time.time() < deadline and victim.poll() is None:
