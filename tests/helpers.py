@@ -260,3 +260,21 @@ def toy_weights(out: Path) -> dict[str, torch.Tensor]:
 
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# Prepended to a training subprocess's script: with HOLD_AT_STEP set (the victim of a kill test),
+# the process sleeps after committing a checkpoint at or past that step until it is killed, so the
+# kill always lands mid-run however fast the machine trains (CI's once finished all epochs between
+# two polls of the test). The weights are untouched: the uninterrupted reference runs without it.
+HOLD_AFTER_CHECKPOINT = """
+import os, time
+from gandistill.checkpoint_store import CheckpointStore
+_hold_at = int(os.environ.get("HOLD_AT_STEP", "0"))
+if _hold_at:
+    _save = CheckpointStore.save
+    def _save_then_hold(self, snapshot):
+        _save(self, snapshot)
+        if snapshot["step"] >= _hold_at:
+            time.sleep(3600)
+    CheckpointStore.save = _save_then_hold
+"""

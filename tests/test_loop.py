@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import HOLD_AFTER_CHECKPOINT
 from torch import nn
 
 from gandistill.errors import TrainingError
@@ -121,7 +122,7 @@ def test_model_selection_keeps_the_best_validation_step(tmp_path):
     assert result.best_step == 20 and result.best_value == 0.9
 
 
-TRAIN_SCRIPT = """
+TRAIN_SCRIPT = HOLD_AFTER_CHECKPOINT + """
 import sys, torch
 from gandistill.config import load_params
 from gandistill.stages import train_teacher
@@ -137,15 +138,16 @@ def test_sigkill_mid_training_then_rerun_gives_identical_weights(tiny_dataset, t
     ends with exactly the weights of an uninterrupted run (CPU, fixed seed)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
-    def launch(ckpt_root: Path, out: Path) -> subprocess.Popen:
+    def launch(ckpt_root: Path, out: Path, hold_at_step: int = 0) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(tiny_dataset), str(out)],
-                                env={**env, "GANDISTILL_CHECKPOINT_ROOT": str(ckpt_root)},
+                                env={**env, "GANDISTILL_CHECKPOINT_ROOT": str(ckpt_root),
+                                     "HOLD_AT_STEP": str(hold_at_step)},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     reference = launch(tmp_path / "ref_ckpt", tmp_path / "ref")
     assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()[-2000:]
 
-    victim = launch(tmp_path / "ckpt", tmp_path / "victim")
+    victim = launch(tmp_path / "ckpt", tmp_path / "victim", hold_at_step=20)
     deadline = time.time() + 120
     last = None
     while time.time() < deadline:

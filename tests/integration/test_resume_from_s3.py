@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import HOLD_AFTER_CHECKPOINT
 
 from gandistill import storage
 from gandistill.errors import ServiceError
@@ -28,22 +29,10 @@ from gandistill.errors import ServiceError
 BUCKET = "gandistill"
 ROOT = Path(__file__).resolve().parents[2]
 
-# HOLD_AT_STEP (victim pod only): after committing a checkpoint at or past that step the pod
-# sleeps until it is killed, so the kill always lands mid-run however fast the machine trains
-# (a fast CI machine once finished all 6 epochs between two polls). Weights are untouched.
-TRAIN_SCRIPT = """
-import os, sys, time
-from gandistill.checkpoint_store import CheckpointStore
+TRAIN_SCRIPT = HOLD_AFTER_CHECKPOINT + """
+import sys
 from gandistill.config import load_params
 from gandistill.stages import train_teacher
-hold_at = int(os.environ.get("HOLD_AT_STEP", "0"))
-if hold_at:
-    save = CheckpointStore.save
-    def save_then_hold(self, snapshot):
-        save(self, snapshot)
-        if snapshot["step"] >= hold_at:
-            time.sleep(3600)
-    CheckpointStore.save = save_then_hold
 params = load_params(None, ["teacher.epochs=6", "teacher.batch_size=32", "runtime.checkpoint_every=10",
                             "runtime.progress=false", "runtime.threads=1"])
 train_teacher.run(params, sys.argv[1], sys.argv[2])
