@@ -36,7 +36,7 @@ test: setup data ## the test suite: unit, component, kfp.local pipeline, integra
 
 test-slow: setup data ## the slow real-training checks (CI runs these after `make test`)
 	bash scripts/test-setup.sh
-	$(BIN)/pytest -q -m "slow and not container" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "slow and not container" --durations=15 $(PYTEST_ARGS)
 
 test-container: setup ## build the image and run real components in it as its non-root user (podman or docker)
 	$(BIN)/pytest -q -m container $(PYTEST_ARGS)
