@@ -10,6 +10,10 @@ C×H×W by one rule (a local run, a cluster run and a stage called directly agre
 - colour, or larger than 32 px → resnet20 → resnet8: the CIFAR ResNet pair of the KD
   literature (He et al. 2016 §4.2).
 
+`gan.arch: auto` is resolved in train_gan (`resolve_gan`): the MLP pair for grey ≤ 32 px, the ResNet
+pair otherwise, each with the objective measured for it (`GAN_RECIPES`) where gan.loss / gan.augment /
+gan.teacher_weight are `auto`.
+
 An explicit name is used as given. `check_fit` builds both networks for the data's shape, so
 a pair that cannot fit (LeNet-5 on 8×8 images, an unknown name) is a ConfigError (exit 2):
 at `gandistill run` / `validate` when the source's shape can be read cheaply
@@ -17,6 +21,8 @@ at `gandistill run` / `validate` when the source's shape can be read cheaply
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from gandistill.config import Params
 from gandistill.errors import ConfigError
@@ -56,6 +62,30 @@ def resolve_student(params: Params, channels: int, height: int, width: int) -> P
     """Replace `auto` in distill.student_arch by the student for images of this shape (in place)."""
     if params.distill.student_arch == AUTO:
         params.distill.student_arch = auto_pair(channels, height, width)[1]
+    return params
+
+
+# The objective that goes with each GAN pair when gan.loss / gan.augment / gan.teacher_weight are `auto`.
+# resnet (auto's pick for colour, texture, larger images): hinge, DiffAugment and no teacher guidance, measured
+# as one recipe on the MNIST-M-style set — the guided BCE cGAN drew one teacher-favourite glyph per class and
+# its student reached 37.4 %, this recipe's 75.2 % (bench/results/colour-ablations.md). mlp / conv: the cGAN
+# paper's BCE with light teacher guidance, measured on MNIST (bench/results/quality.md).
+GAN_RECIPES: dict[str, dict[str, Any]] = {
+    "resnet": {"loss": "hinge", "augment": ["color", "translation", "cutout"], "teacher_weight": 0.0},
+}
+DEFAULT_GAN_RECIPE: dict[str, Any] = {"loss": "bce", "augment": [], "teacher_weight": 0.2}
+
+
+def resolve_gan(params: Params, channels: int, height: int, width: int) -> Params:
+    """Replace `auto` in gan.arch by the pair for this shape, then `auto` in gan.loss / gan.augment /
+    gan.teacher_weight by that pair's recipe (in place; a value the user set is kept)."""
+    from gandistill.nets.gan import resolve_gan_arch
+
+    gan = params.gan
+    gan.arch = resolve_gan_arch(gan.arch, channels, (height, width))
+    for key, value in GAN_RECIPES.get(gan.arch, DEFAULT_GAN_RECIPE).items():
+        if getattr(gan, key) == AUTO:
+            setattr(gan, key, value)
     return params
 
 

@@ -8,10 +8,9 @@ stage runs. Profiles (e.g. `--profile smoke`) are named override sets stored in 
 
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from gandistill import stage_records
 from gandistill.errors import ConfigError, ParamNotGiven
 from gandistill.methods import METHOD_NAMES, METHODS
+from gandistill.params_errors import describe_error
 from gandistill.params_text import apply_override, load_yaml
 from gandistill.profiles import BUILTIN_PROFILES
 
@@ -143,11 +143,12 @@ class GanParams(Section):
     lr_d: float = Field(2e-4, gt=0.0, le=1.0)
     beta1: float = Field(0.5, ge=0.0, lt=1.0)
     beta2: float = Field(0.999, ge=0.0, lt=1.0)
-    loss: Literal["bce", "hinge"] = "bce"
+    # auto (loss, augment, teacher_weight): the recipe that goes with the arch (gandistill.archs.GAN_RECIPES).
+    loss: Literal["auto", "bce", "hinge"] = "auto"
     spectral_norm: bool = True
-    augment: list[Literal["color", "translation", "cutout"]] = Field(default_factory=list)  # DiffAugment before D
+    augment: list[Literal["color", "translation", "cutout"]] | Literal["auto"] = "auto"  # DiffAugment before D
     fm_weight: float = Field(1.0, ge=0.0)  # λ: L_G = adv + λ·L_FM (feature matching on D's penultimate features)
-    teacher_weight: float = Field(0.2, ge=0.0)  # optional teacher guidance: CE(teacher(G(z,y)), y)
+    teacher_weight: Annotated[float, Field(ge=0.0)] | Literal["auto"] = "auto"  # guidance: CE(teacher(G(z,y)), y)
     diversity_weight: float = Field(0.5, ge=0.0)  # a mode-seeking diversity term
     feature_prior_weight: float = Field(0.0, ge=0.0)  # DeepInversion's prior (priors.py) on real images' statistics
     feature_prior: Literal["class", "pooled"] = "class"  # class: class y spreads like its real images in the teacher
@@ -510,39 +511,6 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """Walk the schema along an error location to find the model that owns the last key."""
-    model: Any = Params
-    for part in loc[:-1]:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            return None
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        else:
-            return None
-    return model
-
-
-def _describe(error: dict[str, Any]) -> str:
-    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    path = ".".join(str(p) for p in loc) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        model = _model_for_path(loc)
-        hint = ""
-        if model is not None:
-            close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
-            if close:
-                hint = f" — did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?"
-            else:
-                hint = f" (known keys: {', '.join(model.model_fields)})"
-        return f"  {path}: unknown key{hint}"
-    got = error.get("input")
-    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-    return f"  {path}: {error['msg']}{got_text}"
-
-
 def validate(raw: dict[str, Any], source: str = "params") -> Params:
     """Validate a params tree, raising one ConfigError that lists every offending key path."""
     if not isinstance(raw, dict):
@@ -550,7 +518,7 @@ def validate(raw: dict[str, Any], source: str = "params") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors()]
+        lines = list(dict.fromkeys(describe_error(e, Params) for e in exc.errors()))  # union members repeat
         raise ConfigError(
             f"{source} is invalid ({len(lines)} problem{'s' if len(lines) > 1 else ''}):\n"
             + "\n".join(lines)

@@ -28,14 +28,9 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "gan.steps": 20000, "gan.eval_every": 2000,
         "distill.steps": 20000, "distill.eval_every": 500,
     },
-    # Colour / texture images: the ResNet cGAN (auto's pick there) with the hinge loss, DiffAugment and no
-    # teacher guidance — guidance made every sample of a class the teacher's one favourite glyph and the
-    # student learnt little from them: MNIST-M student 75.2 % against 37.4 % for the default conv cGAN at
-    # 2,000 GAN / 1,500 distill steps (1 seed, bench/results/colour-ablations.md; bench/README.md).
-    "colour": {
-        "gan.arch": "resnet", "gan.loss": "hinge", "gan.augment": ["color", "translation", "cutout"],
-        "gan.teacher_weight": 0.0,
-    },
+    # The ResNet cGAN on any data (auto picks it for colour, texture and larger images; grey ≤ 32×32 gets
+    # the MLP pair) with its recipe: hinge, DiffAugment, no teacher guidance (gandistill.archs.GAN_RECIPES).
+    "colour": {"gan.arch": "resnet"},
     # Cross-domain transfer, the shipped example: a LeNet-5 teacher on MNIST, a student for the
     # MNIST-M-style colour set (data.source=mnistm) that never sees one of its labels. Measured end
     # to end by `python -m bench.transfer` (bench/results/transfer.md) at these budgets. Colour

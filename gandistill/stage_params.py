@@ -25,8 +25,9 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
 from gandistill import stage_records
-from gandistill.config import Params, Section, _describe, _flatten
+from gandistill.config import Params, Section, _flatten
 from gandistill.errors import ConfigError
+from gandistill.params_errors import describe_error
 from gandistill.stage_records import KNOBS
 
 
@@ -140,7 +141,7 @@ def _build(tree: dict[str, Any], stage: str, declared: tuple[str, ...]) -> Param
                             TypeAdapter(Annotated[Params.model_fields[name].annotation,  # seed: its field's rules
                                                   Params.model_fields[name]]).validate_python(tree[name]))
         except ValidationError as exc:
-            problems += [_describe({**e, "loc": (name, *e["loc"])}) for e in exc.errors()]
+            problems += [describe_error({**e, "loc": (name, *e["loc"])}, Params) for e in exc.errors()]
     for section, names in fields.items():
         model = _section(section)
         assert model is not None, section
@@ -152,7 +153,7 @@ def _build(tree: dict[str, Any], stage: str, declared: tuple[str, ...]) -> Param
             try:
                 setattr(partial, field, tree[section][field])  # validate_assignment: the field's own rules
             except ValidationError as exc:
-                problems += [_describe({**e, "loc": (section, *e["loc"])}) for e in exc.errors()]
+                problems += [describe_error({**e, "loc": (section, *e["loc"])}, Params) for e in exc.errors()]
         values[section] = partial
     if problems:
         raise ConfigError(f"params of {stage} are invalid ({len(problems)} problem{'s' * (len(problems) > 1)}):\n"

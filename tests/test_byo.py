@@ -181,6 +181,9 @@ def test_torchscript_teacher_logits_only_runs_gan_and_distill(tmp_path: Path, rg
                         f"teacher.path={tmp_path / 'teacher.ts'}", "distill.student_arch=resnet8_w4")
     gan = train_gan.run(params, rgb_data, tmp_path / "teacher", tmp_path / "gen")
     assert gan["steps"] == 4 and np.isfinite(gan["selected_fid"])
+    # colour data, gan.* at auto: the ResNet pair with the recipe measured for it (archs.GAN_RECIPES)
+    assert gan["recipe"] == {"arch": "resnet", "loss": "hinge", "augment": ["color", "translation", "cutout"],
+                             "teacher_weight": 0.0}
     for method in ("gan", "kd"):
         p = params.model_copy(update={"distill": params.distill.model_copy(update={"method": method})})
         student = distill.run(p, rgb_data, tmp_path / "teacher", tmp_path / "gen", tmp_path / f"s_{method}")

@@ -152,3 +152,13 @@ def test_a_params_file_can_add_its_own_profile(tmp_path):
     file.write_text("profiles:\n  quick:\n    distill.steps: 9\n")
     assert load_params(file, profile="quick").distill.steps == 9
     assert load_params(file, profile="smoke").distill.steps == 40  # built-in profiles still there
+
+
+def test_a_key_that_takes_a_value_or_auto_names_its_path_and_both_choices():
+    with pytest.raises(ConfigError) as err:
+        validate({"gan": {"teacher_weight": "much", "augment": ["blur"]}})
+    message = str(err.value)
+    assert "gan.teacher_weight: Input should be a valid number" in message
+    assert "gan.teacher_weight: Input should be 'auto'" in message
+    assert "gan.augment.0: Input should be 'color', 'translation' or 'cutout' (got 'blur')" in message
+    assert "constrained" not in message and "literal[" not in message  # pydantic's tags, not params keys

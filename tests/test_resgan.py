@@ -123,9 +123,21 @@ def test_resnet_widths_are_sized_for_a_cpu():
     assert [b.conv1.out_channels for b in disc.blocks] == [16, 32]
 
 
-def test_the_colour_profile_selects_the_measured_recipe(repo_root):
+def test_auto_gives_each_gan_pair_its_measured_recipe(repo_root):
+    from gandistill import archs
     from gandistill.config import load_params
 
-    gp = load_params(repo_root / "params.yaml", profile="colour").gan
-    assert (gp.arch, gp.loss, gp.augment, gp.teacher_weight) == ("resnet", "hinge", ["color", "translation", "cutout"],
-                                                                 0.0)
+    def resolved(shape, *overrides, profile=None):
+        params = load_params(repo_root / "params.yaml", list(overrides), profile=profile)
+        gp = archs.resolve_gan(params, *shape).gan
+        return gp.arch, gp.loss, gp.augment, gp.teacher_weight
+
+    colour_recipe = ("resnet", "hinge", ["color", "translation", "cutout"], 0.0)
+    assert resolved((1, 28, 28)) == ("mlp", "bce", [], 0.2)  # MNIST: the cGAN paper's pair, as before
+    assert resolved((3, 28, 28)) == colour_recipe
+    assert resolved((1, 64, 64)) == colour_recipe
+    assert resolved((1, 28, 28), profile="colour") == colour_recipe  # the profile forces the pair on grey data
+    # What the user set is kept; only `auto` follows the pair.
+    assert resolved((3, 28, 28), "gan.loss=bce", "gan.teacher_weight=0.1") == (
+        "resnet", "bce", ["color", "translation", "cutout"], 0.1)
+    assert resolved((1, 28, 28), "gan.augment=[translation]")[2] == ["translation"]

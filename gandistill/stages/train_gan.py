@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gandistill import losses
+from gandistill import archs, losses
 from gandistill.augment import diff_augment
 from gandistill.config import Params
 from gandistill.data.dataset import StepBatches, as_float, load_meta, load_split, to_tensors
@@ -49,6 +49,7 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, out_dir: 
     val_x, val_y = to_tensors(load_split(data_dir, "val"), device)
     val_images, val_labels = as_float(val_x[: max(gp.eval_samples, 500)]), val_y[: max(gp.eval_samples, 500)]
     teacher = load_frozen_teacher(teacher_dir, device)
+    archs.resolve_gan(training.params, *meta.input_shape)  # 'auto' → the pair and its recipe, logged resolved
     training.log_params()
 
     size = (meta.height, meta.width)
@@ -95,8 +96,9 @@ def _step(runtime: Runtime, gp: Any, generator: nn.Module, disc: nn.Module, opt_
           opt_d: torch.optim.Optimizer, ema: EMA | None, teacher: nn.Module, prior: FeatureStatisticsPrior | None,
           train_x: torch.Tensor, train_y: torch.Tensor, batches: StepBatches) -> Callable[[int], dict[str, Any]]:
     """One D update, then one G update (the module docstring's L_D and L_G) on the step's real batch."""
-    d_loss = losses.d_loss_hinge if gp.loss == "hinge" else losses.d_loss_bce
-    g_adv = losses.g_loss_hinge if gp.loss == "hinge" else losses.g_loss_bce
+    # By name, so an unresolved 'auto' (archs.resolve_gan not run) fails here instead of training as BCE.
+    d_loss, g_adv = {"hinge": (losses.d_loss_hinge, losses.g_loss_hinge),
+                     "bce": (losses.d_loss_bce, losses.g_loss_bce)}[gp.loss]
     device = runtime.device
 
     def augment(x: torch.Tensor) -> torch.Tensor:
@@ -163,6 +165,7 @@ def _finish(training: Training, outcome: LoopResult, generator: nn.Module, disc:
         "steps": outcome.steps, "best_step": outcome.best_step, "retries": outcome.retries,
         "processes": training.runtime.world_size,
         "resumed_from": outcome.resumed_from, "generator_params": count_parameters(best),
+        "recipe": {"arch": gp.arch, "loss": gp.loss, "augment": gp.augment, "teacher_weight": gp.teacher_weight},
         "discriminator_params": count_parameters(unwrap(disc)),
         **{f"selected_{k}": v for k, v in selected.items() if k != "step"},
         "history": outcome.history,
