@@ -17,6 +17,7 @@ from gandistill.losses import kd_kl_per_sample
 from gandistill.methods import METHODS
 from gandistill.model_files import load_classifier, load_frozen_teacher, load_generator
 from gandistill.nets import build_classifier
+from gandistill.results import read_result
 from gandistill.runtime import Runtime
 from gandistill.stages import distill, prepare_data, train_gan, train_teacher
 from gandistill.stages.distill.generated import generated_batch, hard_sample_indices
@@ -66,6 +67,20 @@ class RecordingTracker(NullTracker):
 
 def test_every_method_has_a_step_and_a_check_here():
     assert set(OWN_TERMS) == set(METHODS) == set(distill.STEPS)
+
+
+def test_a_student_left_far_under_its_teacher_is_told_why(world, tmp_path, caplog):
+    """budget_advice on the production path: a 12-step student against its smoke teacher ends far
+    under it; the stage says so on the console (a WARNING) and in its result, with the generator's
+    coverage when it learned from one."""
+    params = smoke_params("distill.method=gan", "distill.steps=12", "distill.eval_every=3")
+    result = distill.run(params, world / "data", world / "teacher", world / "gan", tmp_path / "student")
+    teacher_val = read_result(world / "teacher")["val_acc"]
+    assert teacher_val - result["val_acc"] > 0.02  # the premise: a student 12 steps old
+    said = result["advice"]
+    assert said.startswith(f"the student ends {100 * (teacher_val - result['val_acc']):.1f} points under its teacher")
+    assert "still gaining" in said or "cover" in said  # flat: the generator's coverage is named
+    assert f"[distill] {said}" in caplog.text
 
 
 @pytest.mark.parametrize("method", SOURCE_METHODS)

@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from gandistill import archs, methods, qat
+from gandistill import archs, budget_advice, methods, qat
 from gandistill.config import Params
 from gandistill.data.dataset import DatasetMeta, StepBatches, load_meta, load_split, to_tensors
 from gandistill.errors import ConfigError
@@ -42,6 +42,7 @@ from gandistill.model_files import (
     save_free_generator,
 )
 from gandistill.nets import build_classifier, count_parameters
+from gandistill.results import read_result
 from gandistill.runtime import unwrap
 from gandistill.stages.distill import cross_domain, data_free, generated, supervised
 from gandistill.stages.distill.addons import AddOns
@@ -111,8 +112,18 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
         fake_quant.remove()  # the result is a float student; export quantises it for real
     if not training.is_main:
         return training.follower(outcome)
-    return _finish(training, ctx, learns_as, outcome, data_dir, out_dir,
-                   {"learned_as": learns_as.name, "guard": guard} if guard else {})
+    extra = {"learned_as": learns_as.name, "guard": guard} if guard else {}
+    return _finish(training, ctx, learns_as, outcome, data_dir, out_dir, extra,
+                   _teacher_and_generator(learns_as, teacher_dir, generator_dir))
+
+
+def _teacher_and_generator(method: methods.Method, teacher_dir: str | Path,
+                           generator_dir: str | Path | None) -> tuple[float | None, float | None]:
+    """What budget_advice weighs the student against: the teacher's validation accuracy (None across
+    domains: it is the source's) and the trained generator's per-class recall (None without one)."""
+    teacher_val = read_result(teacher_dir).get("val_acc") if method.domain == "source" else None
+    recall = read_result(generator_dir).get("selected_recall") if method.needs_trained_gan and generator_dir else None
+    return teacher_val, recall
 
 
 def _check_inputs(method: methods.Method, generator_dir: str | Path | None,
@@ -154,9 +165,11 @@ def _context(training: Training, method: methods.Method, meta: DatasetMeta, data
 
 
 def _finish(training: Training, ctx: Context, method: methods.Method, outcome: LoopResult, data_dir: Path,
-            out_dir: str | Path, extra: dict[str, Any]) -> dict[str, Any]:
+            out_dir: str | Path, extra: dict[str, Any],
+            teacher_and_generator: tuple[float | None, float | None]) -> dict[str, Any]:
     """The selected student (trained by `method`'s recipe: distill.method's, or the guard's fallback)
-    scored once on val and test, saved (with a data-free method's generator); `extra` joins the result."""
+    scored once on val and test, saved (with a data-free method's generator); `extra` joins the result,
+    and budget_advice's line when the student ends far under its teacher (console + result)."""
     dp = training.params.distill
     student = unwrap(ctx.student).cpu().eval()
     student.load_state_dict(outcome.best_state["student_ema" if ctx.student_ema is not None else "student"])
@@ -175,6 +188,10 @@ def _finish(training: Training, ctx: Context, method: methods.Method, outcome: L
                                                         ctx.meta.counts.get("train", 0)),
         "history": outcome.history, **extra,
     }
+    said = budget_advice.advice(val_acc, teacher_and_generator[0], outcome.history, dp.steps, teacher_and_generator[1])
+    if said:
+        result["advice"] = said
+        log.warning("[distill] %s", said)
     save_classifier(student, dp.student_arch, ctx.meta, out_dir, extra={"method": dp.method})
     if "generator" in outcome.best_state and not method.needs_trained_gan:
         # data-free: keep the generator the student learned from (export calibrates INT8 on its samples)
