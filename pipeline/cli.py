@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     width = max(len(r[0]) for r in rows)
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
+    if s.get("advice"):  # the student ended far under its teacher: budget or generator (gandistill.budget_advice)
+        print(textwrap.fill(f"advice: {s['advice']}", width=100, initial_indent="  ", subsequent_indent="    "))
     if summary["stage_wall_s"]:
         print("  stage wall times (s):  " + ", ".join(f"{k} {v:.1f}" for k, v in summary["stage_wall_s"].items()))
     print(f"  total wall time:  {summary['total_wall_s']:.1f} s")

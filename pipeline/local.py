@@ -185,7 +185,8 @@ def build_summary(params: Params, run_dir: Path, parent_run_id: str, wall_s: flo
                     "val_acc": teacher.get("val_acc"), "params": teacher.get("params")},
         "student": {"arch": student.get("arch", params.distill.student_arch), "test_acc": student.get("test_acc"),
                     "val_acc": student.get("val_acc"), "params": student.get("params"),
-                    "real_images_seen": student.get("real_images_seen_by_student")},
+                    "real_images_seen": student.get("real_images_seen_by_student"),
+                    "advice": student.get("advice")},  # gandistill.budget_advice: far under its teacher, and why
         "compression_ratio": ratio,
         "evaluation": evaluation.get("metrics", {}),
         "transfer": evaluation.get("transfer"),

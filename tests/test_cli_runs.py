@@ -59,6 +59,19 @@ def test_runs_lists_newest_first_with_method_accuracies_and_decision(tmp_path, c
     assert "second" in table[1] and "98.50%" in table[1] and "v2 @challenger" in table[1]
 
 
+def test_the_run_summary_ends_with_the_students_advice(tmp_path, capsys):
+    """distill's budget_advice line (a student far under its teacher) reaches the end-of-run summary,
+    where a user reads it after the stage lines have scrolled away."""
+    summary = json.loads((_record(tmp_path, "far", "gan", 0.75, 1, "challenger") / "summary.json").read_text())
+    summary["mlflow"]["ui_command"] = "mlflow ui"
+    cli.print_summary(summary)
+    assert "advice" not in capsys.readouterr().out
+    summary["student"]["advice"] = "the student ends 21.4 points under its teacher on validation and was still gaining"
+    cli.print_summary(summary)
+    printed = capsys.readouterr().out
+    assert "  advice: the student ends 21.4 points under its teacher" in printed and "still gaining" in printed
+
+
 def test_runs_on_an_empty_folder_says_how_to_make_one(tmp_path, capsys):
     assert cli.main(["runs", "--runs-dir", str(tmp_path / "none")]) == 0
     assert "gandistill run --local" in capsys.readouterr().out
