@@ -58,6 +58,9 @@ def _run_all_stages(dataset: Path, out: Path, *overrides: str) -> None:
     params = load_params(None, [*TINY, *overrides])
     train_teacher.run(params, dataset, out / "teacher")
     train_gan.run(params, dataset, out / "teacher", out / "generator")
+    # auto's pick for colour data and its recipe (hinge, DiffAugment's random shifts / masks / colours)
+    train_gan.run(load_params(None, [*TINY, *overrides, "gan.arch=resnet"]), dataset, out / "teacher",
+                  out / "generator-resnet")
     for method, extra in METHODS.items():
         method_params = load_params(None, [*TINY, *overrides, f"distill.method={method}", *extra])
         distill.run(method_params, dataset, out / "teacher", out / "generator", out / method)
