@@ -80,9 +80,12 @@ def test_mlflow_server_stopped_mid_stage_fails_the_task_with_one_clear_error(
     with caplog.at_level(logging.ERROR, logger="gandistill"), pytest.raises(SystemExit) as exit_info:
         entry.run_stage("train_gan", Params().to_json(), parent, body)
     elapsed = time.perf_counter() - timings["stopped"]
-    assert exit_info.value.code == 5
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1, errors
+    logged = [(r.name, r.levelname, r.getMessage()[:300]) for r in caplog.records if r.levelno >= logging.WARNING]
+    assert exit_info.value.code == 5, logged
+    # The console shows gandistill's records (gandistill.console.forward_warnings): one error there. MLflow's
+    # and urllib3's own records (a background thread's, timing-dependent) go to the log file only.
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("gandistill")]
+    assert len(errors) == 1, logged
     assert live_mlflow.uri in errors[0] and "unreachable" in errors[0] and "MLFLOW_TRACKING_URI" in errors[0]
     # Fast = it gave up after the bounded retries (a behaviour, not a stopwatch on a shared machine).
     retries = [r for r in caplog.records if r.name.startswith("urllib3") and "Retrying" in r.getMessage()
