@@ -239,6 +239,20 @@ def test_a_bad_input_raised_inside_a_task_exits_with_its_class_code_and_writes_n
     assert summary["status"] == "FAILED" and not summary["registry"]
 
 
+# sitecustomize for the concurrent-runs test: each checkpoint save waits until HOLD_SAVES_UNTIL exists.
+HOLD_SAVES_UNTIL_RELEASED = """
+import os, time
+if os.environ.get("HOLD_SAVES_UNTIL"):
+    from gandistill.checkpoint_store import CheckpointStore
+    _save = CheckpointStore.save
+    def _save_when_released(self, snapshot):
+        _save(self, snapshot)
+        while not os.path.exists(os.environ["HOLD_SAVES_UNTIL"]):
+            time.sleep(0.2)
+    CheckpointStore.save = _save_when_released
+"""
+
+
 # -- two live runs with the same params, through the CLI -------------------------------------------
 
 @pytest.mark.slow
@@ -255,19 +269,34 @@ def test_two_concurrent_same_params_runs_never_read_each_others_live_checkpoint(
     env.pop("GANDISTILL_CHECKPOINT_ROOT", None)
     make_store = "from gandistill import tracking; tracking.ensure_experiment(tracking.client())"
     subprocess.run([sys.executable, "-c", make_store], cwd=tmp_path, env=env, check=True, capture_output=True)
+    # Overlap by construction, not by timing (a loaded machine once let the runs miss each other): every
+    # process of both runs loads a sitecustomize that holds each checkpoint save until `release` exists;
+    # the test creates it once one run says it waits for the other.
+    release, hook = tmp_path / "release", tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_SAVES_UNTIL_RELEASED)
+    env |= {"PYTHONPATH": os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")])),
+            "HOLD_SAVES_UNTIL": str(release)}
     runs = []
     for name in ("a", "b"):
         runs.append(subprocess.Popen([sys.executable, "-m", "gandistill", "run", "--local", "--run-name", name,
                                       *common], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True))
         time.sleep(1)
+    log_files = [tmp_path / "runs" / name / "kfp.log" for name in ("a", "b")]
+    deadline = time.monotonic() + 900
+    while not any(f.is_file() and " in use by " in f.read_text() for f in log_files):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in runs), "neither run waited"
+        time.sleep(0.5)
+    release.touch()
     outputs = [proc.communicate(timeout=1800)[0] for proc in runs]
     assert [proc.returncode for proc in runs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     logs = {name: (tmp_path / "runs" / name / "kfp.log").read_text() for name in ("a", "b")}
     summaries = {name: json.loads((tmp_path / "runs" / name / "summary.json").read_text()) for name in ("a", "b")}
     teacher_steps = json.loads((Path(summaries["a"]["artifacts"]["train_teacher"]) / "result.json").read_text())
     totals = {"train_teacher": teacher_steps["steps"], "train_gan": 200, "distill[gan]": 200}
-    waiting = re.findall(r"\[(train_teacher|train_gan|distill\[gan\])\] checkpoints .* in use by a ", logs["b"])
+    waiting = re.findall(r"\[(train_teacher|train_gan|distill\[gan\])\] checkpoints .* in use by [ab] ",
+                         logs["a"] + logs["b"])
     assert waiting, "the runs never overlapped in a training stage: " + logs["b"][-2000:]
     resumed = re.findall(r"\[(train_teacher|train_gan|distill\[gan\])\] resumed from step (\d+)", logs["a"] + logs["b"])
     for stage, step in resumed:  # only ever a finished checkpoint, never a live one
