@@ -262,19 +262,22 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-# Prepended to a training subprocess's script: with HOLD_AT_STEP set (the victim of a kill test),
-# the process sleeps after committing a checkpoint at or past that step until it is killed, so the
-# kill always lands mid-run however fast the machine trains (CI's once finished all epochs between
-# two polls of the test). The weights are untouched: the uninterrupted reference runs without it.
+# Prepended to a training subprocess's script (or written as a sitecustomize every process of a run
+# loads), so a kill or overlap test does not race the machine's speed (CI's once finished all epochs
+# between two polls of a test). After each checkpoint save: HOLD_AT_STEP set — at or past that step the
+# process sleeps until it is killed; HOLD_SAVES_UNTIL set — it waits until that file exists. Weights are
+# untouched: the uninterrupted reference runs without either.
 HOLD_AFTER_CHECKPOINT = """
 import os, time
 from gandistill.checkpoint_store import CheckpointStore
-_hold_at = int(os.environ.get("HOLD_AT_STEP", "0"))
-if _hold_at:
+_hold_at, _until = int(os.environ.get("HOLD_AT_STEP", "0")), os.environ.get("HOLD_SAVES_UNTIL")
+if _hold_at or _until:
     _save = CheckpointStore.save
     def _save_then_hold(self, snapshot):
         _save(self, snapshot)
-        if snapshot["step"] >= _hold_at:
+        if _hold_at and snapshot["step"] >= _hold_at:
             time.sleep(3600)
+        while _until and not os.path.exists(_until):
+            time.sleep(0.2)
     CheckpointStore.save = _save_then_hold
 """

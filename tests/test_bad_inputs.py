@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, dead_port, make_pattern_images, write_idx
+from helpers import HOLD_AFTER_CHECKPOINT, ROOT, dead_port, make_pattern_images, write_idx
 
 MNIST = ROOT / "data" / "mnist"
 
@@ -239,20 +239,6 @@ def test_a_bad_input_raised_inside_a_task_exits_with_its_class_code_and_writes_n
     assert summary["status"] == "FAILED" and not summary["registry"]
 
 
-# sitecustomize for the concurrent-runs test: each checkpoint save waits until HOLD_SAVES_UNTIL exists.
-HOLD_SAVES_UNTIL_RELEASED = """
-import os, time
-if os.environ.get("HOLD_SAVES_UNTIL"):
-    from gandistill.checkpoint_store import CheckpointStore
-    _save = CheckpointStore.save
-    def _save_when_released(self, snapshot):
-        _save(self, snapshot)
-        while not os.path.exists(os.environ["HOLD_SAVES_UNTIL"]):
-            time.sleep(0.2)
-    CheckpointStore.save = _save_when_released
-"""
-
-
 # -- two live runs with the same params, through the CLI -------------------------------------------
 
 @pytest.mark.slow
@@ -270,11 +256,11 @@ def test_two_concurrent_same_params_runs_never_read_each_others_live_checkpoint(
     make_store = "from gandistill import tracking; tracking.ensure_experiment(tracking.client())"
     subprocess.run([sys.executable, "-c", make_store], cwd=tmp_path, env=env, check=True, capture_output=True)
     # Overlap by construction, not by timing (a loaded machine once let the runs miss each other): every
-    # process of both runs loads a sitecustomize that holds each checkpoint save until `release` exists;
-    # the test creates it once one run says it waits for the other.
+    # process of both runs loads a sitecustomize (helpers.HOLD_AFTER_CHECKPOINT) that holds each checkpoint
+    # save until `release` exists; the test creates it once one run says it waits for the other.
     release, hook = tmp_path / "release", tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOLD_SAVES_UNTIL_RELEASED)
+    (hook / "sitecustomize.py").write_text(HOLD_AFTER_CHECKPOINT)
     env |= {"PYTHONPATH": os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")])),
             "HOLD_SAVES_UNTIL": str(release)}
     runs = []
