@@ -40,3 +40,15 @@ def test_a_flat_student_hears_what_limits_it_instead_of_more_steps():
     assert "its curve had flattened (+0.00 points" in said and "more distillation steps alone" in said
     assert "cover 7 % of real validation images" in said and "raise gan.steps" in said
     assert "distill.student_arch" in advice(0.622, 0.87, flat, 10000)  # no generator: the student or the method
+
+
+def test_an_unreadable_teacher_result_drops_the_advice_not_the_student(tmp_path):
+    from gandistill import methods
+    from gandistill.stages.distill import _teacher_and_generator
+
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "result.json").write_text('{"val_acc": 0.99')  # cut short
+    assert _teacher_and_generator(methods.get("gan"), tmp_path / "teacher", tmp_path / "none") == (None, None)
+    (tmp_path / "teacher" / "result.json").write_text('{"val_acc": 0.99}')
+    assert _teacher_and_generator(methods.get("gan"), tmp_path / "teacher", None) == (0.99, None)
+    assert _teacher_and_generator(methods.get("cyclegan"), tmp_path / "teacher", None) == (None, None)  # target

@@ -120,9 +120,16 @@ def run(params: Params, data_dir: str | Path, teacher_dir: str | Path, generator
 def _teacher_and_generator(method: methods.Method, teacher_dir: str | Path,
                            generator_dir: str | Path | None) -> tuple[float | None, float | None]:
     """What budget_advice weighs the student against: the teacher's validation accuracy (None across
-    domains: it is the source's) and the trained generator's per-class recall (None without one)."""
-    teacher_val = read_result(teacher_dir).get("val_acc") if method.domain == "source" else None
-    recall = read_result(generator_dir).get("selected_recall") if method.needs_trained_gan and generator_dir else None
+    domains: it is the source's) and the trained generator's per-class recall (None without one). The
+    advice is optional: an unreadable result.json drops it rather than fail a student already trained."""
+    def field(folder: str | Path | None, key: str) -> float | None:
+        try:
+            return read_result(folder).get(key) if folder is not None else None
+        except (OSError, ValueError):
+            return None
+
+    teacher_val = field(teacher_dir, "val_acc") if method.domain == "source" else None
+    recall = field(generator_dir, "selected_recall") if method.needs_trained_gan else None
     return teacher_val, recall
 
 
